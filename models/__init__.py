@@ -1,0 +1,1 @@
+"""Models: the narrative Transformer classifier, its training, evaluation and registry."""

@@ -1,0 +1,148 @@
+"""Field types shared by the wire models: ids, codes, enums and UTC timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, PlainSerializer
+
+from schemas.reference import COUNTRY_CODES, CURRENCY_CODES
+
+# Frozen, strict and closed: a field we do not know is an error, not something to ignore,
+# because a producer that misspells `amount_minor` must not see its events scored as zero.
+WIRE_MODEL_CONFIG = ConfigDict(
+    extra="forbid",
+    strict=True,
+    frozen=True,
+    allow_inf_nan=False,
+    str_max_length=4096,
+    use_enum_values=False,
+)
+
+Identifier = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$",
+        description="Opaque identifier: letters, digits and _ . : - (1-128 characters).",
+    ),
+]
+
+
+# Timestamps outside this range are corrupt (a unit mix-up, a zero date), and one of them
+# would drag a customer's event-time windows decades away.
+_EARLIEST_YEAR, _LATEST_YEAR = 2000, 2100
+
+
+def _to_utc(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if not _EARLIEST_YEAR <= value.year <= _LATEST_YEAR:
+        raise ValueError(f"year {value.year} is outside {_EARLIEST_YEAR}-{_LATEST_YEAR}")
+    return value
+
+
+def _format_utc(value: datetime) -> str:
+    # Millisecond precision and a literal Z: what most consumers (and kcat users) expect.
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+    Field(description="RFC 3339 timestamp with a UTC offset; stored in UTC."),
+]
+
+
+def _check_currency(code: str) -> str:
+    if code not in CURRENCY_CODES:
+        raise ValueError(f"unknown ISO 4217 currency code {code!r}")
+    return code
+
+
+def _check_country(code: str) -> str:
+    if code not in COUNTRY_CODES:
+        raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {code!r}")
+    return code
+
+
+CurrencyCode = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 currency code.",
+        json_schema_extra={"enum": sorted(CURRENCY_CODES)},
+    ),
+    AfterValidator(_check_currency),
+]
+CountryCode = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=2,
+        description="ISO 3166-1 alpha-2 country code.",
+        json_schema_extra={"enum": sorted(COUNTRY_CODES)},
+    ),
+    AfterValidator(_check_country),
+]
+
+# The largest amount accepted, in minor units: 10^14 is a trillion in a 2-decimal currency,
+# beyond any single real payment; larger values are treated as corrupt input.
+MAX_AMOUNT_MINOR = 10**14
+
+
+class Channel(StrEnum):
+    CARD = "card"  # card present, at a terminal
+    ECOMMERCE = "ecommerce"  # card not present
+    ATM = "atm"
+    WIRE = "wire"
+    ACH = "ach"
+    P2P = "p2p"
+    CASH = "cash"  # cash deposit or withdrawal at a branch
+    CRYPTO = "crypto"  # transfer to or from a crypto exchange
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"  # money arrives in the customer's account
+    OUTBOUND = "outbound"  # money leaves it
+
+
+class CounterpartyType(StrEnum):
+    MERCHANT = "merchant"
+    TERMINAL = "terminal"
+    ACCOUNT = "account"  # a beneficiary or originator account at any bank
+    ATM = "atm"
+    BRANCH = "branch"
+    EXCHANGE = "exchange"
+
+
+class CustomerSegment(StrEnum):
+    RETAIL = "retail"
+    BUSINESS = "business"
+
+
+class Typology(StrEnum):
+    """What an event is: legitimate, or which fraud / money-laundering pattern it belongs to."""
+
+    LEGITIMATE = "legitimate"
+    # card fraud
+    CARD_TESTING = "card_testing"
+    ACCOUNT_TAKEOVER = "account_takeover"
+    STOLEN_CARD = "stolen_card"
+    COMPROMISED_TERMINAL = "compromised_terminal"
+    # anti-money-laundering
+    STRUCTURING = "structuring"
+    MULE_FAN_IN_OUT = "mule_fan_in_out"
+    ROUND_TRIPPING = "round_tripping"
+    PASS_THROUGH = "pass_through"  # noqa: S105 (a typology name, not a password)
+    DORMANT_REACTIVATION = "dormant_reactivation"
+    HIGH_RISK_JURISDICTION = "high_risk_jurisdiction"
+
+
+SUSPICIOUS_TYPOLOGIES: tuple[Typology, ...] = tuple(
+    t for t in Typology if t is not Typology.LEGITIMATE
+)

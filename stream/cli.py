@@ -1,0 +1,36 @@
+"""The `riskstream` command line. Each area owns its sub-commands in its own module; this file
+only assembles them, so heavy imports (torch, transformers) happen inside the commands that
+need them and `riskstream --help` stays fast."""
+
+from __future__ import annotations
+
+import typer
+
+from stream.logs import configure_logging
+from stream.settings import load_settings
+
+app = typer.Typer(
+    name="riskstream",
+    help="Streaming real-time fraud and AML detection on Kafka, Redis and Transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+
+config_app = typer.Typer(help="Inspect the settings every command reads.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _setup() -> None:
+    """Read settings from RISKSTREAM_* environment variables and configure logging."""
+    configure_logging(load_settings().log)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as JSON, secrets masked."""
+    typer.echo(load_settings().model_dump_json(indent=2))
+
+
+def main() -> None:
+    app()

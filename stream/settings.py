@@ -1,0 +1,234 @@
+"""The one typed settings object every riskstream command reads.
+
+Values come from the environment with the prefix ``RISKSTREAM_`` and ``__`` between nested
+sections, e.g. ``RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS`` or ``RISKSTREAM_SCORER__BATCH_MAX_SIZE``.
+Nothing else in the code base reads ``os.environ`` for configuration.
+
+Secrets are :class:`pydantic.SecretStr`: they print as ``**********`` in logs, reprs and
+``riskstream config show``; only the client-config renderers reveal them, straight into the client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """How to reach Kafka; rendered into a librdkafka config by :meth:`client_config`."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    client_id: str = Field("riskstream", description="Client id prefix shown in broker logs.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_ca_location: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certificate_location: Path | None = Field(None, description="Client certificate (mTLS).")
+    ssl_key_location: Path | None = Field(None, description="Client private key (mTLS).")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client key.")
+    ssl_endpoint_identification: bool = Field(
+        True, description="Verify the broker host name against its certificate."
+    )
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and (
+            self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(
+                "kafka.security_protocol is SASL_* but sasl_mechanism, sasl_username or "
+                "sasl_password is missing"
+            )
+        return self
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka properties shared by producers, consumers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            config["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            config["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password:
+            config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_endpoint_identification else "none"
+            )
+        return config
+
+
+class TopicSettings(_Section):
+    """Topic names. Defaults follow the design; override to run side by side."""
+
+    transactions: str = Field("transactions", description="Input payment events.")
+    dlq: str = Field("transactions.dlq", description="Dead letters: original bytes + error.")
+    alerts: str = Field("risk.alerts", description="Alerts for risk teams.")
+    alerts_shadow: str = Field("risk.alerts.shadow", description="Alerts of a shadow challenger.")
+    scores: str = Field("risk.scores", description="Every score, when scorer.emit_scores is on.")
+    labels: str = Field("risk.labels", description="Analyst dispositions and chargebacks.")
+    models: str = Field("risk.models", description="Model promotion notices.")
+
+
+class RedisSettings(_Section):
+    """How to reach Redis; AUTH and TLS are optional, Redis Cluster is supported."""
+
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// URL; put the password in `password`, not here.",
+    )
+    username: str | None = Field(None, description="ACL user name (Redis 6+).")
+    password: SecretStr | None = Field(None, description="AUTH password (secret).")
+    cluster: bool = Field(False, description="Connect with the Redis Cluster client.")
+    ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss:// connections.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client key (mutual TLS).")
+    ssl_check_hostname: bool = Field(True, description="Verify the server host name.")
+    socket_timeout_s: float = Field(5.0, gt=0, description="Per-command socket timeout.")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+    def safe_url(self) -> str:
+        """The URL with any embedded password masked, for logs."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+class ContextSettings(_Section):
+    """Rolling context kept in Redis (see stream/context)."""
+
+    namespace: str = Field(
+        "live",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Key prefix; backtests use their own so they never touch live state.",
+    )
+    ttl_days: int = Field(35, ge=1, le=400, description="TTL of every context key.")
+    out_of_order_tolerance_s: int = Field(
+        3600, ge=0, description="Events older than the customer's newest by more are 'late'."
+    )
+
+
+class ModelSettings(_Section):
+    """Where models live and how they run."""
+
+    registry_dir: Path = Field(
+        Path(".riskstream/registry"), description="Versioned model directories + champion."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA when a GPU is present."
+    )
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU; default: physical cores."
+    )
+    quantize_int8: bool = Field(False, description="Dynamic int8 quantisation on CPU.")
+
+
+class ScorerSettings(_Section):
+    """The streaming scorer (`riskstream run scorer`)."""
+
+    group_id: str = Field("riskstream-scorer", description="Kafka consumer group.")
+    batch_max_size: int = Field(256, ge=1, le=8192, description="Events per micro-batch, at most.")
+    batch_max_wait_ms: int = Field(
+        50, ge=0, description="Longest wait to fill a batch once its first event arrived."
+    )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="exactly_once uses Kafka transactions."
+    )
+    transactional_id: str = Field(
+        "riskstream-scorer", description="Prefix of the transactional.id (exactly_once only)."
+    )
+    emit_scores: bool = Field(False, description="Also write every score to topics.scores.")
+    scored_ttl_days: int = Field(
+        90, ge=1, description="How long what was scored is kept for joining late labels."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics and /health.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="0 picks a free port.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on a graceful shutdown.")
+    shadow_model: str | None = Field(
+        None, description="Challenger version that also scores; alerts go to the shadow topic."
+    )
+
+
+class TrainerSettings(_Section):
+    """The feedback-loop worker (`riskstream run trainer`)."""
+
+    group_id: str = Field("riskstream-trainer", description="Kafka consumer group.")
+    finetune_every_labels: int = Field(500, ge=1, description="Fine-tune after this many labels.")
+    finetune_every_minutes: float = Field(60.0, gt=0, description="...or after this long.")
+    min_labels_per_class: int = Field(20, ge=1, description="Guardrail before any fine-tune.")
+    replay_buffer_size: int = Field(
+        20_000, ge=0, description="Older cases kept to avoid forgetting."
+    )
+    promotion_metric: Literal["average_precision", "roc_auc"] = Field("average_precision")
+    max_precision_loss: float = Field(
+        0.02, ge=0, le=1, description="Allowed drop of precision at the alert threshold."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics.")
+    metrics_port: int = Field(9465, ge=0, le=65535)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(False, description="One JSON object per line.")
+    include_payloads: bool = Field(
+        False, description="Log raw event payloads in errors. Off: payloads may hold PII."
+    )
+
+
+class Settings(BaseSettings):
+    """All of riskstream's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RISKSTREAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(
+        Path(".riskstream"), description="Local state: broker jars and data, runs, reports."
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    context: ContextSettings = ContextSettings()
+    model: ModelSettings = ModelSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    log: LogSettings = LogSettings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; keyword overrides win (used by CLI options and tests)."""
+    return Settings(**overrides)
