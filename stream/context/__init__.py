@@ -1,0 +1,1 @@
+"""Rolling per-customer and per-counterparty context in Redis (see docs/context.md)."""
