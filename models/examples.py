@@ -1,0 +1,168 @@
+"""Labelled narratives in memory and on disk: what training, evaluation and the GBDT baseline
+read, whatever produced them (the simulator pipeline in ``models.dataset``, or a test).
+
+A :class:`NarrativeSet` is column-oriented (parallel arrays), which is what batching, metrics
+and Parquet all want. :class:`SplitData` is the time-based split: train on earlier days,
+validate and test on later ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from models.errors import DatasetError
+from schemas import Typology
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class NarrativeSet:
+    """Parallel columns, one row per event."""
+
+    event_ids: list[str]
+    days: list[date]
+    texts: list[str]
+    clauses: list[list[tuple[str, str]]]
+    """(clause id, clause text) per narrative, for reasons and occlusion tests."""
+    features: NDArray[np.float32]
+    """(n, len(feature_names)) numeric context features behind the narrative."""
+    typologies: list[Typology]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def labels(self) -> NDArray[np.bool_]:
+        return np.array([t is not Typology.LEGITIMATE for t in self.typologies], dtype=bool)
+
+    def subset(self, rows: NDArray[np.integer] | list[int]) -> NarrativeSet:
+        rows = list(map(int, rows))
+        return NarrativeSet(
+            event_ids=[self.event_ids[r] for r in rows],
+            days=[self.days[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            clauses=[self.clauses[r] for r in rows],
+            features=self.features[rows],
+            typologies=[self.typologies[r] for r in rows],
+        )
+
+    def day_range(self) -> tuple[str, str]:
+        if not self.days:
+            return ("", "")
+        return (min(self.days).isoformat(), max(self.days).isoformat())
+
+
+@dataclass
+class SplitData:
+    """A time-based split plus what was fitted on its train part."""
+
+    train: NarrativeSet
+    validation: NarrativeSet
+    test: NarrativeSet
+    feature_names: tuple[str, ...]
+    narrative_spec: dict[str, Any] = field(default_factory=dict)
+    """The NarrativeSpec (JSON) fitted on the train split; stored with every model."""
+
+    @property
+    def narrative_version(self) -> str:
+        return str(self.narrative_spec.get("version", "unknown"))
+
+    def data_window(self) -> dict[str, tuple[str, str]]:
+        return {name: getattr(self, name).day_range() for name in SPLITS}
+
+    def save(self, directory: Path) -> None:
+        """One Parquet file per split plus ``meta.json`` (feature names, narrative spec)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in SPLITS:
+            part: NarrativeSet = getattr(self, name)
+            table = pa.table(
+                {
+                    "event_id": part.event_ids,
+                    "day": pa.array(part.days, type=pa.date32()),
+                    "text": part.texts,
+                    "clauses": [orjson.dumps(c).decode() for c in part.clauses],
+                    "features": pa.array(
+                        list(part.features.astype(np.float32)), type=pa.list_(pa.float32())
+                    ),
+                    "typology": [t.value for t in part.typologies],
+                }
+            )
+            pq.write_table(table, directory / f"{name}.parquet")
+        meta = {"feature_names": list(self.feature_names), "narrative_spec": self.narrative_spec}
+        (directory / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    @classmethod
+    def load(cls, directory: Path) -> SplitData:
+        try:
+            meta = orjson.loads((directory / "meta.json").read_bytes())
+            parts = {name: _read_split(directory / f"{name}.parquet") for name in SPLITS}
+        except (OSError, orjson.JSONDecodeError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read a cached dataset from {directory}: {exc}") from exc
+        return cls(
+            **parts,
+            feature_names=tuple(meta["feature_names"]),
+            narrative_spec=meta.get("narrative_spec", {}),
+        )
+
+
+def _read_split(path: Path) -> NarrativeSet:
+    table = pq.read_table(path).to_pydict()
+    width_rows = [np.asarray(row, dtype=np.float32) for row in table["features"]]
+    features = np.stack(width_rows) if width_rows else np.zeros((0, 0), np.float32)
+    return NarrativeSet(
+        event_ids=table["event_id"],
+        days=table["day"],
+        texts=table["text"],
+        clauses=[[tuple(pair) for pair in orjson.loads(c)] for c in table["clauses"]],
+        features=features,
+        typologies=[Typology(t) for t in table["typology"]],
+    )
+
+
+def split_by_day(
+    days: list[date], fractions: tuple[float, float] = (0.6, 0.2)
+) -> dict[str, NDArray[np.int64]]:
+    """Row indices of each split: the first ``fractions[0]`` of the *days* train, the next
+    ``fractions[1]`` validate, the rest test. Splitting by day, never by row at random, so a
+    model is always judged on days after everything it learned from — as in production, and
+    without one scenario's events leaking across the split boundary within a day."""
+    distinct = sorted(set(days))
+    if len(distinct) < 3:
+        raise DatasetError(
+            f"a time-based split needs at least 3 distinct days, got {len(distinct)}"
+        )
+    n_train = max(1, round(len(distinct) * fractions[0]))
+    n_valid = max(1, round(len(distinct) * fractions[1]))
+    n_train = min(n_train, len(distinct) - 2)
+    n_valid = min(n_valid, len(distinct) - n_train - 1)
+    train_end, valid_end = distinct[n_train - 1], distinct[n_train + n_valid - 1]
+    day_array = np.array(days)
+    return {
+        "train": np.flatnonzero(day_array <= train_end),
+        "validation": np.flatnonzero((day_array > train_end) & (day_array <= valid_end)),
+        "test": np.flatnonzero(day_array > valid_end),
+    }
+
+
+def sample_legitimate(
+    labels: NDArray[np.bool_], rate: float, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """All suspicious rows plus a ``rate`` share of legitimate ones, with weights 1 / rate on
+    the kept legitimate rows so weighted statistics (loss, average precision) stay those of
+    the full set."""
+    if not 0.0 < rate <= 1.0:
+        raise DatasetError(f"legitimate sample rate must be in (0, 1], got {rate}")
+    keep = labels | (rng.random(len(labels)) < rate)
+    rows = np.flatnonzero(keep)
+    weights = np.where(labels[rows], 1.0, 1.0 / rate).astype(np.float32)
+    return rows, weights

@@ -1,0 +1,471 @@
+"""Training the narrative classifier: one readable loop, top to bottom.
+
+    seed → tokenizer → model (MiniLM or student, text-only or hybrid) → AdamW + warmup/cosine
+    → for each step: weighted cross-entropy (+ distillation) → clip → step
+    → every ``eval_every`` steps: validation PR-AUC → keep the best weights → early stop
+
+Class imbalance is handled twice, both visibly: legitimate training events may be subsampled
+(``legit_sample_rate``; kept ones weigh 1/rate so the loss is still that of the full data), and
+suspicious events weigh ``positive_weight`` more in the loss. Early stopping is on validation
+average precision, the metric the model is judged by; validation may subsample legitimate
+events too, with weights that keep the estimate unbiased.
+
+A checkpoint (model + optimizer state in safetensors, config + step in JSON) is written
+whenever validation improves, so a long run can be resumed; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional name)
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import average_precision_score
+from tqdm.auto import tqdm
+from transformers import BertTokenizer
+
+from models.backbones import (
+    BackboneName,
+    StudentSize,
+    load_tokenizer,
+    new_student,
+    pretrained_minilm,
+)
+from models.classifier import TYPOLOGY_ORDER, ClassifierConfig, RiskClassifier
+from models.errors import TrainingError
+from models.examples import NarrativeSet, sample_legitimate
+from models.inference import configure_cpu_threads, pick_device, predict_logits
+from models.thresholds import Thresholds, calibrate
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one training run (CLI options map onto these fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: BackboneName = "student"
+    student: StudentSize = StudentSize()
+    hybrid: bool = Field(True, description="Feed the numeric context features beside the text.")
+    feature_hidden: int = Field(64, ge=8, le=1024)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=16, le=512)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak LR; default 1e-3 for a student, 5e-5 for MiniLM."
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    max_steps: int = Field(3000, ge=1)
+    eval_every: int = Field(250, ge=1)
+    patience: int = Field(4, ge=1, description="Evaluations without improvement before stop.")
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    legit_sample_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of legitimate training events kept."
+    )
+    positive_weight: float | None = Field(
+        None, gt=0, description="Loss weight of suspicious events; default sqrt(legit/suspicious)."
+    )
+    validation_legit_sample_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of legitimate validation events scored per eval."
+    )
+    distill_alpha: float = Field(
+        0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
+    )
+    distill_temperature: float = Field(2.0, gt=0)
+    cpu_threads: int | None = None
+    device: str = "auto"
+
+    def peak_lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-5 if self.backbone == "minilm" else 1e-3
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The small default the demo trains in a couple of minutes on 2 cores.
+    "demo": {"max_steps": 1200, "eval_every": 200, "batch_size": 32},
+    # Tests: a tiny student, a few hundred steps.
+    "tiny": {
+        "student": {"layers": 1, "hidden": 64, "heads": 2},
+        "max_steps": 300,
+        "eval_every": 100,
+        "warmup_steps": 30,
+        "batch_size": 32,
+        "patience": 2,
+    },
+    "student": {},
+    "minilm": {
+        "backbone": "minilm",
+        "max_steps": 2500,
+        "eval_every": 500,
+        "warmup_steps": 150,
+        "legit_sample_rate": 0.2,
+        "validation_legit_sample_rate": 0.25,
+        "patience": 2,
+    },
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise TrainingError(f"unknown preset {name!r}; one of {', '.join(PRESETS)}")
+    return TrainConfig.model_validate({**PRESETS[name], **overrides})
+
+
+@dataclass
+class TrainResult:
+    model: RiskClassifier
+    tokenizer: BertTokenizer
+    config: TrainConfig
+    best_step: int
+    best_validation_ap: float
+    steps: int
+    seconds: float
+    examples_seen: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_step": self.best_step,
+            "best_validation_average_precision": round(self.best_validation_ap, 6),
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "examples_per_second": round(self.examples_seen / max(self.seconds, 1e-9), 1),
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: TrainConfig, feature_names: Sequence[str]) -> RiskClassifier:
+    encoder = pretrained_minilm() if config.backbone == "minilm" else new_student(config.student)
+    classifier_config = ClassifierConfig(
+        backbone=config.backbone,
+        encoder=encoder.config.to_dict(),
+        feature_names=tuple(feature_names) if config.hybrid else (),
+        feature_hidden=config.feature_hidden,
+        dropout=config.dropout,
+        max_length=config.max_length,
+    )
+    return RiskClassifier(classifier_config, encoder)
+
+
+def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
+    # No weight decay on biases and LayerNorm gains: decaying them only hurts.
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.peak_lr(),
+    )
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warmup to the peak, then cosine decay to a tenth of it at ``max_steps``."""
+    peak = config.peak_lr()
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def class_targets(typologies: Sequence[Any]) -> NDArray[np.int64]:
+    index = {t: i for i, t in enumerate(TYPOLOGY_ORDER)}
+    return np.array([index[t] for t in typologies], dtype=np.int64)
+
+
+def validation_ap(
+    model: RiskClassifier,
+    tokenizer: BertTokenizer,
+    data: NarrativeSet,
+    weights: NDArray[np.float32],
+    device: torch.device,
+    max_length: int,
+) -> tuple[float, NDArray[np.float32]]:
+    """Weighted average precision of ``model`` on ``data`` and its logits."""
+    logits = predict_logits(
+        model,
+        tokenizer,
+        data.texts,
+        data.features if model.config.hybrid else None,
+        device=device,
+        max_length=max_length,
+    )
+    scores = 1.0 - torch.softmax(torch.from_numpy(logits), dim=-1)[:, 0].numpy()
+    return float(average_precision_score(data.labels, scores, sample_weight=weights)), logits
+
+
+def train(
+    config: TrainConfig,
+    train_set: NarrativeSet,
+    validation_set: NarrativeSet,
+    feature_names: Sequence[str],
+    *,
+    teacher_logits: NDArray[np.float32] | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a classifier; return it with the weights of its best validation evaluation.
+
+    ``teacher_logits`` (one row per training event) turns this into distillation: the loss
+    mixes the hard labels with the teacher's softened distribution (see ``models.distill``).
+    ``run_dir`` receives ``run_log.jsonl`` and the latest-best checkpoint."""
+    labels = train_set.labels
+    if not labels.any() or labels.all():
+        raise TrainingError("the train split needs both suspicious and legitimate events")
+    if not validation_set.labels.any():
+        raise TrainingError(
+            "the validation split has no suspicious events: early stopping on "
+            "PR-AUC is impossible; simulate more days or customers"
+        )
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    if device.type == "cpu":
+        configure_cpu_threads(config.cpu_threads)
+    rng = np.random.default_rng(config.seed)
+
+    tokenizer = load_tokenizer()
+    model = build_model(config, feature_names)
+    if model.config.hybrid:
+        model.set_feature_scaling(
+            torch.from_numpy(train_set.features.mean(axis=0)),
+            torch.from_numpy(train_set.features.std(axis=0)),
+        )
+    model.to(device)
+    optimizer = _optimizer(model, config)
+
+    # Training rows and their loss weights (see the module docstring).
+    rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
+    n_legit_true = float(np.sum(weights[~labels[rows]]))
+    positive_weight = config.positive_weight or math.sqrt(n_legit_true / labels.sum())
+    weights = np.where(labels[rows], weights * positive_weight, weights).astype(np.float32)
+    token_ids: list[list[int]] = tokenizer(
+        [train_set.texts[r] for r in rows], truncation=True, max_length=config.max_length
+    )["input_ids"]
+    targets = torch.from_numpy(class_targets([train_set.typologies[r] for r in rows]))
+    row_features = torch.from_numpy(train_set.features[rows].astype(np.float32))
+    row_weights = torch.from_numpy(weights)
+    teacher = torch.from_numpy(teacher_logits[rows]) if teacher_logits is not None else None
+
+    valid_rows, valid_weights = sample_legitimate(
+        validation_set.labels, config.validation_legit_sample_rate, rng
+    )
+    valid = validation_set.subset(valid_rows)
+
+    run_log = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_log = (run_dir / "run_log.jsonl").open("ab")
+    start_step, best_ap, best_step = 0, -1.0, 0
+    if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
+        start_step, best_ap = load_checkpoint(run_dir, model, optimizer)
+        best_step = start_step
+        log.info("resumed from step %d (validation AP %.4f)", start_step, best_ap)
+    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    stale, history, examples_seen = 0, [], 0
+    order = rng.permutation(len(rows))
+    cursor = 0
+    started = time.perf_counter()
+    bar = tqdm(
+        range(start_step, config.max_steps), desc=f"train {config.backbone}", disable=not progress
+    )
+    model.train()
+    step = start_step
+    try:
+        for step in bar:
+            if cursor + config.batch_size > len(order):
+                order, cursor = rng.permutation(len(rows)), 0
+            batch = order[cursor : cursor + config.batch_size]
+            cursor += config.batch_size
+            ids, mask = _pad_batch([token_ids[i] for i in batch])
+            ids, mask = ids.to(device), mask.to(device)
+            batch_features = row_features[batch].to(device) if model.config.hybrid else None
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config)
+
+            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+                logits = model(ids, mask, batch_features).float()
+            batch_weights = row_weights[batch].to(device)
+            per_example = F.cross_entropy(logits, targets[batch].to(device), reduction="none")
+            loss = (per_example * batch_weights).sum() / batch_weights.sum()
+            if teacher is not None:
+                loss = config.distill_alpha * loss + (1 - config.distill_alpha) * distill_loss(
+                    logits, teacher[batch].to(device), batch_weights, config.distill_temperature
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            examples_seen += len(batch)
+            bar.set_postfix(loss=f"{loss.item():.4f}", best_ap=f"{max(best_ap, 0):.3f}")
+
+            last = step + 1 == config.max_steps
+            if (step + 1) % config.eval_every and not last:
+                continue
+            ap, _ = validation_ap(model, tokenizer, valid, valid_weights, device, config.max_length)
+            model.train()
+            entry = {
+                "step": step + 1,
+                "loss": round(loss.item(), 6),
+                "lr": learning_rate(step, config),
+                "validation_average_precision": round(ap, 6),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            history.append(entry)
+            if run_log is not None:
+                run_log.write(orjson.dumps(entry) + b"\n")
+                run_log.flush()
+            log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss.item(), ap)
+            if ap > best_ap:
+                best_ap, best_step, stale = ap, step + 1, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                if run_dir is not None:
+                    save_checkpoint(run_dir, model, optimizer, config, step + 1, best_ap)
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    log.info(
+                        "early stop at step %d: best AP %.4f at %d", step + 1, best_ap, best_step
+                    )
+                    break
+    finally:
+        bar.close()
+        if run_log is not None:
+            run_log.close()
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        best_step=best_step,
+        best_validation_ap=best_ap,
+        steps=step + 1,
+        seconds=time.perf_counter() - started,
+        examples_seen=examples_seen,
+        history=history,
+    )
+
+
+def distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Weighted KL(teacher ‖ student) of temperature-softened distributions, × T² so its
+    gradients keep their scale as T changes (Hinton et al.)."""
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    target = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    per_example = F.kl_div(student, target, reduction="none").sum(dim=-1)
+    return (per_example * weights).sum() / weights.sum() * temperature**2
+
+
+def _pad_batch(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
+def calibrate_on(
+    model: RiskClassifier,
+    tokenizer: BertTokenizer,
+    data: NarrativeSet,
+    *,
+    target: str = "alert_rate",
+    alert_rate: float = 0.01,
+    precision: float = 0.5,
+) -> Thresholds:
+    """Thresholds from the model's scores on ``data`` (the validation split)."""
+    device = next(model.parameters()).device
+    logits = predict_logits(
+        model,
+        tokenizer,
+        data.texts,
+        data.features if model.config.hybrid else None,
+        device=device,
+        max_length=model.config.max_length,
+    )
+    scores = 1.0 - torch.softmax(torch.from_numpy(logits), dim=-1)[:, 0].numpy()
+    return calibrate(
+        scores,
+        data.labels,
+        target="precision" if target == "precision" else "alert_rate",
+        alert_rate=alert_rate,
+        precision=precision,
+    )
+
+
+# --- checkpoints: safetensors for tensors, JSON for everything else ---------------------------
+
+
+def save_checkpoint(
+    directory: Path,
+    model: RiskClassifier,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    step: int,
+    best_ap: float,
+) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for param_index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{param_index}.{key}"] = tensor.detach().cpu().contiguous()
+    meta = {
+        "step": step,
+        "best_validation_average_precision": best_ap,
+        "train_config": config.model_dump(mode="json"),
+        "classifier_config": model.config.model_dump(mode="json"),
+        "param_groups": optimizer_state["param_groups"],
+    }
+    temporary = directory / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(temporary))
+    temporary.replace(directory / "checkpoint.safetensors")
+    (directory / "checkpoint.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+
+def load_checkpoint(
+    directory: Path, model: RiskClassifier, optimizer: torch.optim.Optimizer
+) -> tuple[int, float]:
+    """Restore model and optimizer from ``directory``; return (step, best validation AP)."""
+    meta = orjson.loads((directory / "checkpoint.json").read_bytes())
+    tensors = load_file(str(directory / "checkpoint.safetensors"))
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), float(meta["best_validation_average_precision"])

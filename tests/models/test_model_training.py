@@ -1,0 +1,88 @@
+"""A tiny student trained on synthetic narratives (shared session fixture, ~15 s)."""
+
+from pathlib import Path
+
+import numpy as np
+from model_synthetic import FEATURE_NAMES
+
+from models.evaluate import evaluate
+from models.examples import SplitData
+from models.inference import from_classifier
+from models.reasons import explain
+from models.thresholds import Thresholds
+from models.train import TrainResult, preset, train
+
+
+def test_tiny_model_beats_a_constant_predictor_on_later_days(
+    trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
+) -> None:
+    assert min(synthetic_split.test.days) > max(synthetic_split.train.days)
+    model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
+    predictions = model.predict_batch(synthetic_split.test.texts)
+    report = evaluate(predictions.scores, synthetic_split.test.typologies, predictions.typologies)
+    # a constant predictor's average precision is the prevalence
+    assert report.average_precision > report.prevalence + 0.3
+    assert report.roc_auc > 0.8
+    assert trained_tiny.best_validation_ap > 0.5
+    assert trained_tiny.history[0]["step"] == trained_tiny.config.eval_every
+
+
+def test_reasons_name_clauses_of_the_alerted_narrative(
+    trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
+) -> None:
+    model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
+    test = synthetic_split.test
+    scores = model.predict_batch(test.texts).scores
+    alerted = np.flatnonzero(scores >= model.alert_threshold)[:5]
+    assert len(alerted) > 0
+
+    class Clause:
+        def __init__(self, clause_id: str, text: str) -> None:
+            self.id, self.text = clause_id, text
+
+    class Narrative:
+        def __init__(self, text: str, clauses: list[tuple[str, str]]) -> None:
+            self.text = text
+            self.clauses = [Clause(c, t) for c, t in clauses]
+
+    narratives = [Narrative(test.texts[i], test.clauses[i]) for i in alerted]
+    reasons = explain(model, narratives, top_k=2)
+    assert len(reasons) == len(narratives)
+    assert any(reasons)
+    for narrative, found in zip(narratives, reasons, strict=True):
+        assert len(found) <= 2
+        ids = {c.id for c in narrative.clauses}
+        for reason in found:
+            assert reason.clause in ids
+            assert reason.text in narrative.text
+            assert reason.weight > 0
+        assert [r.weight for r in found] == sorted((r.weight for r in found), reverse=True)
+
+
+def test_checkpoint_resumes_where_training_stopped(
+    tmp_path: Path, synthetic_split: SplitData
+) -> None:
+    config = preset("tiny", hybrid=True, max_steps=40, eval_every=20, patience=5)
+    first = train(
+        config,
+        synthetic_split.train,
+        synthetic_split.validation,
+        FEATURE_NAMES,
+        run_dir=tmp_path,
+        progress=False,
+    )
+    assert (tmp_path / "checkpoint.safetensors").is_file()
+    log_lines = (tmp_path / "run_log.jsonl").read_text().splitlines()
+    assert len(log_lines) == 2
+    longer = config.model_copy(update={"max_steps": 60})
+    resumed = train(
+        longer,
+        synthetic_split.train,
+        synthetic_split.validation,
+        FEATURE_NAMES,
+        run_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert [h["step"] for h in resumed.history] == [60]
+    assert first.steps == 40
