@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,15 +222,17 @@ def train(
     validation_set: NarrativeSet,
     feature_names: Sequence[str],
     *,
-    teacher_logits: NDArray[np.float32] | None = None,
+    teacher: Callable[[NarrativeSet], NDArray[np.float32]] | None = None,
     run_dir: Path | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train a classifier; return it with the weights of its best validation evaluation.
 
-    ``teacher_logits`` (one row per training event) turns this into distillation: the loss
-    mixes the hard labels with the teacher's softened distribution (see ``models.distill``).
+    ``teacher`` turns this into distillation: it is called once with the training events
+    actually used (after legitimate subsampling) and returns the teacher's logits for them; the
+    loss then mixes the hard labels with the teacher's softened distribution
+    (see ``models.distill``).
     ``run_dir`` receives ``run_log.jsonl`` and the latest-best checkpoint."""
     labels = train_set.labels
     if not labels.any() or labels.all():
@@ -267,7 +269,7 @@ def train(
     targets = torch.from_numpy(class_targets([train_set.typologies[r] for r in rows]))
     row_features = torch.from_numpy(train_set.features[rows].astype(np.float32))
     row_weights = torch.from_numpy(weights)
-    teacher = torch.from_numpy(teacher_logits[rows]) if teacher_logits is not None else None
+    soft_targets = torch.from_numpy(teacher(train_set.subset(rows))) if teacher else None
 
     valid_rows, valid_weights = sample_legitimate(
         validation_set.labels, config.validation_legit_sample_rate, rng
@@ -310,9 +312,12 @@ def train(
             batch_weights = row_weights[batch].to(device)
             per_example = F.cross_entropy(logits, targets[batch].to(device), reduction="none")
             loss = (per_example * batch_weights).sum() / batch_weights.sum()
-            if teacher is not None:
+            if soft_targets is not None:
                 loss = config.distill_alpha * loss + (1 - config.distill_alpha) * distill_loss(
-                    logits, teacher[batch].to(device), batch_weights, config.distill_temperature
+                    logits,
+                    soft_targets[batch].to(device),
+                    batch_weights,
+                    config.distill_temperature,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]

@@ -3,14 +3,18 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from model_synthetic import FEATURE_NAMES
+from numpy.typing import NDArray
 
+from models.distill import teacher_logits
 from models.evaluate import evaluate
-from models.examples import SplitData
+from models.examples import NarrativeSet, SplitData
 from models.inference import from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
-from models.train import TrainResult, preset, train
+from models.train import TrainResult, distill_loss, preset, train
 
 
 def test_tiny_model_beats_a_constant_predictor_on_later_days(
@@ -86,3 +90,37 @@ def test_checkpoint_resumes_where_training_stopped(
     )
     assert [h["step"] for h in resumed.history] == [60]
     assert first.steps == 40
+
+
+def test_distilled_student_learns_from_the_teacher(
+    trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
+) -> None:
+    teacher = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
+    calls: list[int] = []
+
+    def counting_teacher(rows: NarrativeSet) -> NDArray[np.float32]:
+        calls.append(len(rows))
+        return teacher_logits(teacher, rows)
+
+    config = preset("tiny", hybrid=False, seed=5, max_steps=150, eval_every=75)
+    student = train(
+        config,
+        synthetic_split.train,
+        synthetic_split.validation,
+        FEATURE_NAMES,
+        teacher=counting_teacher,
+        progress=False,
+    )
+    assert calls == [len(synthetic_split.train)]  # teacher scored once, all rows (rate 1.0)
+    scores = from_classifier(student.model, student.tokenizer, tiny_thresholds).predict_batch(
+        synthetic_split.test.texts
+    )
+    report = evaluate(scores.scores, synthetic_split.test.typologies)
+    assert report.average_precision > report.prevalence + 0.3
+
+
+def test_distillation_loss_is_zero_when_student_matches_teacher() -> None:
+    logits = torch.randn(8, 11)
+    weights = torch.ones(8)
+    assert distill_loss(logits, logits, weights, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(logits, torch.randn(8, 11) * 3, weights, 2.0).item() > 0.01
