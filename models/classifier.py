@@ -56,6 +56,13 @@ class ClassifierConfig(BaseModel):
         return bool(self.feature_names)
 
 
+def symlog(values: torch.Tensor) -> torch.Tensor:
+    """sign(x)·log(1 + |x|): context features are counts, sums and ratios with long tails (one
+    customer's 500 events an hour, a 40× amount); compressing them before standardising keeps
+    the side path's inputs on one scale, which a small MLP needs far more than trees do."""
+    return torch.sign(values) * torch.log1p(values.abs())
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
@@ -89,11 +96,12 @@ class RiskClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, len(config.typologies))
 
-    def set_feature_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Fix the standardisation from the training split (std floors at a small value so a
-        constant feature does not divide by zero)."""
-        self.feature_mean.copy_(mean.float())
-        self.feature_std.copy_(std.float().clamp_min(1e-6))
+    def fit_feature_scaling(self, train_features: torch.Tensor) -> None:
+        """Fix the standardisation from the training split's raw features (std floors at a
+        small value so a constant feature does not divide by zero)."""
+        compressed = symlog(train_features.float())
+        self.feature_mean.copy_(compressed.mean(dim=0))
+        self.feature_std.copy_(compressed.std(dim=0, unbiased=False).clamp_min(1e-6))
 
     def forward(
         self,
@@ -106,7 +114,7 @@ class RiskClassifier(nn.Module):
         if self.side is not None:
             if features is None:
                 raise ValueError("this is a hybrid model: features are required")
-            scaled = (features.float() - self.feature_mean) / self.feature_std
+            scaled = (symlog(features.float()) - self.feature_mean) / self.feature_std
             scaled = torch.nan_to_num(scaled, nan=0.0).clamp(-_FEATURE_CLIP, _FEATURE_CLIP)
             side = self.side(scaled.to(pooled.dtype))
             pooled = torch.cat([pooled, side], dim=-1)

@@ -251,10 +251,7 @@ def train(
     tokenizer = load_tokenizer()
     model = build_model(config, feature_names)
     if model.config.hybrid:
-        model.set_feature_scaling(
-            torch.from_numpy(train_set.features.mean(axis=0)),
-            torch.from_numpy(train_set.features.std(axis=0)),
-        )
+        model.fit_feature_scaling(torch.from_numpy(train_set.features))
     model.to(device)
     optimizer = _optimizer(model, config)
 

@@ -27,7 +27,7 @@ def _save(registry: Registry, model: RiskClassifier, parent: str | None = None) 
 
 
 def test_round_trip_scores_identically(tmp_path: Path, untrained_hybrid: RiskClassifier) -> None:
-    untrained_hybrid.set_feature_scaling(torch.tensor([1.0, 2, 0, 0]), torch.tensor([2.0, 1, 1, 1]))
+    untrained_hybrid.fit_feature_scaling(torch.tensor([[1.0, 2, 0, 0], [3.0, 5, 1, 0]]))
     registry = Registry(tmp_path)
     version = _save(registry, untrained_hybrid)
     registry.promote(version)
