@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import typer
 
+from models.cli import model_app
+from stream.devenv.cli import app as dev_app
 from stream.logs import configure_logging
 from stream.settings import load_settings
 
@@ -18,6 +20,8 @@ app = typer.Typer(
 
 config_app = typer.Typer(help="Inspect the settings every command reads.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(dev_app, name="dev")
+app.add_typer(model_app, name="model")
 
 
 @app.callback()

@@ -61,6 +61,23 @@ def _fail(error: DevEnvError) -> typer.Exit:
 
 
 @app.command()
+def install() -> None:
+    """Install what the broker and Redis need: Kafka jars from Maven Central, Debian's redis-server.
+
+    Idempotent and cached: a second run only checks. `make setup` runs it so a fresh machine
+    fails early, with a clear message, rather than inside the first test that needs a server.
+    """
+    home = load_settings().home.resolve()
+    try:
+        libs = ensure_kafka_jars(home)
+        redis_binary = ensure_redis_server_binary()
+    except DevEnvError as error:
+        raise _fail(error) from error
+    typer.echo(f"kafka {kafka_version()} jars: {libs}")
+    typer.echo(f"redis-server: {redis_binary}")
+
+
+@app.command()
 def up(
     kafka_port: KafkaPort = 9092,
     controller_port: ControllerPort = 9093,

@@ -6,8 +6,10 @@ and how it is installed, or the tail of the log of the process that would not st
 
 from __future__ import annotations
 
+from stream.errors import StreamError
 
-class DevEnvError(Exception):
+
+class DevEnvError(StreamError):
     """Base of every error raised by ``stream.devenv``."""
 
 
