@@ -10,6 +10,7 @@ from models.cli import model_app
 from stream.devenv.cli import app as dev_app
 from stream.logs import configure_logging
 from stream.settings import load_settings
+from stream.simulate.cli import simulate
 
 app = typer.Typer(
     name="riskstream",
@@ -22,6 +23,7 @@ config_app = typer.Typer(help="Inspect the settings every command reads.", no_ar
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(model_app, name="model")
+app.command("simulate")(simulate)
 
 
 @app.callback()
