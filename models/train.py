@@ -10,8 +10,9 @@ suspicious events weigh ``positive_weight`` more in the loss. Early stopping is 
 average precision, the metric the model is judged by; validation may subsample legitimate
 events too, with weights that keep the estimate unbiased.
 
-A checkpoint (model + optimizer state in safetensors, config + step in JSON) is written
-whenever validation improves, so a long run can be resumed; nothing is pickled.
+At every evaluation a checkpoint is written (latest model + optimizer state in safetensors, the
+best weights so far beside it, config + step in JSON), so a long run can be resumed; nothing is
+pickled.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def train(
     actually used (after legitimate subsampling) and returns the teacher's logits for them; the
     loss then mixes the hard labels with the teacher's softened distribution
     (see ``models.distill``).
-    ``run_dir`` receives ``run_log.jsonl`` and the latest-best checkpoint."""
+    ``run_dir`` receives ``run_log.jsonl`` and checkpoints (latest state, best weights)."""
     labels = train_set.labels
     if not labels.any() or labels.all():
         raise TrainingError("the train split needs both suspicious and legitimate events")
@@ -278,11 +279,10 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         run_log = (run_dir / "run_log.jsonl").open("ab")
     start_step, best_ap, best_step = 0, -1.0, 0
-    if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
-        start_step, best_ap = load_checkpoint(run_dir, model, optimizer)
-        best_step = start_step
-        log.info("resumed from step %d (validation AP %.4f)", start_step, best_ap)
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
+        start_step, best_step, best_ap, best_state = load_checkpoint(run_dir, model, optimizer)
+        log.info("resumed at step %d (best validation AP %.4f)", start_step, best_ap)
     stale, history, examples_seen = 0, [], 0
     order = rng.permutation(len(rows))
     cursor = 0
@@ -340,18 +340,20 @@ def train(
                 run_log.write(orjson.dumps(entry) + b"\n")
                 run_log.flush()
             log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss.item(), ap)
-            if ap > best_ap:
+            improved = ap > best_ap
+            if improved:
                 best_ap, best_step, stale = ap, step + 1, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if run_dir is not None:
-                    save_checkpoint(run_dir, model, optimizer, config, step + 1, best_ap)
             else:
                 stale += 1
-                if stale >= config.patience:
-                    log.info(
-                        "early stop at step %d: best AP %.4f at %d", step + 1, best_ap, best_step
-                    )
-                    break
+            if run_dir is not None:
+                save_checkpoint(
+                    run_dir, model, optimizer, config, step + 1, best_step, best_ap,
+                    best_state if improved else None,
+                )  # fmt: skip
+            if not improved and stale >= config.patience:
+                log.info("early stop at step %d: best AP %.4f at %d", step + 1, best_ap, best_step)
+                break
     finally:
         bar.close()
         if run_log is not None:
@@ -434,31 +436,43 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     step: int,
+    best_step: int,
     best_ap: float,
+    best_state: dict[str, torch.Tensor] | None,
 ) -> None:
+    """The latest model + optimizer state (to resume), and the best weights when they changed
+    (resuming must not forget the best model seen so far)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
     for param_index, state in optimizer_state["state"].items():
         for key, value in state.items():
             tensor = value if torch.is_tensor(value) else torch.tensor(value)
             tensors[f"optim.{param_index}.{key}"] = tensor.detach().cpu().contiguous()
+    _save_atomically(tensors, directory / "checkpoint.safetensors")
+    if best_state is not None:
+        _save_atomically(best_state, directory / "best_model.safetensors")
     meta = {
         "step": step,
+        "best_step": best_step,
         "best_validation_average_precision": best_ap,
         "train_config": config.model_dump(mode="json"),
         "classifier_config": model.config.model_dump(mode="json"),
         "param_groups": optimizer_state["param_groups"],
     }
-    temporary = directory / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(temporary))
-    temporary.replace(directory / "checkpoint.safetensors")
     (directory / "checkpoint.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+
+def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    temporary = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary))
+    temporary.replace(path)
 
 
 def load_checkpoint(
     directory: Path, model: RiskClassifier, optimizer: torch.optim.Optimizer
-) -> tuple[int, float]:
-    """Restore model and optimizer from ``directory``; return (step, best validation AP)."""
+) -> tuple[int, int, float, dict[str, torch.Tensor]]:
+    """Restore model and optimizer from ``directory``; return (step, best step, best
+    validation AP, best weights)."""
     meta = orjson.loads((directory / "checkpoint.json").read_bytes())
     tensors = load_file(str(directory / "checkpoint.safetensors"))
     model.load_state_dict(
@@ -470,4 +484,10 @@ def load_checkpoint(
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"]), float(meta["best_validation_average_precision"])
+    best_state = load_file(str(directory / "best_model.safetensors"))
+    return (
+        int(meta["step"]),
+        int(meta["best_step"]),
+        float(meta["best_validation_average_precision"]),
+        best_state,
+    )

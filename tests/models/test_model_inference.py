@@ -1,21 +1,26 @@
-from datetime import date
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
-from model_synthetic import flat_thresholds, narrative_set
 
 from models.backbones import load_tokenizer
 from models.classifier import TYPOLOGY_ORDER, RiskClassifier
 from models.errors import ModelError
+from models.examples import NarrativeSet
 from models.inference import configure_cpu_threads, from_classifier, physical_cores, quantize_int8
+from models.thresholds import Thresholds
 from schemas import Typology
 
+MakeNarratives = Callable[..., NarrativeSet]
 
-def test_length_bucketing_keeps_input_order(untrained_hybrid: RiskClassifier) -> None:
-    data = narrative_set(60, date(2025, 1, 1), 2, seed=5)
+
+def test_length_bucketing_keeps_input_order(
+    untrained_hybrid: RiskClassifier, make_narratives: MakeNarratives, thresholds: Thresholds
+) -> None:
+    data = make_narratives(60, seed=5)
     texts = [text * (1 + i % 3) for i, text in enumerate(data.texts)]  # varied lengths
-    model = from_classifier(untrained_hybrid, load_tokenizer(), flat_thresholds())
+    model = from_classifier(untrained_hybrid, load_tokenizer(), thresholds)
     model.batch_size = 7
     batched = model.predict_batch(texts, data.features)
     one_by_one = [model.predict_batch([t], data.features[i : i + 1]) for i, t in enumerate(texts)]
@@ -29,8 +34,10 @@ def test_length_bucketing_keeps_input_order(untrained_hybrid: RiskClassifier) ->
     assert np.all(batched.typology_probability() <= batched.scores + 1e-6)
 
 
-def test_hybrid_model_needs_features(untrained_hybrid: RiskClassifier) -> None:
-    model = from_classifier(untrained_hybrid, load_tokenizer(), flat_thresholds())
+def test_hybrid_model_needs_features(
+    untrained_hybrid: RiskClassifier, thresholds: Thresholds
+) -> None:
+    model = from_classifier(untrained_hybrid, load_tokenizer(), thresholds)
     with pytest.raises(ModelError, match="hybrid"):
         model.predict_batch(["a narrative"])
     with pytest.raises(ModelError, match="shape"):
@@ -38,11 +45,13 @@ def test_hybrid_model_needs_features(untrained_hybrid: RiskClassifier) -> None:
     assert len(model.predict_batch([], np.zeros((0, 4))).scores) == 0
 
 
-def test_int8_quantisation_keeps_scores_close(untrained_hybrid: RiskClassifier) -> None:
-    data = narrative_set(50, date(2025, 1, 1), 2, seed=6)
+def test_int8_quantisation_keeps_scores_close(
+    untrained_hybrid: RiskClassifier, make_narratives: MakeNarratives, thresholds: Thresholds
+) -> None:
+    data = make_narratives(50, seed=6)
     tokenizer = load_tokenizer()
-    fp32 = from_classifier(untrained_hybrid, tokenizer, flat_thresholds())
-    int8 = from_classifier(untrained_hybrid, tokenizer, flat_thresholds())
+    fp32 = from_classifier(untrained_hybrid, tokenizer, thresholds)
+    int8 = from_classifier(untrained_hybrid, tokenizer, thresholds)
     int8.model = quantize_int8(untrained_hybrid)
     assert any("quantized" in type(m).__module__ for m in int8.model.modules())
     a = fp32.predict_batch(data.texts, data.features).scores

@@ -1,43 +1,58 @@
 import os
-from datetime import date
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from model_synthetic import flat_thresholds, narrative_set, training_record
 
 from models.backbones import load_tokenizer
 from models.classifier import RiskClassifier
 from models.errors import ModelLoadError, RegistryError, UnsafeModelFormat
+from models.examples import NarrativeSet
 from models.inference import from_classifier, load_model
-from models.registry import Registry
+from models.registry import Registry, TrainingRecord
+from models.thresholds import Thresholds
 from stream.settings import ModelSettings
 
-
-def _save(registry: Registry, model: RiskClassifier, parent: str | None = None) -> str:
-    return registry.save(
-        model=model,
-        tokenizer=load_tokenizer(),
-        narrative_spec={"version": "test-1", "edges": {"amount": [1, 2]}},
-        training=training_record(parent),
-        metrics={"average_precision": 0.5},
-        thresholds=flat_thresholds(),
-    )
+Save = Callable[..., str]
 
 
-def test_round_trip_scores_identically(tmp_path: Path, untrained_hybrid: RiskClassifier) -> None:
+@pytest.fixture
+def save(
+    record: Callable[[str | None], TrainingRecord], thresholds: Thresholds
+) -> Callable[..., str]:
+    def save_version(registry: Registry, model: RiskClassifier, parent: str | None = None) -> str:
+        return registry.save(
+            model=model,
+            tokenizer=load_tokenizer(),
+            narrative_spec={"version": "test-1", "edges": {"amount": [1, 2]}},
+            training=record(parent),
+            metrics={"average_precision": 0.5},
+            thresholds=thresholds,
+        )
+
+    return save_version
+
+
+def test_round_trip_scores_identically(
+    tmp_path: Path,
+    untrained_hybrid: RiskClassifier,
+    save: Save,
+    make_narratives: Callable[..., NarrativeSet],
+    thresholds: Thresholds,
+) -> None:
     untrained_hybrid.fit_feature_scaling(torch.tensor([[1.0, 2, 0, 0], [3.0, 5, 1, 0]]))
     registry = Registry(tmp_path)
-    version = _save(registry, untrained_hybrid)
+    version = save(registry, untrained_hybrid)
     registry.promote(version)
-    data = narrative_set(40, date(2025, 1, 1), 2, seed=1)
-    before = from_classifier(untrained_hybrid, load_tokenizer(), flat_thresholds())
+    data = make_narratives(40, seed=1)
+    before = from_classifier(untrained_hybrid, load_tokenizer(), thresholds)
     loaded = load_model(ModelSettings(registry_dir=tmp_path, device="cpu"))
     assert loaded.version == version
     assert loaded.narrative_version == "test-1"
     assert loaded.narrative_spec["edges"] == {"amount": [1, 2]}
-    assert loaded.thresholds == flat_thresholds()
+    assert loaded.thresholds == thresholds
     expected = before.predict_batch(data.texts, data.features)
     actual = loaded.predict_batch(data.texts, data.features)
     np.testing.assert_allclose(actual.scores, expected.scores, rtol=1e-5, atol=1e-6)
@@ -48,12 +63,12 @@ def test_round_trip_scores_identically(tmp_path: Path, untrained_hybrid: RiskCla
 
 
 def test_promote_and_rollback_walk_the_champion_history(
-    tmp_path: Path, untrained_hybrid: RiskClassifier
+    tmp_path: Path, untrained_hybrid: RiskClassifier, save: Save
 ) -> None:
     registry = Registry(tmp_path)
-    first = _save(registry, untrained_hybrid)
-    second = _save(registry, untrained_hybrid, parent=first)
-    third = _save(registry, untrained_hybrid, parent=second)
+    first = save(registry, untrained_hybrid)
+    second = save(registry, untrained_hybrid, parent=first)
+    third = save(registry, untrained_hybrid, parent=second)
     assert len({first, second, third}) == 3
     with pytest.raises(RegistryError):
         registry.rollback()
@@ -70,28 +85,30 @@ def test_promote_and_rollback_walk_the_champion_history(
 
 
 def test_refuses_a_pickled_checkpoint_beside_the_weights(
-    tmp_path: Path, untrained_hybrid: RiskClassifier
+    tmp_path: Path, untrained_hybrid: RiskClassifier, save: Save
 ) -> None:
     registry = Registry(tmp_path)
-    version = _save(registry, untrained_hybrid)
+    version = save(registry, untrained_hybrid)
     torch.save(untrained_hybrid.state_dict(), tmp_path / version / "pytorch_model.bin")
     with pytest.raises(UnsafeModelFormat):
         registry.load(version)
 
 
 def test_refuses_pickled_weights_under_the_safetensors_name(
-    tmp_path: Path, untrained_hybrid: RiskClassifier
+    tmp_path: Path, untrained_hybrid: RiskClassifier, save: Save
 ) -> None:
     registry = Registry(tmp_path)
-    version = _save(registry, untrained_hybrid)
+    version = save(registry, untrained_hybrid)
     torch.save(untrained_hybrid.state_dict(), tmp_path / version / "model.safetensors")
     with pytest.raises(UnsafeModelFormat):
         registry.load(version)
 
 
-def test_detects_changed_weights(tmp_path: Path, untrained_hybrid: RiskClassifier) -> None:
+def test_detects_changed_weights(
+    tmp_path: Path, untrained_hybrid: RiskClassifier, save: Save
+) -> None:
     registry = Registry(tmp_path)
-    version = _save(registry, untrained_hybrid)
+    version = save(registry, untrained_hybrid)
     weights = tmp_path / version / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
@@ -101,7 +118,7 @@ def test_detects_changed_weights(tmp_path: Path, untrained_hybrid: RiskClassifie
 
 
 def test_half_written_versions_are_invisible(
-    tmp_path: Path, untrained_hybrid: RiskClassifier
+    tmp_path: Path, untrained_hybrid: RiskClassifier, save: Save
 ) -> None:
     registry = Registry(tmp_path)
     (tmp_path / ".tmp-crashed").mkdir()
@@ -109,7 +126,7 @@ def test_half_written_versions_are_invisible(
     assert registry.versions() == []
     with pytest.raises(RegistryError, match="no champion"):
         registry.load()
-    version = _save(registry, untrained_hybrid)
+    version = save(registry, untrained_hybrid)
     assert registry.versions() == [version]
     assert not any(
         p.name.startswith(".tmp") and p.name != ".tmp-crashed" for p in tmp_path.iterdir()

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_synthetic import FEATURE_NAMES
 from numpy.typing import NDArray
 
 from models.distill import teacher_logits
@@ -71,7 +70,7 @@ def test_checkpoint_resumes_where_training_stopped(
         config,
         synthetic_split.train,
         synthetic_split.validation,
-        FEATURE_NAMES,
+        synthetic_split.feature_names,
         run_dir=tmp_path,
         progress=False,
     )
@@ -83,7 +82,7 @@ def test_checkpoint_resumes_where_training_stopped(
         longer,
         synthetic_split.train,
         synthetic_split.validation,
-        FEATURE_NAMES,
+        synthetic_split.feature_names,
         run_dir=tmp_path,
         resume=True,
         progress=False,
@@ -107,7 +106,7 @@ def test_distilled_student_learns_from_the_teacher(
         config,
         synthetic_split.train,
         synthetic_split.validation,
-        FEATURE_NAMES,
+        synthetic_split.feature_names,
         teacher=counting_teacher,
         progress=False,
     )
