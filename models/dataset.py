@@ -1,0 +1,196 @@
+"""Training data from simulator output, built by the same code the scorer runs.
+
+    events.jsonl ──► ContextStore.update_batch (real Redis, throwaway namespace) ──► contexts
+    labels.jsonl ──► ContextStore.apply_labels, each label once its label_time has passed
+    truth.jsonl  ──► the target: each event's true typology
+    contexts ──► split by day ──► NarrativeSpec fitted on the *train* days only ──► narratives
+
+Events are replayed in event-time order in chunks, and before each chunk every label whose
+``label_time`` is not after the chunk's first event is applied — so label-derived context
+(a terminal's chargeback rate, say) only ever reflects what was known at the time, as in
+production. Fitting the narrative's bucket edges on train days only keeps validation and test
+days out of everything the model sees.
+
+Targets come from ``truth.jsonl`` (complete ground truth) rather than from the labels, which
+are partial and late by design: the model is judged on what really happened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm.auto import tqdm
+
+from models.errors import DatasetError
+from models.examples import NarrativeSet, SplitData, split_by_day
+from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1000
+CACHE_DIR_NAME = "narratives"
+
+
+def _jsonl(path: Path) -> Iterator[bytes]:
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: is this a `riskstream simulate` output?")
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield line.rstrip(b"\n")
+
+
+def read_truth(path: Path) -> dict[str, Typology]:
+    truth: dict[str, Typology] = {}
+    for line in _jsonl(path):
+        row = orjson.loads(line)
+        truth[row["event_id"]] = Typology(row["typology"])
+    return truth
+
+
+def read_events(path: Path) -> list[TransactionEvent]:
+    try:
+        events = [decode(TransactionEvent, line) for line in _jsonl(path)]
+    except DecodeError as exc:
+        raise DatasetError(f"{path}: {exc.reason}") from exc
+    events.sort(key=lambda e: (e.event_time, e.event_id))
+    return events
+
+
+def read_labels(path: Path) -> list[LabelEvent]:
+    if not path.is_file():
+        return []
+    try:
+        labels = [decode(LabelEvent, line) for line in _jsonl(path)]
+    except DecodeError as exc:
+        raise DatasetError(f"{path}: {exc.reason}") from exc
+    labels.sort(key=lambda label: label.label_time)
+    return labels
+
+
+def replay_contexts(
+    events: list[TransactionEvent],
+    labels: list[LabelEvent],
+    settings: Settings,
+    *,
+    progress: bool = True,
+) -> list[Any]:
+    """The EventContext of every event, computed by the real ContextStore on a throwaway
+    Redis namespace (deleted afterwards)."""
+    # Imported by name until the context store (issue 4) is merged; see _stage_module.
+    store_module = _stage_module("stream.context.store")
+    connect = _stage_module("stream.redis_client").connect
+
+    namespace = f"dataset-{secrets.token_hex(4)}"
+    context_settings = settings.context.model_copy(update={"namespace": namespace})
+    client = connect(settings.redis)
+    store = store_module.ContextStore(client, context_settings)
+    contexts: list[Any] = []
+    next_label = 0
+    try:
+        for start in tqdm(
+            range(0, len(events), _CHUNK), desc="context", unit="chunk", disable=not progress
+        ):
+            chunk = events[start : start + _CHUNK]
+            known = next_label
+            while known < len(labels) and labels[known].label_time <= chunk[0].event_time:
+                known += 1
+            if known > next_label:
+                store.apply_labels(labels[next_label:known])
+                next_label = known
+            contexts.extend(store.update_batch(chunk))
+    finally:
+        store.drop_namespace()
+        client.close()
+    return contexts
+
+
+def _stage_module(name: str) -> Any:
+    """Import ``name`` at call time. The context store and narrative builder are being merged
+    alongside this module; importing them by name keeps this package importable (and the CLI
+    working) until they are, and fails with a clear message when they are missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise DatasetError(f"{name} is not available yet: {exc}") from exc
+
+
+def build_split(
+    sim_dir: Path,
+    settings: Settings,
+    *,
+    fractions: tuple[float, float] = (0.6, 0.2),
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> SplitData:
+    """Simulator output → day-split narratives (see the module docstring); cached as Parquet
+    in ``cache_dir`` (default ``sim_dir/narratives``)."""
+    narrative = _stage_module("stream.narrative")
+    build_narrative = narrative.build_narrative
+
+    events = read_events(sim_dir / "events.jsonl")
+    truth = read_truth(sim_dir / "truth.jsonl")
+    missing = [e.event_id for e in events if e.event_id not in truth]
+    if missing:
+        raise DatasetError(f"{len(missing)} events have no truth row, e.g. {missing[0]}")
+    contexts = replay_contexts(
+        events, read_labels(sim_dir / "labels.jsonl"), settings, progress=progress
+    )
+    days: list[date] = [e.event_time.date() for e in events]
+    parts = split_by_day(days, fractions)
+
+    # The spec's bucket edges come from the train days' features only.
+    provisional = narrative.default_spec()
+    train_rows = [
+        build_narrative(events[i], contexts[i], provisional).features for i in parts["train"]
+    ]
+    spec = narrative.fit_spec(train_rows)
+
+    texts, clauses, features = [], [], []
+    for event, context in tqdm(
+        zip(events, contexts, strict=True),
+        total=len(events),
+        desc="narratives",
+        disable=not progress,
+    ):
+        built = build_narrative(event, context, spec)
+        texts.append(built.text)
+        clauses.append([(c.id, c.text) for c in built.clauses])
+        features.append(built.features)
+    full = NarrativeSet(
+        event_ids=[e.event_id for e in events],
+        days=days,
+        texts=texts,
+        clauses=clauses,
+        features=np.asarray(features, dtype=np.float32),
+        typologies=[truth[e.event_id] for e in events],
+    )
+    split = SplitData(
+        train=full.subset(parts["train"]),
+        validation=full.subset(parts["validation"]),
+        test=full.subset(parts["test"]),
+        feature_names=tuple(narrative.FEATURE_NAMES),
+        narrative_spec=orjson.loads(spec.to_json()),
+    )
+    split.save(cache_dir or sim_dir / CACHE_DIR_NAME)
+    return split
+
+
+def load_split(path: Path, settings: Settings, *, progress: bool = True) -> SplitData:
+    """A dataset cache, or simulator output (built and cached on first use)."""
+    if (path / "meta.json").is_file():
+        return SplitData.load(path)
+    if (path / CACHE_DIR_NAME / "meta.json").is_file():
+        return SplitData.load(path / CACHE_DIR_NAME)
+    if (path / "events.jsonl").is_file():
+        return build_split(path, settings, progress=progress)
+    raise DatasetError(f"{path} is neither simulator output nor a dataset cache")
