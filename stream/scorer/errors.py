@@ -1,0 +1,19 @@
+"""Errors of the streaming scorer."""
+
+from __future__ import annotations
+
+from stream.errors import StreamError
+
+
+class ScorerError(StreamError):
+    """Base of scorer errors."""
+
+
+class ScorerFatal(ScorerError):
+    """The scorer cannot go on (e.g. fenced by a newer instance in exactly-once mode); it
+    exits non-zero without committing, so its uncommitted work is reprocessed elsewhere."""
+
+
+class ShutdownIncomplete(ScorerError):
+    """The in-flight batch could not be finished within the shutdown bound; it was not
+    committed, so it will be reprocessed after restart."""

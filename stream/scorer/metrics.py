@@ -1,0 +1,205 @@
+"""Prometheus metrics and the /metrics, /health and /ready endpoints of a worker.
+
+Latency histograms use millisecond-scale buckets (faust's sensor does the same): scoring
+latencies live between a few ms and a few seconds, and default buckets would lump them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ScorerMetrics:
+    """Every metric the scorer exports, on its own registry (several scorers can share a
+    process in tests without colliding)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "riskstream_events_in", "Messages consumed from the input topic.", registry=r
+        )
+        self.events_scored = Counter(
+            "riskstream_events_scored", "Events scored by the model.", ["model_version"], registry=r
+        )
+        self.duplicates = Counter(
+            "riskstream_events_duplicate",
+            "Events whose id was already processed (context unchanged).",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "riskstream_alerts", "Alerts produced.", ["typology", "mode"], registry=r
+        )
+        self.dead_letters = Counter(
+            "riskstream_dead_letters",
+            "Messages sent to the dead-letter topic.",
+            ["error"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "riskstream_batch_size",
+            "Events per micro-batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "riskstream_model_latency_seconds",
+            "Model time per micro-batch (narratives to scores).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.context_latency = Histogram(
+            "riskstream_context_latency_seconds",
+            "Redis context update time per micro-batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.event_to_alert = Histogram(
+            "riskstream_event_to_alert_seconds",
+            "From the input message's broker timestamp to the alert's acknowledgement.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.retries = Counter(
+            "riskstream_batch_retries",
+            "Batch attempts that failed and were retried.",
+            ["cause"],
+            registry=r,
+        )
+        self.commits = Counter("riskstream_commits", "Offset commits that succeeded.", registry=r)
+        self.consumer_lag = Gauge(
+            "riskstream_consumer_lag",
+            "Messages behind the partition end, from librdkafka statistics.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "riskstream_model_info",
+            "The model version scoring now (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "riskstream_model_swaps", "Hot model reloads completed.", registry=r
+        )
+
+    def record_librdkafka_stats(self, stats_json: str) -> None:
+        """`stats_cb` target: consumer lag per assigned partition."""
+        stats = orjson.loads(stats_json)
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, p in topic_stats.get("partitions", {}).items():
+                if partition == "-1" or p.get("consumer_lag", -1) < 0:
+                    continue
+                self.consumer_lag.labels(topic, partition).set(p["consumer_lag"])
+
+    def set_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)
+
+
+class Health:
+    """What /health and /ready report. Liveness = the loop made progress recently;
+    readiness = a model is loaded and partitions are assigned (or the loop is idle)."""
+
+    def __init__(self, stall_after_s: float) -> None:
+        self._lock = threading.Lock()
+        self._last_beat = time.monotonic()
+        self._stall_after_s = stall_after_s
+        self.ready_reasons: dict[str, str] = {"starting": "not started"}
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last_beat = time.monotonic()
+
+    def set_not_ready(self, key: str, why: str) -> None:
+        with self._lock:
+            self.ready_reasons[key] = why
+
+    def set_ready(self, key: str) -> None:
+        with self._lock:
+            self.ready_reasons.pop(key, None)
+
+    def snapshot(self) -> tuple[bool, bool, dict[str, Any]]:
+        with self._lock:
+            age = time.monotonic() - self._last_beat
+            live = age < self._stall_after_s
+            ready = live and not self.ready_reasons
+            return live, ready, {"loop_age_s": round(age, 3), "not_ready": dict(self.ready_reasons)}
+
+
+class MetricsServer:
+    """A small HTTP server: /metrics (Prometheus), /health (liveness), /ready (readiness)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
+        handler = _handler(registry, health.snapshot)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", self._server.server_address[0], self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler(
+    registry: CollectorRegistry, snapshot: Callable[[], tuple[bool, bool, dict[str, Any]]]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                return
+            live, ready, details = snapshot()
+            if self.path.startswith("/health"):
+                self._send(200 if live else 503, orjson.dumps({"live": live, **details}))
+            elif self.path.startswith("/ready"):
+                self._send(200 if ready else 503, orjson.dumps({"ready": ready, **details}))
+            else:
+                self._send(404, b'{"error":"not found"}')
+
+        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # scrapes every few seconds would drown the worker's own log
+
+    return Handler

@@ -1,0 +1,154 @@
+"""Which model scores: the registry's champion, swapped in without stopping.
+
+A background thread watches for a new champion - promptly when a notice arrives on the
+`risk.models` topic, and by re-reading the registry's champion pointer every few seconds in
+case a notice is missed - and loads it off the scoring thread. The scoring loop calls
+`swap_if_ready()` between batches, so a batch is scored by exactly one model and every alert
+names the version that scored it. A model that fails to load is logged and skipped: the
+current one keeps scoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from models.inference import LoadedModel
+from models.registry import Registry
+from schemas.errors import RiskstreamError
+from stream.kafka.clients import consumer_config, producer_config
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[[str], LoadedModel]
+
+
+def announce_champion(settings: Settings, version: str, action: str, reason: str = "") -> None:
+    """Tell running scorers (and anyone else listening) that the champion changed."""
+    notice = {
+        "action": action,
+        "version": version,
+        "reason": reason,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    producer = Producer(producer_config(settings.kafka))
+    producer.produce(settings.topics.models, key=b"champion", value=orjson.dumps(notice))
+    if producer.flush(30) != 0:
+        raise KafkaException(
+            f"model notice for {version} not delivered to {settings.topics.models}"
+        )
+
+
+class ChampionWatcher:
+    """Holds the scoring model; loads a newly promoted champion in the background."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loader: ModelLoader,
+        *,
+        pinned_version: str | None = None,
+        check_interval_s: float = 5.0,
+        listen_for_notices: bool = True,
+    ) -> None:
+        self._registry = Registry(settings.model.registry_dir)
+        self._loader = loader
+        self._pinned = pinned_version
+        self._interval_s = check_interval_s
+        self._lock = threading.Lock()
+        self._pending: LoadedModel | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._failed_versions: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._notices: Consumer | None = None
+        if listen_for_notices and pinned_version is None:
+            # A group of its own per process: every scorer must see every notice.
+            config = consumer_config(
+                settings.kafka,
+                f"{settings.scorer.group_id}-models-{uuid.uuid4().hex[:8]}",
+                auto_offset_reset="latest",
+            )
+            self._notices = Consumer(config)
+            self._notices.subscribe([settings.topics.models])
+        self.current = loader(self._registry.resolve(pinned_version))
+
+    def start(self) -> ChampionWatcher:
+        if self._pinned is None:
+            self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._notices is not None:
+            self._notices.close()
+
+    def swap_if_ready(self) -> LoadedModel | None:
+        """Between batches: switch to a freshly loaded champion, if one is waiting."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        previous, self.current = self.current.version, pending
+        log.info("now scoring with model %s (was %s)", pending.version, previous)
+        return pending
+
+    def check_now(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._notices is not None:
+                self._drain_notices()
+            self._maybe_load()
+            self._wake.wait(self._interval_s if self._notices is None else 0.0)
+            self._wake.clear()
+
+    def _drain_notices(self) -> None:
+        assert self._notices is not None
+        try:
+            message = self._notices.poll(self._interval_s)
+        except KafkaException as exc:  # broker away: the periodic pointer check still works
+            log.warning("model notices unavailable: %s", exc)
+            self._stop.wait(self._interval_s)
+            return
+        if message is not None and message.error() is None:
+            log.info(
+                "model notice received: %s", (message.value() or b"")[:200].decode(errors="replace")
+            )
+
+    def _maybe_load(self) -> None:
+        try:
+            champion = self._registry.champion()
+        except OSError as exc:
+            log.warning("cannot read the champion pointer: %s", exc)
+            return
+        with self._lock:
+            waiting = self._pending.version if self._pending else None
+        if champion is None or champion in (self.current.version, waiting):
+            return
+        if champion in self._failed_versions:
+            return
+        log.info("loading new champion %s in the background", champion)
+        try:
+            loaded = self._loader(champion)
+        except (RiskstreamError, OSError, ValueError, RuntimeError) as exc:
+            # A broken model must never replace a working one; keep scoring, say why.
+            self._failed_versions.add(champion)
+            log.error(
+                "champion %s failed to load, keeping %s: %s", champion, self.current.version, exc
+            )
+            return
+        with self._lock:
+            self._pending = loaded

@@ -1,0 +1,539 @@
+"""The scoring loop: consume a micro-batch, process it, deliver its outputs, commit.
+
+Order of a batch (at-least-once, the default):
+
+1. fill: up to ``batch_max_size`` messages, waiting at most ``batch_max_wait_ms`` after the
+   first one arrived;
+2. process: decode (bad input -> dead letters), update context in Redis, narrate, score in one
+   model call, explain the alerts, persist what was scored;
+3. deliver: produce alerts / scores / dead letters and wait until the broker acknowledged all
+   of them; only then commit the batch's offsets.
+
+Any failure in 2-3 that can pass (Redis or the broker away) pauses the partitions, backs off
+and retries the same batch; nothing is committed until the batch is through, so a crash at
+any point means reprocessing, never loss. Reprocessing is harmless: context updates are
+idempotent per event id and alert ids are deterministic.
+
+Exactly-once mode replaces step 3 by a Kafka transaction holding the outputs and the offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from models.inference import LoadedModel
+from models.reasons import explain
+from schemas import Alert
+from stream.context.errors import ContextUnavailable
+from stream.context.features import ContextFeatures
+from stream.context.store import ContextStore
+from stream.kafka.clients import OutgoingMessage, TrackedProducer, consumer_config, producer_config
+from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.scorer.core import (
+    AlertMode,
+    Decoded,
+    Incoming,
+    Narrate,
+    Scored,
+    alert_message,
+    build_alert,
+    dead_letter_message,
+    decode_batch,
+    next_offsets,
+    score_batch,
+    score_message,
+    split_reused_ids,
+)
+from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
+from stream.scorer.metrics import Health, ScorerMetrics
+from stream.scorer.model_source import ChampionWatcher
+from stream.scorer.records import RecordsUnavailable, ScoredRecord, ScoredRecordStore
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.2
+MAX_BACKOFF_S = 5.0
+# Retriable failures: the batch is retried after a pause. Anything else is a bug or a fatal
+# condition and ends the worker without committing (so the batch is reprocessed elsewhere).
+RETRIABLE = (ContextUnavailable, RecordsUnavailable, DeliveryFailed, FlushTimeout)
+# Commit errors after which the partitions belong to someone else: the batch's outputs are
+# out, the new owner will reprocess it (harmless) - do not retry the commit.
+_LOST_OWNERSHIP = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+NarratorFactory = Callable[[LoadedModel], Narrate]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _position(message: Message) -> tuple[str, int, int]:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:  # only for producer-side messages
+        raise ScorerFatal("consumed a message without topic/partition/offset")
+    return topic, partition, offset
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+@dataclass
+class BatchOutputs:
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    incoming_ts_ms: list[int | None] = field(default_factory=list)
+    scored: int = 0
+    dead: int = 0
+
+
+class ScorerRunner:
+    """One scorer process: a consumer in the group, a producer, the context store, a model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        watcher: ChampionWatcher,
+        store: ContextStore,
+        records: ScoredRecordStore,
+        narrator: NarratorFactory,
+        metrics: ScorerMetrics,
+        health: Health,
+        shadow: LoadedModel | None = None,
+        alert_mode: AlertMode = "live",
+        top_reasons: int = 3,
+    ) -> None:
+        self._settings = settings
+        self._s = settings.scorer
+        self._watcher = watcher
+        self._store = store
+        self._records = records
+        self._narrator = narrator
+        self._narrate_cache: dict[str, Narrate] = {}
+        self.metrics = metrics
+        self.health = health
+        self._shadow = shadow
+        self._alert_mode = alert_mode
+        self._top_reasons = top_reasons
+        self._exactly_once = self._s.delivery == "exactly_once"
+        self._stop = threading.Event()
+        self._stop_requested_at: float | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        self._consumer = Consumer(
+            consumer_config(
+                settings.kafka,
+                self._s.group_id,
+                overrides={
+                    "stats_cb": metrics.record_librdkafka_stats,
+                    "statistics.interval.ms": 5000,
+                },
+            )
+        )
+        transactional_id = (
+            f"{self._s.transactional_id}-{uuid.uuid4().hex[:12]}" if self._exactly_once else None
+        )
+        self._producer = TrackedProducer(
+            producer_config(settings.kafka, transactional_id=transactional_id)
+        )
+        metrics.set_model(watcher.current.version)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, commit, and leave (SIGTERM / SIGINT)."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        """Score until asked to stop. Returns the process exit code."""
+        topic = self._settings.topics.transactions
+        self._consumer.subscribe(
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        if self._exactly_once:
+            self._producer.raw.init_transactions(30)
+        self.health.set_ready("starting")
+        log.info(
+            "scoring %s as group %s (%s, batches of <= %d, <= %d ms), model %s",
+            topic, self._s.group_id, self._s.delivery, self._s.batch_max_size,
+            self._s.batch_max_wait_ms, self._watcher.current.version,
+        )  # fmt: skip
+        code = 0
+        try:
+            while not self._stop.is_set():
+                self.health.beat()
+                self._swap_model_if_ready()
+                batch = self._fill_batch()
+                if batch:
+                    self._process_until_done(batch)
+        except ShutdownIncomplete as exc:
+            log.error("%s", exc)
+            code = 1
+        except ScorerFatal as exc:
+            log.critical("scorer cannot continue: %s", exc)
+            code = 2
+        finally:
+            self._close()
+        return code
+
+    def _close(self) -> None:
+        try:
+            if not self._exactly_once:
+                self._producer.raw.flush(10)
+        finally:
+            self._consumer.close()  # leaves the group now, so partitions move without delay
+        log.info("scorer stopped")
+
+    # -- the consumer group ---------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Work in flight for these partitions is dropped, not committed: the new owner gets it
+        # again from the last commit. Nothing is produced for it twice except a batch that was
+        # already mid-delivery, and those duplicates share alert ids.
+        self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        log.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._on_revoke(consumer, partitions)
+
+    def _owned(self, batch: Sequence[Incoming]) -> list[Incoming]:
+        return [m for m in batch if (m.topic, m.partition) in self._assigned]
+
+    # -- batches ------------------------------------------------------------------------
+
+    def _fill_batch(self) -> list[Incoming]:
+        max_size = self._s.batch_max_size
+        messages = self._consumer.consume(max_size, timeout=IDLE_POLL_S)
+        if not messages:
+            return []
+        deadline = time.monotonic() + self._s.batch_max_wait_ms / 1000
+        while len(messages) < max_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            messages.extend(self._consumer.consume(max_size - len(messages), timeout=remaining))
+        received_at = utc_now()
+        batch = [self._incoming(m, received_at) for m in messages if self._usable(m)]
+        self.metrics.events_in.inc(len(batch))
+        return self._owned(batch)
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.fatal():
+            raise ScorerFatal(f"consumer error: {error.str()}")
+        log.warning("consumer: %s", error.str())
+        return False
+
+    @staticmethod
+    def _incoming(message: Message, received_at: datetime) -> Incoming:
+        ts_type, ts = message.timestamp()
+        topic, partition, offset = _position(message)
+        headers = message.headers() or []
+        items = headers.items() if isinstance(headers, dict) else headers
+        return Incoming(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=_as_bytes(message.key()),
+            value=_as_bytes(message.value()),
+            headers=tuple((name, _as_bytes(value) or b"") for name, value in items),
+            timestamp_ms=ts if ts_type != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
+            received_at=received_at,
+        )
+
+    def _process_until_done(self, batch: list[Incoming]) -> None:
+        attempt = 0
+        while True:
+            batch = self._owned(batch)
+            if not batch:
+                return
+            try:
+                outputs = self._process(batch)
+                self._deliver(batch, outputs)
+            except RETRIABLE as exc:
+                attempt += 1
+                self.metrics.retries.labels(type(exc).__name__).inc()
+                self.health.set_not_ready("retrying", f"{type(exc).__name__}: {exc}")
+                delay = min(0.1 * 2**attempt, MAX_BACKOFF_S)
+                log.warning(
+                    "batch of %d failed (attempt %d: %s), retrying in %.1fs",
+                    len(batch), attempt, exc, delay,
+                )  # fmt: skip
+                self._check_shutdown_bound(len(batch))
+                self._wait_paused(delay)
+                continue
+            self.health.set_ready("retrying")
+            self._record_success(batch, outputs)
+            return
+
+    def _check_shutdown_bound(self, batch_size: int) -> None:
+        if self._stop_requested_at is None:
+            return
+        if time.monotonic() - self._stop_requested_at > self._s.shutdown_timeout_s:
+            raise ShutdownIncomplete(
+                f"shutdown bound of {self._s.shutdown_timeout_s:.0f}s reached with a batch of "
+                f"{batch_size} unfinished; it was not committed and will be reprocessed"
+            )
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Back off without consuming, while staying in the group (poll serves callbacks)."""
+        partitions = [TopicPartition(t, p) for t, p in self._assigned]
+        if partitions:
+            self._consumer.pause(partitions)
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                self.health.beat()
+                message = self._consumer.poll(min(0.1, max(deadline - time.monotonic(), 0)))
+                if message is not None and message.error() is None:
+                    # Cannot happen for paused partitions; a newly assigned one could deliver.
+                    # It is not lost: it was never committed, and we rewind to it on resume.
+                    self._consumer.seek(TopicPartition(*_position(message)))
+        finally:
+            partitions = [TopicPartition(t, p) for t, p in self._assigned]
+            if partitions:
+                self._consumer.resume(partitions)
+
+    # -- processing ---------------------------------------------------------------------
+
+    def _narrate(self, model: LoadedModel) -> Narrate:
+        if model.version not in self._narrate_cache:
+            self._narrate_cache[model.version] = self._narrator(model)
+        return self._narrate_cache[model.version]
+
+    def _process(self, batch: list[Incoming]) -> BatchOutputs:
+        decoded, dead = decode_batch(batch)
+        started = time.perf_counter()
+        contexts = self._store.update_batch([d.event for d in decoded])
+        self.metrics.context_latency.observe(time.perf_counter() - started)
+
+        duplicates = [
+            d.event.event_id for d, c in zip(decoded, contexts, strict=True) if c.duplicate
+        ]
+        first_sources: dict[str, str] = {}
+        if duplicates:
+            self.metrics.duplicates.inc(len(duplicates))
+            for record in self._records.get_batch(duplicates):
+                if record is not None and record.source:
+                    first_sources[record.event_id] = record.source
+        features_by_id = {c.event_id: c.features for c in contexts}
+        kept, reused = split_reused_ids(decoded, first_sources)
+        dead.extend(reused)
+
+        model = self._watcher.current
+        started = time.perf_counter()
+        scored = score_batch(
+            model, kept, [features_by_id[d.event.event_id] for d in kept], self._narrate(model)
+        )
+        self.metrics.model_latency.observe(time.perf_counter() - started)
+        scored_at = utc_now()
+
+        outputs = BatchOutputs(scored=len(scored), dead=len(dead))
+        alerted = [s for s in scored if s.score >= model.alert_threshold]
+        alerts = self._alerts(
+            model, alerted, scored_at, self._alert_mode, self._settings.topics.alerts, outputs
+        )
+        self._records.put_batch(self._scored_records(model, scored, alerts, scored_at))
+        if self._shadow is not None:
+            self._score_shadow(kept, [features_by_id[d.event.event_id] for d in kept], outputs)
+        if self._s.emit_scores:
+            outputs.messages.extend(
+                score_message(s, model, self._settings.topics.scores) for s in scored
+            )
+        failed_at = utc_now()
+        outputs.messages.extend(
+            dead_letter_message(d, self._settings.topics.dlq, failed_at) for d in dead
+        )
+        for d in dead:
+            self.metrics.dead_letters.labels(d.error_type).inc()
+            log.warning("dead letter %s: %s", d.incoming.source, d.reason)
+        return outputs
+
+    def _alerts(
+        self,
+        model: LoadedModel,
+        alerted: list[Scored],
+        scored_at: datetime,
+        mode: AlertMode,
+        topic: str,
+        outputs: BatchOutputs,
+    ) -> dict[str, Alert]:
+        if not alerted:
+            return {}
+        features = np.asarray([s.narrative.features for s in alerted], dtype=np.float32)
+        reasons = explain(model, [s.narrative for s in alerted], features, top_k=self._top_reasons)
+        emitted_at = utc_now()
+        alerts: dict[str, Alert] = {}
+        for item, item_reasons in zip(alerted, reasons, strict=True):
+            alert = build_alert(
+                item, model, item_reasons, mode=mode, scored_at=scored_at, emitted_at=emitted_at
+            )
+            alerts[item.event.event_id] = alert
+            outputs.messages.append(alert_message(alert, topic))
+            outputs.alerts.append(alert)
+            outputs.incoming_ts_ms.append(item.decoded.incoming.timestamp_ms)
+        return alerts
+
+    def _score_shadow(
+        self, kept: list[Decoded], contexts: list[ContextFeatures], outputs: BatchOutputs
+    ) -> None:
+        """The challenger scores the same events; its alerts go only to the shadow topic."""
+        assert self._shadow is not None
+        shadow = self._shadow
+        scored = score_batch(shadow, kept, contexts, self._narrate(shadow))
+        alerted = [s for s in scored if s.score >= shadow.alert_threshold]
+        shadow_outputs = BatchOutputs()
+        self._alerts(
+            shadow,
+            alerted,
+            utc_now(),
+            "shadow",
+            self._settings.topics.alerts_shadow,
+            shadow_outputs,
+        )
+        outputs.messages.extend(shadow_outputs.messages)
+
+    @staticmethod
+    def _scored_records(
+        model: LoadedModel, scored: list[Scored], alerts: dict[str, Alert], scored_at: datetime
+    ) -> list[ScoredRecord]:
+        scored_at_ms = int(scored_at.timestamp() * 1000)
+        records = []
+        for item in scored:
+            event = item.event
+            alert = alerts.get(event.event_id)
+            records.append(
+                ScoredRecord(
+                    event_id=event.event_id,
+                    customer_id=event.customer_id,
+                    event_time_ms=int(event.event_time.timestamp() * 1000),
+                    event=event.model_dump(mode="json", exclude_none=True),
+                    narrative=item.narrative.text,
+                    clause_ids=tuple(c.id for c in item.narrative.clauses),
+                    features=tuple(item.narrative.features),
+                    score=item.score,
+                    typology=item.typology.value,
+                    model_version=model.version,
+                    narrative_version=item.narrative.version,
+                    alert_id=alert.alert_id if alert else None,
+                    scored_at_ms=scored_at_ms,
+                    source=item.decoded.incoming.source,
+                )
+            )
+        return records
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def _deliver(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
+        if self._exactly_once:
+            self._deliver_in_transaction(batch, outputs)
+            return
+        self._producer.produce_all(outputs.messages)
+        while True:
+            try:
+                self._producer.flush_or_raise(timeout_s=1.0)
+                break
+            except FlushTimeout as exc:
+                # The broker is away; librdkafka keeps the messages and retries them. Wait
+                # (paused, staying in the group) instead of producing them a second time.
+                self.health.set_not_ready("flush", str(exc))
+                self._check_shutdown_bound(len(batch))
+                self._wait_paused(0.5)
+        self.health.set_ready("flush")
+        self._commit(next_offsets(batch))
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        attempt = 0
+        while True:
+            owned = [
+                TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned
+            ]
+            if not owned:
+                return
+            try:
+                self._consumer.commit(offsets=owned, asynchronous=False)
+                self.metrics.commits.inc()
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() in _LOST_OWNERSHIP:
+                    log.info("commit skipped, partitions moved on: %s", error.str())
+                    return
+                if error.fatal():
+                    raise ScorerFatal(f"commit failed: {error.str()}") from exc
+                attempt += 1
+                self.metrics.retries.labels("CommitFailed").inc()
+                log.warning("commit failed (attempt %d): %s", attempt, error.str())
+                self._check_shutdown_bound(len(owned))
+                self._wait_paused(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+
+    def _deliver_in_transaction(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
+        producer = self._producer.raw
+        offsets = [
+            TopicPartition(t, p, o)
+            for (t, p), o in next_offsets(batch).items()
+            if (t, p) in self._assigned
+        ]
+        try:
+            producer.begin_transaction()
+            self._producer.produce_all(outputs.messages)
+            producer.send_offsets_to_transaction(
+                offsets, self._consumer.consumer_group_metadata(), 30
+            )
+            producer.commit_transaction(60)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            self._producer.forget()
+            if error.txn_requires_abort():
+                producer.abort_transaction(30)
+                raise DeliveryFailed([f"transaction aborted: {error.str()}"]) from exc
+            if error.retriable():
+                raise DeliveryFailed([f"transaction failed (retriable): {error.str()}"]) from exc
+            raise ScorerFatal(f"transaction failed: {error.str()}") from exc
+        self._producer.forget()
+        self.metrics.commits.inc()
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _record_success(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.events_scored.labels(self._watcher.current.version).inc(outputs.scored)
+        now_ms = time.time() * 1000
+        for alert, ts_ms in zip(outputs.alerts, outputs.incoming_ts_ms, strict=True):
+            self.metrics.alerts.labels(alert.typology.value, alert.mode).inc()
+            if ts_ms is not None:
+                self.metrics.event_to_alert.observe(max(now_ms - ts_ms, 0.0) / 1000)
+
+    def _swap_model_if_ready(self) -> None:
+        swapped = self._watcher.swap_if_ready()
+        if swapped is not None:
+            self.metrics.set_model(swapped.version)
+            self.metrics.model_swaps.inc()
