@@ -8,6 +8,7 @@ import typer
 
 from models.cli import model_app
 from stream.devenv.cli import app as dev_app
+from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
 from stream.settings import load_settings
 from stream.simulate.cli import simulate
@@ -22,6 +23,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the settings every command reads.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
+app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
 app.command("simulate")(simulate)
 

@@ -23,7 +23,8 @@ from stream.devenv.redis_server import (
     ensure_redis_server_binary,
     resolve_redis_url,
 )
-from stream.devenv.topics import ensure_topics, standard_topics
+from stream.errors import StreamError
+from stream.kafka.topics import ensure_topics, standard_topics
 from stream.settings import RedisSettings, load_settings
 
 app = typer.Typer(
@@ -55,7 +56,7 @@ def _broker(dev_dir: Path, port: int, controller_port: int) -> KafkaBroker:
     return KafkaBroker(dev_dir / "kafka", libs, port=port, controller_port=controller_port)
 
 
-def _fail(error: DevEnvError) -> typer.Exit:
+def _fail(error: StreamError) -> typer.Exit:
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
 
@@ -117,7 +118,7 @@ def up(
             redis_server.start()
             redis_url, redis_pid = redis_server.url, redis_server.pid
         created = ensure_topics(broker.kafka_settings(), standard_topics(settings.topics))
-    except DevEnvError as error:
+    except StreamError as error:
         raise _fail(error) from error
 
     typer.echo(f"Kafka  {broker.bootstrap_servers}  (pid {broker.pid}, data {broker.data_dir})")

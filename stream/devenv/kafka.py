@@ -152,7 +152,7 @@ class KafkaBroker:
                 "inter.broker.listener.name=PLAINTEXT",
                 "controller.listener.names=CONTROLLER",
                 f"log.dirs={self.log_dir}",
-                # riskstream creates its topics explicitly (stream/devenv/topics.py); a typo in
+                # riskstream creates its topics explicitly (stream/kafka/topics.py); a typo in
                 # a topic name must fail, not silently create a new topic.
                 "auto.create.topics.enable=false",
                 "num.partitions=1",

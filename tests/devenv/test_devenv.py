@@ -32,7 +32,7 @@ from stream.devenv.redis_server import (
     ensure_redis_server_binary,
     resolve_redis_url,
 )
-from stream.devenv.topics import ensure_topics, standard_topics
+from stream.kafka.topics import ensure_topics, standard_topics
 from stream.settings import TopicSettings, load_settings
 
 integration = pytest.mark.integration

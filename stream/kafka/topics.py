@@ -1,7 +1,9 @@
-"""Create riskstream's topics explicitly (the dev broker has ``auto.create.topics.enable=false``).
+"""Create riskstream's topics explicitly (brokers should run with auto-create off, as the dev
+broker does, so a typo in a topic name fails loudly instead of creating a stray topic).
 
 Partition counts bound the parallelism of each consumer group: the scorer reads
 ``transactions``, so it gets the most partitions; the other topics carry far less traffic.
+Retention of ``transactions`` and ``risk.labels`` must cover the longest replay analysts run.
 """
 
 from __future__ import annotations
@@ -14,20 +16,43 @@ from confluent_kafka import KafkaError, KafkaException
 # NewTopic's documented import path; confluent-kafka re-exports it without listing it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from stream.devenv.errors import DevEnvError
+from stream.kafka.errors import KafkaIOError
 from stream.settings import KafkaSettings, TopicSettings
 
 logger = logging.getLogger(__name__)
+
+
+class TopicError(KafkaIOError):
+    """A topic could not be created."""
+
 
 TRANSACTIONS_PARTITIONS = 6
 DEFAULT_PARTITIONS = 3
 
 
-def standard_topics(topics: TopicSettings) -> dict[str, int]:
+def standard_topics(
+    topics: TopicSettings,
+    *,
+    transactions_partitions: int = TRANSACTIONS_PARTITIONS,
+    default_partitions: int = DEFAULT_PARTITIONS,
+) -> dict[str, int]:
     """Every topic riskstream uses, with its partition count, named as in ``topics``."""
-    counts = {name: DEFAULT_PARTITIONS for name in topics.model_dump().values()}
-    counts[topics.transactions] = TRANSACTIONS_PARTITIONS
+    counts = {name: default_partitions for name in topics.model_dump().values()}
+    counts[topics.transactions] = transactions_partitions
     return counts
+
+
+def retention_configs(topics: TopicSettings, replay_days: int) -> dict[str, dict[str, str]]:
+    """Topic configs: inputs kept long enough to replay; the models topic compacted (only the
+    newest notice matters)."""
+    keep_ms = str(replay_days * 86_400_000)
+    return {
+        topics.transactions: {"retention.ms": keep_ms},
+        topics.labels: {"retention.ms": keep_ms},
+        topics.dlq: {"retention.ms": keep_ms},
+        topics.alerts: {"retention.ms": keep_ms},
+        topics.models: {"cleanup.policy": "compact"},
+    }
 
 
 def ensure_topics(
@@ -35,6 +60,7 @@ def ensure_topics(
     topics: Mapping[str, int],
     *,
     replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
     timeout_s: float = 30.0,
 ) -> list[str]:
     """Create each missing topic with the given partition count; return the ones created.
@@ -44,7 +70,12 @@ def ensure_topics(
     """
     admin = AdminClient(kafka_settings.client_config())
     new_topics = [
-        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=dict((configs or {}).get(name, {})),
+        )
         for name, partitions in topics.items()
     ]
     futures = admin.create_topics(
@@ -56,14 +87,14 @@ def ensure_topics(
         try:
             future.result(timeout=timeout_s)
         except TimeoutError as error:
-            raise DevEnvError(
+            raise TopicError(
                 f"creating topic {name!r} on {kafka_settings.bootstrap_servers} did not finish "
                 f"within {timeout_s:.0f} s"
             ) from error
         except KafkaException as error:
             kafka_error: KafkaError = error.args[0]
             if kafka_error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise DevEnvError(
+                raise TopicError(
                     f"creating topic {name!r} on {kafka_settings.bootstrap_servers} failed: "
                     f"{kafka_error.str()}"
                 ) from error
