@@ -13,7 +13,7 @@ class ModelLoadError(ModelError):
     """A registry version is missing, incomplete, corrupt or inconsistent."""
 
 
-class UnsafeModelFormat(ModelLoadError):  # noqa: N818 (the name says what was found)
+class UnsafeModelFormat(ModelLoadError):
     """A model directory holds a format that can execute code when loaded (pickle, a torch
     ``.bin``/``.pt`` checkpoint). Only safetensors, JSON and plain-text tokenizer files load."""
 

@@ -37,6 +37,9 @@ class NarrativeSet:
     features: NDArray[np.float32]
     """(n, len(feature_names)) numeric context features behind the narrative."""
     typologies: list[Typology]
+    weights: NDArray[np.float64] | None = None
+    """How many events of the population each row stands for (a subsample weighted back);
+    None: every row is one event."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -54,7 +57,21 @@ class NarrativeSet:
             clauses=[self.clauses[r] for r in rows],
             features=self.features[rows],
             typologies=[self.typologies[r] for r in rows],
+            weights=None if self.weights is None else self.weights[rows],
         )
+
+    def row_weights(self) -> NDArray[np.float64]:
+        return np.ones(len(self)) if self.weights is None else self.weights
+
+    def sample_legitimate(self, rate: float, rng: np.random.Generator) -> NarrativeSet:
+        """All suspicious rows and a ``rate`` share of legitimate ones, weighted back (see
+        :func:`sample_legitimate`); the set itself when ``rate`` is 1."""
+        if rate >= 1.0:
+            return self
+        rows, weights = sample_legitimate(self.labels, rate, rng)
+        sampled = self.subset(rows)
+        sampled.weights = sampled.row_weights() * weights
+        return sampled
 
     def day_range(self) -> tuple[str, str]:
         if not self.days:

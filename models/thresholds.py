@@ -55,46 +55,60 @@ class Thresholds(BaseModel):
 
 
 def operating_point(
-    scores: NDArray[np.floating], labels: NDArray[np.bool_], threshold: float
+    scores: NDArray[np.floating],
+    labels: NDArray[np.bool_],
+    threshold: float,
+    weights: NDArray[np.floating] | None = None,
 ) -> OperatingPoint:
+    """Alert rate, precision and recall when alerting on ``scores >= threshold``. ``weights``
+    count each event that many times (a subsample weighted back to the full population)."""
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
     alerted = scores >= threshold
-    n_alerts = int(alerted.sum())
-    n_positive = int(labels.sum())
-    true_alerts = int((alerted & labels).sum())
+    alerts = float(w[alerted].sum())
+    positives = float(w[labels].sum())
+    true_alerts = float(w[alerted & labels].sum())
     return OperatingPoint(
         threshold=float(threshold),
-        alert_rate=n_alerts / max(len(scores), 1),
-        precision=true_alerts / n_alerts if n_alerts else 0.0,
-        recall=true_alerts / n_positive if n_positive else 0.0,
+        alert_rate=alerts / max(float(w.sum()), 1e-12),
+        precision=true_alerts / alerts if alerts else 0.0,
+        recall=true_alerts / positives if positives else 0.0,
     )
 
 
-def threshold_for_alert_rate(scores: NDArray[np.floating], rate: float) -> float:
-    """The threshold that alerts on (at most) ``rate`` of ``scores``: the k-th highest score,
-    k = floor(rate × n). Ties at the threshold can only lower the rate, never raise it past the
-    capacity it was sized for — except that one alert is always allowed."""
+def threshold_for_alert_rate(
+    scores: NDArray[np.floating], rate: float, weights: NDArray[np.floating] | None = None
+) -> float:
+    """The lowest threshold that alerts on at most ``rate`` of the (weighted) events. A
+    threshold alerts on all events tied at it, so ties can only lower the rate, never push it
+    past the capacity it was sized for — except that the top-scoring events are always
+    alerted, so some threshold exists."""
     if not 0.0 < rate <= 1.0:
         raise ModelError(f"alert rate must be in (0, 1], got {rate}")
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    k = max(int(np.floor(rate * len(ordered))), 1)
-    threshold = float(ordered[k - 1])
-    # Scores equal to the threshold are all alerted; if that overshoots, step just above.
-    if k < len(ordered) and np.sum(ordered >= threshold) > k:
-        above = ordered[ordered > threshold]
-        threshold = float(np.nextafter(threshold, 1.0)) if len(above) else threshold
-    return min(max(threshold, 0.0), 1.0)
+    scores = np.asarray(scores, dtype=np.float64)
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    ranked, cumulative = scores[order], np.cumsum(w[order])
+    # Cuts between distinct scores are the only thresholds that exist.
+    is_cut = np.append(ranked[1:] != ranked[:-1], True)
+    within = np.flatnonzero(is_cut & (cumulative <= rate * cumulative[-1] * (1 + 1e-12)))
+    last = within[-1] if len(within) else int(np.flatnonzero(is_cut)[0])
+    return float(ranked[last])
 
 
 def threshold_for_precision(
-    scores: NDArray[np.floating], labels: NDArray[np.bool_], precision: float
+    scores: NDArray[np.floating],
+    labels: NDArray[np.bool_],
+    precision: float,
+    weights: NDArray[np.floating] | None = None,
 ) -> float:
     """The lowest threshold whose alerts have at least ``precision`` (most recall at that
     precision). If none reaches it, the threshold of the highest precision seen."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     ranked_scores = np.asarray(scores, dtype=np.float64)[order]
     ranked_labels = np.asarray(labels, dtype=bool)[order]
-    true_alerts = np.cumsum(ranked_labels)
-    n_alerts = np.arange(1, len(ranked_scores) + 1)
+    w = np.ones(len(order)) if weights is None else np.asarray(weights, dtype=np.float64)[order]
+    true_alerts = np.cumsum(ranked_labels * w)
+    n_alerts = np.cumsum(w)
     # Only the last of a run of equal scores is a real cut: a threshold alerts on all ties.
     is_cut = np.append(ranked_scores[1:] != ranked_scores[:-1], True)
     precisions = np.where(is_cut, true_alerts / n_alerts, -1.0)
@@ -110,8 +124,10 @@ def calibrate(
     target: TargetKind = "alert_rate",
     alert_rate: float = 0.01,
     precision: float = 0.5,
+    weights: NDArray[np.floating] | None = None,
 ) -> Thresholds:
-    """Thresholds from validation ``scores`` and their truth ``labels`` (True: suspicious)."""
+    """Thresholds from validation ``scores`` and their truth ``labels`` (True: suspicious);
+    ``weights`` when the validation events are a weighted subsample."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     if len(scores) == 0 or len(scores) != len(labels):
@@ -120,9 +136,11 @@ def calibrate(
         target=target,
         target_alert_rate=alert_rate,
         target_precision=precision,
-        at_alert_rate=operating_point(scores, labels, threshold_for_alert_rate(scores, alert_rate)),
+        at_alert_rate=operating_point(
+            scores, labels, threshold_for_alert_rate(scores, alert_rate, weights), weights
+        ),
         at_precision=operating_point(
-            scores, labels, threshold_for_precision(scores, labels, precision)
+            scores, labels, threshold_for_precision(scores, labels, precision, weights), weights
         ),
         calibration_events=len(scores),
     )

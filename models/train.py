@@ -47,7 +47,12 @@ from models.backbones import (
 from models.classifier import TYPOLOGY_ORDER, ClassifierConfig, RiskClassifier
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
-from models.inference import configure_cpu_threads, pick_device, predict_logits
+from models.inference import (
+    configure_cpu_threads,
+    pick_device,
+    predict_logits,
+    predictions_from_logits,
+)
 from models.thresholds import Thresholds, calibrate
 
 log = logging.getLogger(__name__)
@@ -200,11 +205,22 @@ def validation_ap(
     model: RiskClassifier,
     tokenizer: BertTokenizer,
     data: NarrativeSet,
-    weights: NDArray[np.float32],
     device: torch.device,
     max_length: int,
-) -> tuple[float, NDArray[np.float32]]:
-    """Weighted average precision of ``model`` on ``data`` and its logits."""
+) -> float:
+    """Average precision of ``model`` on ``data`` (weighted when ``data`` is a subsample)."""
+    scores = score(model, tokenizer, data, device=device, max_length=max_length)
+    return float(average_precision_score(data.labels, scores, sample_weight=data.weights))
+
+
+def score(
+    model: RiskClassifier,
+    tokenizer: BertTokenizer,
+    data: NarrativeSet,
+    *,
+    device: torch.device,
+    max_length: int,
+) -> NDArray[np.float32]:
     logits = predict_logits(
         model,
         tokenizer,
@@ -213,8 +229,7 @@ def validation_ap(
         device=device,
         max_length=max_length,
     )
-    scores = 1.0 - torch.softmax(torch.from_numpy(logits), dim=-1)[:, 0].numpy()
-    return float(average_precision_score(data.labels, scores, sample_weight=weights)), logits
+    return predictions_from_logits(logits).scores
 
 
 def train(
@@ -258,6 +273,7 @@ def train(
 
     # Training rows and their loss weights (see the module docstring).
     rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
+    weights = weights * train_set.row_weights()[rows].astype(np.float32)
     n_legit_true = float(np.sum(weights[~labels[rows]]))
     positive_weight = config.positive_weight or math.sqrt(n_legit_true / labels.sum())
     weights = np.where(labels[rows], weights * positive_weight, weights).astype(np.float32)
@@ -269,10 +285,7 @@ def train(
     row_weights = torch.from_numpy(weights)
     soft_targets = torch.from_numpy(teacher(train_set.subset(rows))) if teacher else None
 
-    valid_rows, valid_weights = sample_legitimate(
-        validation_set.labels, config.validation_legit_sample_rate, rng
-    )
-    valid = validation_set.subset(valid_rows)
+    valid = validation_set.sample_legitimate(config.validation_legit_sample_rate, rng)
 
     run_log = None
     if run_dir is not None:
@@ -326,7 +339,7 @@ def train(
             last = step + 1 == config.max_steps
             if (step + 1) % config.eval_every and not last:
                 continue
-            ap, _ = validation_ap(model, tokenizer, valid, valid_weights, device, config.max_length)
+            ap = validation_ap(model, tokenizer, valid, device, config.max_length)
             model.train()
             entry = {
                 "step": step + 1,
@@ -409,21 +422,14 @@ def calibrate_on(
 ) -> Thresholds:
     """Thresholds from the model's scores on ``data`` (the validation split)."""
     device = next(model.parameters()).device
-    logits = predict_logits(
-        model,
-        tokenizer,
-        data.texts,
-        data.features if model.config.hybrid else None,
-        device=device,
-        max_length=model.config.max_length,
-    )
-    scores = 1.0 - torch.softmax(torch.from_numpy(logits), dim=-1)[:, 0].numpy()
+    scores = score(model, tokenizer, data, device=device, max_length=model.config.max_length)
     return calibrate(
         scores,
         data.labels,
         target="precision" if target == "precision" else "alert_rate",
         alert_rate=alert_rate,
         precision=precision,
+        weights=data.weights,
     )
 
 

@@ -55,6 +55,7 @@ def evaluate_model(
         predictions.typologies,
         alert_budget=targets.alert_rate,
         target_precision=targets.precision,
+        weights=data.weights,
     )
     if plots_dir is not None:
         write_plots(

@@ -54,3 +54,21 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["pr_curve.png", "score_histogram.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_weighted_subsample_estimates_the_full_population() -> None:
+    truth = _truth(20_000, 5)
+    labels = np.array([t is not Typology.LEGITIMATE for t in truth])
+    rng = np.random.default_rng(6)
+    scores = np.clip(rng.normal(0.3, 0.15, len(truth)) + labels * 0.25, 0, 1)
+    full = evaluate(scores, truth, alert_budget=0.02)
+    keep = labels | (rng.random(len(truth)) < 0.2)
+    weights = np.where(labels, 1.0, 5.0)[keep]
+    sub_truth = [t for t, k in zip(truth, keep, strict=True) if k]
+    estimate = evaluate(scores[keep], sub_truth, alert_budget=0.02, weights=weights)
+    unweighted = evaluate(scores[keep], sub_truth, alert_budget=0.02)
+    assert estimate.prevalence == pytest.approx(full.prevalence, rel=0.1)
+    assert estimate.average_precision == pytest.approx(full.average_precision, rel=0.1)
+    assert estimate.recall_at_budget == pytest.approx(full.recall_at_budget, abs=0.05)
+    # without the weights the subsample looks far easier than the population
+    assert unweighted.average_precision > full.average_precision * 1.3
