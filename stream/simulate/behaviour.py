@@ -40,6 +40,8 @@ def spread(
     one Poisson draw per customer and day, without a customers x days matrix in memory.
     """
     factors = weekday[[(world.weekday(0) + d) % 7 for d in range(world.days)]]
+    if factors.sum() == 0:  # e.g. office-hours traffic in a run that is one weekend long
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     totals = rng.poisson(rates * factors.sum())
     customers = np.repeat(np.arange(len(rates), dtype=np.int64), totals)
     days = rng.choice(world.days, size=len(customers), p=factors / factors.sum())

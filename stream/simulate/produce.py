@@ -142,9 +142,10 @@ def produce(
                 if sent % POLL_EVERY == 0:
                     producer.poll(0)
                 if pace_every and sent % pace_every == 0:
-                    ahead = started + sent / rate - time.perf_counter()  # type: ignore[operator]
-                    if ahead > 0:
-                        producer.poll(ahead)  # sleeps, serving delivery reports meanwhile
+                    due = started + sent / rate  # type: ignore[operator]
+                    # poll() returns early when it serves a delivery report: loop until due.
+                    while (ahead := due - time.perf_counter()) > 0:
+                        producer.poll(ahead)
             bar.update(hi - lo)
         while next_label < n_labels:  # labels known only after the simulated period
             send(labels_topic, labels[next_label], label_keys[next_label])
