@@ -1,0 +1,295 @@
+-- Shared prelude of customer.lua and counterparty.lua (store.py prepends it to each).
+--
+-- Calling convention: KEYS[i] is the entity base key of op i ("<ns>:{c:<id>}"), ARGV[1] the
+-- packed configuration, ARGV[i + 1] the packed op. All state of one entity lives under its base
+-- key, so a call may hold ops of many entities (standalone Redis: the whole batch in one call)
+-- or of the entities of one hash slot (Redis Cluster). State is loaded on an entity's first op,
+-- kept in Lua tables while the call runs, and written back once at the end.
+--
+-- Speed notes (Redis' Lua 5.1 interpreter, measured on the 2-core benchmark machine): a small
+-- table costs ~0.1 us, one with named fields ~0.4 us, a number-to-string conversion ~0.5 us, a
+-- global function lookup ~0.05 us. Hence flat arrays with a stride instead of a table per
+-- record, functions bound to locals, and numbers passed to redis.call as numbers (Redis formats
+-- them in C) with inclusive integer-millisecond bounds instead of '(' .. x strings.
+
+local spack, sunpack = struct.pack, struct.unpack
+local ssub, sfind, srep, schar = string.sub, string.find, string.rep, string.char
+local tinsert, tconcat = table.insert, table.concat
+local floor, mmin, mmax, msqrt, mlog, mabs = math.floor, math.min, math.max, math.sqrt,
+  math.log, math.abs
+local band = bit.band
+local rcall = redis.call
+
+local DAY_MS = 86400000
+local HOUR_MS = 3600000
+local WEEK_MS = 7 * DAY_MS
+local MONTH_MS = 30 * DAY_MS
+-- Day lists keep this many past days: the 30-day window plus a day of tolerance.
+local KEEP_DAYS = 31
+
+local cfg = { sunpack('<dddddddddd', ARGV[1]) }
+local TTL_MS = cfg[1]           -- every window-bearing key (35 days by default)
+local PROFILE_TTL_MS = cfg[2]   -- the state blob with the long-memory profile (400 days)
+local TOL_MS = cfg[3]           -- out-of-order tolerance
+local LOG_CAP = cfg[4]          -- customer: recent-event log entries
+local SEEN_CAP = cfg[5]         -- customer: first-seen counterparties
+local DEVICE_CAP = cfg[6]       -- customer: first-seen devices
+local SET_CAP = cfg[7]          -- inbound senders (customer) / customers (counterparty)
+local DEDUPE_CAP = cfg[8]       -- event ids remembered per entity, at most
+local DEDUPE_SPAN_MS = cfg[9]   -- ... and for this long in event time
+
+local fmt_cache = {}
+-- '<' followed by `unit` repeated n times (memoised per unit and count).
+local function rep_fmt(unit, n)
+  local by_n = fmt_cache[unit]
+  if not by_n then
+    by_n = {}
+    fmt_cache[unit] = by_n
+  end
+  local f = by_n[n]
+  if not f then
+    f = '<' .. srep(unit, n)
+    by_n[n] = f
+  end
+  return f
+end
+
+-- struct.unpack into a flat table; also returns the position after the last byte read.
+local function unpack_at(fmt, s, pos)
+  local v = { sunpack(fmt, s, pos) }
+  local n = #v
+  local nxt = v[n]
+  v[n] = nil
+  return v, nxt
+end
+
+-- Flat array `a` (stride w) from record `first` on, packed with `unit` (w values per record).
+local function pack_records(unit, a, w, first)
+  local n = #a / w - first + 1
+  if n <= 0 then
+    return ''
+  end
+  if first == 1 then
+    return spack(rep_fmt(unit, n), unpack(a))
+  end
+  return spack(rep_fmt(unit, n), unpack(a, (first - 1) * w + 1, #a))
+end
+
+----------------------------------------------------------------------------------------------
+-- Day-granular windows (7d, 30d). The header holds the newest day D, its running totals and
+-- cached totals over days [D-6, D-1] and [D-29, D-1]; past days are a sparse sorted flat list
+-- {day, v1..vn, day, v1..vn, ...}, decoded only when the day rolls over or a late event lands
+-- in a past day. So an event on the newest day touches a handful of header numbers.
+--
+-- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values/day),
+-- L.unit (struct unit of one day record), L.size (its bytes).
+
+local function days_of(st, L)
+  local days = st.days
+  if days == nil then
+    if st.days_n > 0 then
+      days = unpack_at(rep_fmt(L.unit, st.days_n), st.days_raw, 1)
+    else
+      days = {}
+    end
+    st.days = days
+  end
+  return days
+end
+
+local function encode_days(st, L)
+  if st.days == nil then
+    return st.days_raw
+  end
+  return pack_records(L.unit, st.days, L.nv + 1, 1)
+end
+
+-- Add the values of days lo..hi of the flat list into acc[1..nv].
+local function sum_days(days, nv, lo, hi, acc)
+  local w = nv + 1
+  for k = 1, #days, w do
+    local d = days[k]
+    if d >= lo and d <= hi then
+      for j = 1, nv do
+        acc[j] = acc[j] + days[k + j]
+      end
+    end
+  end
+  return acc
+end
+
+local function zeros(n)
+  local z = {}
+  for j = 1, n do
+    z[j] = 0
+  end
+  return z
+end
+
+-- Make day d the newest: today's totals join the past-day list, caches are rebuilt for d.
+local function roll_day(st, L, d)
+  local h, nv, w = st.hdr, L.nv, L.nv + 1
+  local days = days_of(st, L)
+  local old, today = h[L.day], L.today
+  local any = false
+  for j = 0, nv - 1 do
+    if h[today + j] ~= 0 then
+      any = true
+    end
+  end
+  if old >= 0 and any then
+    local n = #days
+    days[n + 1] = old
+    for j = 1, nv do
+      days[n + 1 + j] = h[today + j - 1]
+    end
+  end
+  local keep_from = d - KEEP_DAYS
+  if #days > 0 and days[1] < keep_from then
+    local kept = {}
+    local m = 0
+    for k = 1, #days, w do
+      if days[k] >= keep_from then
+        for j = 0, nv do
+          m = m + 1
+          kept[m] = days[k + j]
+        end
+      end
+    end
+    days = kept
+    st.days = kept
+  end
+  local c7 = sum_days(days, nv, d - 6, d - 1, zeros(nv))
+  local c30 = sum_days(days, nv, d - 29, d - 1, zeros(nv))
+  for j = 0, nv - 1 do
+    h[today + j] = 0
+    h[L.c7 + j] = c7[j + 1]
+    h[L.c30 + j] = c30[j + 1]
+  end
+  h[L.day] = d
+  st.rolled = true
+end
+
+-- Add `vals` to day d; return the 7-day and 30-day totals as of day d (including vals).
+local function add_to_day(st, L, d, vals)
+  local h, nv = st.hdr, L.nv
+  if h[L.day] < 0 then
+    h[L.day] = d
+  elseif d > h[L.day] then
+    roll_day(st, L, d)
+  end
+  local w7, w30 = {}, {}
+  local newest, today, c7, c30 = h[L.day], L.today, L.c7, L.c30
+  if d == newest then
+    for j = 0, nv - 1 do
+      local v = h[today + j] + vals[j + 1]
+      h[today + j] = v
+      w7[j + 1] = h[c7 + j] + v
+      w30[j + 1] = h[c30 + j] + v
+    end
+    return w7, w30
+  end
+  -- A late event in a past day: applied to that day (if still kept) and to the caches that
+  -- cover it; its own windows are computed as of its day from the past-day list.
+  local days = days_of(st, L)
+  local w = nv + 1
+  if d >= newest - KEEP_DAYS then
+    local at = #days + 1
+    for k = 1, #days, w do
+      if days[k] >= d then
+        at = k
+        break
+      end
+    end
+    if days[at] ~= d then
+      for j = nv, 0, -1 do
+        tinsert(days, at, j == 0 and d or 0)
+      end
+    end
+    for j = 1, nv do
+      days[at + j] = days[at + j] + vals[j]
+      if d >= newest - 29 then
+        h[c30 + j - 1] = h[c30 + j - 1] + vals[j]
+      end
+      if d >= newest - 6 then
+        h[c7 + j - 1] = h[c7 + j - 1] + vals[j]
+      end
+    end
+  end
+  return sum_days(days, nv, d - 6, d, zeros(nv)), sum_days(days, nv, d - 29, d, zeros(nv))
+end
+
+----------------------------------------------------------------------------------------------
+-- Dedupe memory with the feature snapshots: a FIFO (by arrival) of entries
+-- {8-byte event-id hash, stamp, record}, kept as a raw string, where stamp is the entity's newest
+-- event time when the event arrived and record the packed features returned for it. An id is
+-- forgotten once DEDUPE_CAP newer ids arrived or the entity's newest time moved DEDUPE_SPAN_MS
+-- past its stamp. Lookups are a plain substring search (C speed) checked for entry alignment.
+
+local function fifo_load(st, raw)
+  st.fifo_raw = raw
+  st.fifo_pos = 1
+  st.fifo_add = {}
+end
+
+local function fifo_push(st, idh, stamp, record)
+  local add = st.fifo_add
+  add[#add + 1] = idh .. spack('<d', stamp) .. record
+  st.fifo_n = st.fifo_n + 1
+end
+
+-- The record stored for idh, or nil.
+local function fifo_find(st, idh, width)
+  local raw, base = st.fifo_raw, st.fifo_pos
+  local from = base
+  while true do
+    local s = sfind(raw, idh, from, true)
+    if not s then
+      break
+    end
+    if (s - base) % width == 0 then
+      return ssub(raw, s + 16, s + width - 1)
+    end
+    from = s + 1
+  end
+  local add = st.fifo_add
+  for i = 1, #add do
+    local e = add[i]
+    if ssub(e, 1, 8) == idh then
+      return ssub(e, 17)
+    end
+  end
+  return nil
+end
+
+local function fifo_prune(st, newest, width)
+  local floor_stamp = newest - DEDUPE_SPAN_MS
+  while st.fifo_n > 0 do
+    if st.fifo_pos > #st.fifo_raw then
+      st.fifo_raw = tconcat(st.fifo_add)
+      st.fifo_add = {}
+      st.fifo_pos = 1
+    end
+    local stamp = sunpack('<d', st.fifo_raw, st.fifo_pos + 8)
+    if st.fifo_n > DEDUPE_CAP or stamp < floor_stamp then
+      st.fifo_pos = st.fifo_pos + width
+      st.fifo_n = st.fifo_n - 1
+    else
+      break
+    end
+  end
+end
+
+local function fifo_encode(st)
+  return ssub(st.fifo_raw, st.fifo_pos) .. tconcat(st.fifo_add)
+end
+
+-- Trim a zset to SET_CAP members, dropping the lowest scores (least recently seen).
+local function cap_zset(key, n)
+  if n > SET_CAP then
+    return n - rcall('ZREMRANGEBYRANK', key, 0, n - SET_CAP - 1)
+  end
+  return n
+end
+
+local STATUS = { [0] = schar(0), [1] = schar(1) }

@@ -1,0 +1,155 @@
+-- Counterparty (merchant, beneficiary or originator account, ATM, branch, exchange) and terminal
+-- context: activity, distinct customers and label-derived fraud risk as of the event's time.
+-- Appended to common.lua by store.py; the record order is COUNTERPARTY_RECORD in features.py.
+--
+-- Keys under the base "<ns>:{p:<counterparty_id>}" or "<ns>:{t:<terminal_id>}":
+--   :s  state blob: header | hour list | past-day list | dedupe FIFO with snapshots
+--   :u  zset customer -> latest event time with this counterparty
+--   :b  zset of fraud labels: member = packed event time .. event id, score = label time
+--       (written by labels.lua, read here)
+
+-- header (doubles): 1 layout version, then
+local H_FIRST, H_NEWEST, H_N = 2, 3, 4
+-- newest day, its count, counts of the 6 and of the 29 days before
+local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'df', size = 12 }
+local H_NU, H_HOURN, H_DAYSN, H_FIFON = 9, 10, 11, 12
+local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
+local N_HDR = 13
+local HDR_FMT = rep_fmt('d', N_HDR)
+
+local HOUR_UNIT = 'df' -- hour index, event count (flat, stride 2)
+local N_REC = 7
+local REC_FMT = rep_fmt('f', N_REC)
+local FIFO_W = 16 + 4 * N_REC
+local ONE = { 1 }
+-- Hours kept: the 24-hour window of an event up to the tolerance older than the newest.
+local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
+
+local function load_state(base)
+  local st = {
+    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dirty = false, rolled = false,
+  }
+  local raw = rcall('GET', st.skey)
+  if not raw then
+    local h = zeros(N_HDR)
+    h[1] = 1
+    h[DAYS.day] = -1
+    -- labels may precede the first event seen here (a replay, a late start)
+    h[H_LABELS] = rcall('EXISTS', st.bkey)
+    st.hdr, st.hours, st.days_raw, st.days_n, st.fifo_n = h, {}, '', 0, 0
+    fifo_load(st, '')
+    return st
+  end
+  local h, pos = unpack_at(HDR_FMT, raw, 1)
+  st.hdr = h
+  if h[H_HOURN] > 0 then
+    st.hours, pos = unpack_at(rep_fmt(HOUR_UNIT, h[H_HOURN]), raw, pos)
+  else
+    st.hours = {}
+  end
+  st.days_n = h[H_DAYSN]
+  st.days_raw = ssub(raw, pos, pos + DAYS.size * st.days_n - 1)
+  pos = pos + DAYS.size * st.days_n
+  st.fifo_n = h[H_FIFON]
+  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1))
+  return st
+end
+
+local function save_state(st)
+  local h = st.hdr
+  fifo_prune(st, h[H_NEWEST], FIFO_W)
+  local days = encode_days(st, DAYS)
+  h[H_HOURN], h[H_DAYSN], h[H_FIFON] = #st.hours / 2, #days / DAYS.size, st.fifo_n
+  rcall('SET', st.skey, tconcat({
+    spack(HDR_FMT, unpack(h)),
+    pack_records(HOUR_UNIT, st.hours, 2, 1),
+    days,
+    fifo_encode(st),
+  }), 'PX', PROFILE_TTL_MS)
+  rcall('PEXPIRE', st.ukey, TTL_MS)
+end
+
+local function apply_op(st, op)
+  local t, idh, customer = sunpack('<dc8Hc0', op)
+  local snapshot = fifo_find(st, idh, FIFO_W)
+  if snapshot then
+    return 1, snapshot
+  end
+  st.dirty = true
+  local h = st.hdr
+  if h[H_N] == 0 or t < h[H_FIRST] then
+    h[H_FIRST] = t
+  end
+  if t > h[H_NEWEST] then
+    h[H_NEWEST] = t
+  end
+  h[H_N] = h[H_N] + 1
+
+  -- hourly counts for the 24-hour window (hour-granular: the event's hour and the 23 before)
+  local hours = st.hours
+  local hh = floor(t / HOUR_MS)
+  local at = #hours + 1
+  while at > 1 and hours[at - 2] > hh do
+    at = at - 2
+  end
+  if at > 1 and hours[at - 2] == hh then
+    hours[at - 1] = hours[at - 1] + 1
+  elseif at == #hours + 1 then
+    hours[at], hours[at + 1] = hh, 1
+  else
+    tinsert(hours, at, 1)
+    tinsert(hours, at, hh)
+  end
+  local n24 = 0
+  for k = #hours - 1, 1, -2 do
+    local hk = hours[k]
+    if hk <= hh - 24 then
+      break
+    end
+    if hk <= hh then
+      n24 = n24 + hours[k + 1]
+    end
+  end
+  local oldest = floor(h[H_NEWEST] / HOUR_MS) - KEEP_HOURS
+  if hours[1] < oldest then
+    local kept, m = {}, 0
+    for k = 1, #hours, 2 do
+      if hours[k] >= oldest then
+        kept[m + 1], kept[m + 2] = hours[k], hours[k + 1]
+        m = m + 2
+      end
+    end
+    st.hours = kept
+  end
+
+  local w7, w30 = add_to_day(st, DAYS, floor(t / DAY_MS), ONE)
+  if st.rolled then
+    st.rolled = false
+    h[H_NU] = h[H_NU]
+      - rcall('ZREMRANGEBYSCORE', st.ukey, '-inf', h[H_NEWEST] - WEEK_MS - TOL_MS - 1)
+  end
+
+  -- distinct customers: each customer's latest time here; counted if after the window start
+  h[H_NU] = cap_zset(st.ukey, h[H_NU] + rcall('ZADD', st.ukey, 'GT', t, customer))
+  local customers24 = rcall('ZCOUNT', st.ukey, t - DAY_MS + 1, '+inf')
+  local customers7 = rcall('ZCOUNT', st.ukey, t - WEEK_MS + 1, '+inf')
+
+  -- fraud labels known by time t, of events in the 30 days up to t. A label's time is never
+  -- before its event's, so only labels timed in (t - 30d, t] can qualify.
+  local labels = 0
+  if h[H_LABELS] > 0 then
+    local members = rcall('ZRANGEBYSCORE', st.bkey, t - MONTH_MS + 1, t)
+    for i = 1, #members do
+      local event_time = sunpack('<d', members[i])
+      if event_time > t - MONTH_MS and event_time <= t then
+        labels = labels + 1
+      end
+    end
+  end
+  local rate = mmin(1, labels / mmax(1, w30[1]))
+
+  local record = spack(REC_FMT,
+    n24, w7[1], customers24, customers7, labels, rate, (t - h[H_FIRST]) / DAY_MS)
+  fifo_push(st, idh, h[H_NEWEST], record)
+  return 0, record
+end

@@ -1,0 +1,61 @@
+"""Redis key names of the context store.
+
+Every key starts with the namespace (``settings.context.namespace``), so a backtest in its own
+namespace never reads or writes live state, and deleting a namespace is one ``SCAN MATCH``.
+One entity's keys share a Redis Cluster hash tag - ``{c:<customer_id>}``, ``{p:<counterparty_id>}``
+or ``{t:<terminal_id>}`` - so they live in one hash slot and one Lua script may touch them all.
+Identifiers cannot contain braces (see ``schemas.common.Identifier``), so the tag is exact.
+
+Suffixes under an entity base key (see docs/context.md for sizes and TTLs):
+
+* customer ``{c:..}``: ``:s`` state blob, ``:k`` hash (first-seen counterparties, devices,
+  countries; feature snapshots per recent event id), ``:z`` zset of inbound senders.
+* counterparty ``{p:..}`` and terminal ``{t:..}``: ``:s`` state blob, ``:u`` zset of customers,
+  ``:e0``/``:e1`` snapshot generations per event id, ``:b`` zset of fraud labels.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+CUSTOMER: Final = "c"
+COUNTERPARTY: Final = "p"
+TERMINAL: Final = "t"
+
+CUSTOMER_SUFFIXES: Final = (":s", ":k", ":z")
+COUNTERPARTY_SUFFIXES: Final = (":s", ":u", ":e0", ":e1", ":b")
+
+
+def entity_base(namespace: str, kind: str, entity_id: str) -> str:
+    """``<namespace>:{<kind>:<id>}``: the prefix of every key of one entity."""
+    return f"{namespace}:{{{kind}:{entity_id}}}"
+
+
+def customer_base(namespace: str, customer_id: str) -> str:
+    return entity_base(namespace, CUSTOMER, customer_id)
+
+
+def counterparty_base(namespace: str, counterparty_id: str) -> str:
+    return entity_base(namespace, COUNTERPARTY, counterparty_id)
+
+
+def terminal_base(namespace: str, terminal_id: str) -> str:
+    return entity_base(namespace, TERMINAL, terminal_id)
+
+
+def entity_keys(base: str) -> tuple[str, ...]:
+    """All keys one entity may own, for memory accounting and tests."""
+    kind = base[base.index("{") + 1]
+    suffixes = CUSTOMER_SUFFIXES if kind == CUSTOMER else COUNTERPARTY_SUFFIXES
+    return tuple(base + suffix for suffix in suffixes)
+
+
+def marker_key(namespace: str) -> str:
+    """The namespace's marker; its disappearance means Redis lost the namespace's state."""
+    return f"{namespace}:{{meta}}:marker"
+
+
+def namespace_pattern(namespace: str) -> str:
+    """``SCAN MATCH`` pattern of every key in ``namespace`` (glob characters escaped)."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in namespace)
+    return escaped + ":*"

@@ -1,0 +1,393 @@
+"""`ContextStore`: rolling customer and counterparty context in Redis, one micro-batch at a time.
+
+A batch costs one Redis round trip: a pipeline holding a ``PEXPIRE`` of the namespace marker
+and ``EVALSHA`` calls of the customer and counterparty scripts. On a standalone Redis that is
+one call per script for the whole batch (chunked at ``ContextLimits.ops_per_call`` ops so one
+call never blocks Redis for long); on Redis Cluster one call per hash slot and script. Every
+read-modify-write happens inside Lua, so workers never race, and each entity's update is
+idempotent per event id, so a retried batch changes nothing and returns the same snapshots.
+
+See docs/context.md for the state layout, windows, out-of-order rule and measured sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final, ParamSpec, TypeVar
+
+import redis
+import redis.cluster
+import redis.exceptions as rexc
+from redis.crc import key_slot
+
+from schemas.label import LabelEvent
+from schemas.transaction import TransactionEvent
+from stream.context import keys
+from stream.context.errors import ContextError, ContextStateLost, ContextUnavailable
+from stream.context.features import (
+    COUNTERPARTY_RECORD,
+    CUSTOMER_RECORD,
+    ContextFeatures,
+    assemble,
+)
+from stream.context.ops import CONFIG, EventOps, event_ops, label_op
+from stream.redis_client import AnyRedis
+from stream.settings import ContextSettings
+
+logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_DAY_MS: Final = 86_400_000
+_CUSTOMER_RECORD: Final = struct.Struct("<B" + "f" * len(CUSTOMER_RECORD))
+_COUNTERPARTY_RECORD: Final = struct.Struct("<B" + "f" * len(COUNTERPARTY_RECORD))
+_LABELS_CONFIG: Final = struct.Struct("<dd")
+
+# Errors after which the same batch may succeed: the server is (re)starting, failing over or
+# unreachable. BusyLoadingError is a ConnectionError subclass; ReadOnlyError means a replica
+# answered during a failover.
+_RETRIABLE: Final = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.TryAgainError,
+    rexc.ClusterDownError,
+    rexc.MasterDownError,
+    rexc.ReadOnlyError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLimits:
+    """Per-entity bounds and lifetimes. Changing one changes what a replay computes: keep them
+    fixed within a namespace. Sizes they imply are measured in docs/context.md."""
+
+    profile_ttl_days: int = 400
+    """The state blob (profile: first/last seen, lifetime counts, amount baseline) outlives the
+    35-day windows, so a customer silent for months is still recognised as dormant."""
+    log_cap: int = 256
+    """Customer recent-event log entries (1h and 24h windows are exact up to this many)."""
+    seen_cap: int = 512
+    """First-seen counterparties per customer; beyond it some are forgotten (become "new")."""
+    device_cap: int = 64
+    """First-seen devices per customer."""
+    set_cap: int = 2048
+    """Distinct inbound senders (customer) or customers (counterparty) tracked in 7 days."""
+    dedupe_cap: int = 1024
+    """Event ids (with their feature snapshots) remembered per entity, at most..."""
+    dedupe_span_s: int = 2 * 86_400
+    """...and only while the entity's newest event time is less than this past their arrival."""
+    labels_cap: int = 1024
+    """Fraud labels kept per counterparty (the oldest-known go first)."""
+    ops_per_call: int = 512
+    """Ops per EVALSHA: bounds how long one script call blocks Redis (~10 ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """The context of one event, as of its own time and including it."""
+
+    event_id: str
+    features: ContextFeatures
+    duplicate: bool
+    """The event had been processed before; ``features`` is the snapshot stored back then."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelApplyResult:
+    applied: int
+    """Fraud labels newly recorded against their counterparty and/or terminal."""
+    duplicates: int
+    """Fraud labels of events already labelled fraud (idempotent replays, or a second source)."""
+    skipped: int
+    """Labels that say "legitimate", or name neither a counterparty nor a terminal."""
+
+
+def _script_source(name: str) -> str:
+    return (resources.files("stream.context") / name).read_text(encoding="utf-8")
+
+
+def _entity_script(name: str) -> str:
+    # "#!lua" (no flags): Redis 7 rejects the whole call up front when over maxmemory, instead
+    # of failing half-way through a batch.
+    return (
+        "#!lua\n" + _script_source("common.lua") + _script_source(name) + _script_source("main.lua")
+    )
+
+
+@dataclass(slots=True)
+class _Call:
+    script: str  # "customer", "counterparty" or "labels"
+    keys: list[str]
+    args: list[bytes]
+    targets: list[int]  # per op: where its result goes
+
+
+class ContextStore:
+    """Rolling context in the namespace ``settings.namespace``.
+
+    ``client`` must return bytes (``decode_responses=False``), as
+    :func:`stream.redis_client.connect` does. Creating a store marks the namespace as in use;
+    see :class:`ContextStateLost` for what the marker protects against.
+    """
+
+    def __init__(
+        self,
+        client: AnyRedis,
+        settings: ContextSettings,
+        limits: ContextLimits | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._limits = limits or ContextLimits()
+        self._namespace = settings.namespace
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._marker = keys.marker_key(self._namespace)
+        lim = self._limits
+        self._profile_ttl_ms = lim.profile_ttl_days * _DAY_MS
+        self._ttl_ms = settings.ttl_days * _DAY_MS
+        self._config = CONFIG.pack(
+            float(self._ttl_ms),
+            float(self._profile_ttl_ms),
+            float(settings.out_of_order_tolerance_s * 1000),
+            float(lim.log_cap),
+            float(lim.seen_cap),
+            float(lim.device_cap),
+            float(lim.set_cap),
+            float(lim.dedupe_cap),
+            float(lim.dedupe_span_s * 1000),
+            0.0,
+        )
+        self._labels_config = _LABELS_CONFIG.pack(float(self._ttl_ms), float(lim.labels_cap))
+        self._sources = {
+            "customer": _entity_script("customer.lua"),
+            "counterparty": _entity_script("counterparty.lua"),
+            "labels": "#!lua\n" + _script_source("labels.lua"),
+        }
+        self._shas: dict[str, str] = {}
+        self._guard(self._load_scripts)
+        self._guard(self.initialize_namespace, only_if_missing=True)
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def limits(self) -> ContextLimits:
+        return self._limits
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def initialize_namespace(self, only_if_missing: bool = False) -> None:
+        """Mark the namespace as in use (again). Call after :class:`ContextStateLost` only to
+        accept that the context starts from nothing."""
+        self._client.set(self._marker, b"1", px=self._profile_ttl_ms, nx=only_if_missing)
+
+    def update_batch(self, events: Sequence[TransactionEvent]) -> list[EventContext]:
+        """Apply ``events`` in order and return each one's context, in the same order.
+
+        Raises :class:`ContextUnavailable` (retry the whole batch later),
+        :class:`ContextStateLost` or :class:`ContextError`.
+        """
+        if not events:
+            return []
+        prepared = [event_ops(event) for event in events]
+        calls = self._plan_events(events, prepared)
+        outputs = self._guard(self._run, calls)
+        n = len(events)
+        customer: list[tuple[float, ...]] = [()] * n
+        counterparty: list[tuple[float, ...]] = [()] * n
+        terminal: list[tuple[float, ...] | None] = [None] * n
+        duplicate = [False] * n
+        for call, output in zip(calls, outputs, strict=True):
+            self._unpack(call, output, customer, counterparty, terminal, duplicate)
+        return [
+            EventContext(
+                event.event_id,
+                assemble(ops.event_part, customer[i], counterparty[i], terminal[i]),
+                duplicate[i],
+            )
+            for i, (event, ops) in enumerate(zip(events, prepared, strict=True))
+        ]
+
+    def apply_labels(self, labels: Sequence[LabelEvent]) -> LabelApplyResult:
+        """Record fraud labels against the labelled event's counterparty and terminal; from the
+        label's time on, they count in those entities' label-derived risk. Idempotent."""
+        ns = self._namespace
+        ops: list[tuple[str, bytes, int]] = []
+        skipped = 0
+        counted: list[int] = []
+        for label in labels:
+            bases = []
+            if label.is_suspicious and label.counterparty_id is not None:
+                bases.append(keys.counterparty_base(ns, label.counterparty_id))
+            if label.is_suspicious and label.terminal_id is not None:
+                bases.append(keys.terminal_base(ns, label.terminal_id))
+            if not bases:
+                skipped += 1
+                continue
+            op = label_op(label)
+            index = len(counted)
+            counted.append(0)
+            ops.extend((base, op, index) for base in bases)
+        if not ops:
+            return LabelApplyResult(0, 0, skipped)
+        calls = list(self._group("labels", ops))
+        outputs = self._guard(self._run, calls)
+        for call, output in zip(calls, outputs, strict=True):
+            for target, added in zip(call.targets, output, strict=True):
+                counted[target] += int(added)
+        applied = sum(1 for c in counted if c > 0)
+        return LabelApplyResult(applied, len(counted) - applied, skipped)
+
+    def drop_namespace(self) -> int:
+        """Delete every key of the namespace (a finished backtest); returns how many."""
+
+        def drop() -> int:
+            deleted = 0
+            batch: list[bytes] = []
+            pattern = keys.namespace_pattern(self._namespace)
+            for key in self._client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += self._unlink(batch)
+                    batch = []
+            return deleted + self._unlink(batch)
+
+        return self._guard(drop)
+
+    # --- planning -------------------------------------------------------------------------------
+
+    def _plan_events(
+        self, events: Sequence[TransactionEvent], prepared: Sequence[EventOps]
+    ) -> list[_Call]:
+        ns = self._namespace
+        customer_ops: list[tuple[str, bytes, int]] = []
+        counterparty_ops: list[tuple[str, bytes, int]] = []
+        for i, (event, ops) in enumerate(zip(events, prepared, strict=True)):
+            customer_ops.append((keys.customer_base(ns, event.customer_id), ops.customer_op, i))
+            counterparty_ops.append(
+                (keys.counterparty_base(ns, event.counterparty_id), ops.counterparty_op, i)
+            )
+            if ops.terminal_op is not None and event.terminal_id is not None:
+                # Negative targets mark terminal results (see _unpack).
+                counterparty_ops.append(
+                    (keys.terminal_base(ns, event.terminal_id), ops.terminal_op, -1 - i)
+                )
+        return [
+            *self._group("customer", customer_ops),
+            *self._group("counterparty", counterparty_ops),
+        ]
+
+    def _group(self, script: str, ops: list[tuple[str, bytes, int]]) -> Iterator[_Call]:
+        """Calls of at most ``ops_per_call`` ops; on a cluster, one hash slot per call. The
+        order of one entity's ops is kept: they share a slot, and calls run in order."""
+        if self._cluster:
+            by_slot: dict[int, list[tuple[str, bytes, int]]] = {}
+            for op in ops:
+                by_slot.setdefault(key_slot(op[0].encode()), []).append(op)
+            groups: list[list[tuple[str, bytes, int]]] = list(by_slot.values())
+        else:
+            groups = [ops]
+        size = self._limits.ops_per_call
+        for group in groups:
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                yield _Call(
+                    script,
+                    [op[0] for op in chunk],
+                    [op[1] for op in chunk],
+                    [op[2] for op in chunk],
+                )
+
+    # --- execution -----------------------------------------------------------------------------
+
+    def _load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            # RedisCluster.script_load loads on every primary; the stubs lack it.
+            sha = self._client.script_load(source)  # type: ignore[union-attr]
+            self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    def _run(self, calls: list[_Call]) -> list[bytes | list[int]]:
+        """One pipeline: the marker check, then every call. Reloads the scripts and retries
+        once after NOSCRIPT (a restarted Redis forgot them); retrying is safe because every op
+        is idempotent."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.pexpire(self._marker, self._profile_ttl_ms)
+            for call in calls:
+                config = self._labels_config if call.script == "labels" else self._config
+                pipe.evalsha(
+                    self._shas[call.script], len(call.keys), *call.keys, config, *call.args
+                )
+            try:
+                results = pipe.execute()
+            except rexc.NoScriptError:
+                if attempt == 2:
+                    raise
+                logger.warning("Redis forgot the context scripts (restarted?); reloading")
+                self._load_scripts()
+                continue
+            if not results[0]:
+                raise ContextStateLost(
+                    f"context namespace {self._namespace!r} lost its marker key: Redis restarted "
+                    "without persistence, was flushed or evicted keys; the context would "
+                    "restart from nothing. Restore Redis, or accept the reset with "
+                    "ContextStore.initialize_namespace()."
+                )
+            return list(results[1:])
+        raise AssertionError("unreachable")
+
+    def _guard(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Run ``fn`` translating Redis errors into the context's own."""
+        try:
+            return fn(*args, **kwargs)
+        except _RETRIABLE as exc:
+            raise ContextUnavailable(
+                f"Redis unavailable for the context store: {type(exc).__name__}: {exc}"
+            ) from exc
+        except rexc.RedisError as exc:
+            if str(exc).startswith("OOM"):
+                raise ContextError(
+                    "Redis is out of memory (maxmemory reached, policy noeviction): "
+                    "context cannot be updated"
+                ) from exc
+            raise ContextError(f"context store failed: {type(exc).__name__}: {exc}") from exc
+
+    def _unlink(self, batch: list[bytes]) -> int:
+        if not batch:
+            return 0
+        if self._cluster:
+            pipe = self._client.pipeline(transaction=False)
+            for key in batch:
+                pipe.unlink(key)
+            return sum(int(r) for r in pipe.execute())
+        return int(self._client.unlink(*batch))
+
+    @staticmethod
+    def _unpack(
+        call: _Call,
+        output: bytes | list[int],
+        customer: list[tuple[float, ...]],
+        counterparty: list[tuple[float, ...]],
+        terminal: list[tuple[float, ...] | None],
+        duplicate: list[bool],
+    ) -> None:
+        if not isinstance(output, bytes):
+            raise ContextError(f"unexpected reply from the {call.script} script")
+        record = _CUSTOMER_RECORD if call.script == "customer" else _COUNTERPARTY_RECORD
+        if len(output) != record.size * len(call.targets):
+            raise ContextError(f"{call.script} script returned {len(output)} bytes")
+        for k, (status, *values) in enumerate(record.iter_unpack(output)):
+            target = call.targets[k]
+            if call.script == "customer":
+                customer[target] = tuple(values)
+                duplicate[target] = status == 1
+            elif target >= 0:
+                counterparty[target] = tuple(values)
+            else:
+                terminal[-1 - target] = tuple(values)
