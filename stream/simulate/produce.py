@@ -29,11 +29,10 @@ from tqdm import tqdm
 from stream.settings import Settings
 from stream.simulate.engine import Simulation
 from stream.simulate.errors import DeliveryError
-from stream.simulate.render import Renderer, gc_paused
+from stream.simulate.render import JSON_CHUNK, Renderer, gc_paused
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 10_000
 POLL_EVERY = 1_000
 
 
@@ -116,7 +115,9 @@ def produce(
                 producer.poll(0.05)
 
     with gc_paused():
-        labels = renderer.labels_json(0, n_labels)
+        # Kept until their time comes: copy each into an object of its own size, since
+        # orjson's result holds a buffer of ~4 KiB (see render.JSON_CHUNK).
+        labels = [bytes(memoryview(line)) for line in renderer.labels_json(0, n_labels)]
         label_keys = renderer.customer_ids[sim.events["cust"][sim.labels.rows]].tolist()
     next_label, sent = 0, 0
     started = time.perf_counter()
@@ -127,8 +128,8 @@ def produce(
             total=n_events, unit="ev", unit_scale=True, desc="producing", disable=not progress
         ) as bar,
     ):
-        for lo in range(0, n_events, CHUNK):
-            hi = min(n_events, lo + CHUNK)
+        for lo in range(0, n_events, JSON_CHUNK):
+            hi = min(n_events, lo + JSON_CHUNK)
             lines = renderer.events_json(lo, hi)
             keys = renderer.customer_ids[sim.events["cust"][lo:hi]].tolist()
             # due[i]: how many labels have become known by the time of event lo + i

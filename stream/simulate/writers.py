@@ -30,16 +30,16 @@ from schemas import Typology
 from stream.simulate import catalog as cat
 from stream.simulate.engine import Simulation
 from stream.simulate.errors import OutputError
-from stream.simulate.render import Renderer, arrow_table, gc_paused
+from stream.simulate.render import JSON_CHUNK, Renderer, arrow_table, gc_paused
 
 Format = Literal["jsonl", "parquet", "both"]
-CHUNK_ROWS = 50_000
+ROW_GROUP = 50_000  # Parquet rows per row group; JSON is rendered in smaller ranges within
 FILES = ("events", "labels", "truth")
 
 
-def _chunks(total: int, size: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
-    for lo in range(0, total, size):
-        yield lo, min(total, lo + size)
+def _chunks(lo: int, hi: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(lo, hi, size):
+        yield start, min(hi, start + size)
 
 
 class _HashingWriter:
@@ -171,18 +171,18 @@ def write_files(
             disable=not progress,
         ) as bar,
     ):
-        for lo, hi in _chunks(n_events):
-            if jsonl:
-                jsonl["events"].write_lines(renderer.events_json(lo, hi))
-                jsonl["truth"].write_lines(renderer.truth_json(lo, hi))
+        for lo, hi in _chunks(0, n_events, ROW_GROUP):
+            for start, stop in _chunks(lo, hi, JSON_CHUNK) if jsonl else ():
+                jsonl["events"].write_lines(renderer.events_json(start, stop))
+                jsonl["truth"].write_lines(renderer.truth_json(start, stop))
             if parquet:
                 parquet["events"].write(_events_table(renderer, lo, hi))
                 times = {"event_time": t_ms[lo:hi]}
                 parquet["truth"].write(arrow_table(renderer.truth_columns(lo, hi), times))
             bar.update(hi - lo)
-        for lo, hi in _chunks(n_labels):
-            if jsonl:
-                jsonl["labels"].write_lines(renderer.labels_json(lo, hi))
+        for lo, hi in _chunks(0, n_labels, ROW_GROUP):
+            for start, stop in _chunks(lo, hi, JSON_CHUNK) if jsonl else ():
+                jsonl["labels"].write_lines(renderer.labels_json(start, stop))
             if parquet:
                 parquet["labels"].write(_labels_table(renderer, lo, hi))
             bar.update(hi - lo)
