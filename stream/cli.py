@@ -42,3 +42,7 @@ def config_show() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m stream.cli ...`, as bench/ scripts call it
+    main()
