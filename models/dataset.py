@@ -27,17 +27,23 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from models.errors import DatasetError
 from models.examples import NarrativeSet, SplitData, split_by_day
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
+from stream.context.features import ContextFeatures
+from stream.context.store import ContextStore, EventContext
+from stream.redis_client import connect
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1000
 CACHE_DIR_NAME = "narratives"
+CONTEXTS_FILE = "contexts.parquet"
 
 
 def _jsonl(path: Path) -> Iterator[bytes]:
@@ -83,18 +89,14 @@ def replay_contexts(
     settings: Settings,
     *,
     progress: bool = True,
-) -> list[Any]:
+) -> list[EventContext]:
     """The EventContext of every event, computed by the real ContextStore on a throwaway
     Redis namespace (deleted afterwards)."""
-    # Imported by name until the context store (issue 4) is merged; see _stage_module.
-    store_module = _stage_module("stream.context.store")
-    connect = _stage_module("stream.redis_client").connect
-
     namespace = f"dataset-{secrets.token_hex(4)}"
     context_settings = settings.context.model_copy(update={"namespace": namespace})
     client = connect(settings.redis)
-    store = store_module.ContextStore(client, context_settings)
-    contexts: list[Any] = []
+    store = ContextStore(client, context_settings)
+    contexts: list[EventContext] = []
     next_label = 0
     try:
         for start in tqdm(
@@ -115,9 +117,9 @@ def replay_contexts(
 
 
 def _stage_module(name: str) -> Any:
-    """Import ``name`` at call time. The context store and narrative builder are being merged
-    alongside this module; importing them by name keeps this package importable (and the CLI
-    working) until they are, and fails with a clear message when they are missing."""
+    """Import ``name`` at call time. The narrative builder is being merged alongside this
+    module; importing it by name keeps this package importable (and the CLI working) until it
+    is, and fails with a clear message when it is missing."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
@@ -142,9 +144,13 @@ def build_split(
     missing = [e.event_id for e in events if e.event_id not in truth]
     if missing:
         raise DatasetError(f"{len(missing)} events have no truth row, e.g. {missing[0]}")
-    contexts = replay_contexts(
-        events, read_labels(sim_dir / "labels.jsonl"), settings, progress=progress
-    )
+    cache = cache_dir or sim_dir / CACHE_DIR_NAME
+    contexts = cached_contexts(cache / CONTEXTS_FILE, events)
+    if contexts is None:
+        contexts = replay_contexts(
+            events, read_labels(sim_dir / "labels.jsonl"), settings, progress=progress
+        )
+        save_contexts(cache / CONTEXTS_FILE, contexts)
     days: list[date] = [e.event_time.date() for e in events]
     parts = split_by_day(days, fractions)
 
@@ -181,8 +187,35 @@ def build_split(
         feature_names=tuple(narrative.FEATURE_NAMES),
         narrative_spec=orjson.loads(spec.to_json()),
     )
-    split.save(cache_dir or sim_dir / CACHE_DIR_NAME)
+    split.save(cache)
     return split
+
+
+def save_contexts(path: Path, contexts: list[EventContext]) -> None:
+    """The replayed contexts as Parquet: replaying Redis is the slow step of a dataset, and
+    the narratives can be rebuilt from these (a new narrative version) without it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "event_id": [c.event_id for c in contexts],
+            "features": pa.array([list(c.features) for c in contexts], type=pa.list_(pa.float64())),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def cached_contexts(path: Path, events: list[TransactionEvent]) -> list[EventContext] | None:
+    """Contexts saved by :func:`save_contexts` for exactly these events, or None."""
+    if not path.is_file():
+        return None
+    table = pq.read_table(path).to_pydict()
+    if table["event_id"] != [e.event_id for e in events]:
+        log.warning("ignoring %s: it was computed for other events", path)
+        return None
+    return [
+        EventContext(event_id, ContextFeatures._make(row), False)
+        for event_id, row in zip(table["event_id"], table["features"], strict=True)
+    ]
 
 
 def load_split(path: Path, settings: Settings, *, progress: bool = True) -> SplitData:

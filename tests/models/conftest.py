@@ -149,6 +149,25 @@ def record() -> Callable[[str | None], TrainingRecord]:
     return training_record
 
 
+@pytest.fixture
+def save(thresholds: Thresholds) -> Callable[..., str]:
+    """``save(registry, model, parent=None) -> version``: register ``model`` with test metadata."""
+    from models.backbones import load_tokenizer
+    from models.registry import Registry
+
+    def save_version(registry: Registry, model: RiskClassifier, parent: str | None = None) -> str:
+        return registry.save(
+            model=model,
+            tokenizer=load_tokenizer(),
+            narrative_spec={"version": "test-1", "edges": {"amount": [1, 2]}},
+            training=training_record(parent),
+            metrics={"average_precision": 0.5},
+            thresholds=thresholds,
+        )
+
+    return save_version
+
+
 @pytest.fixture(scope="session")
 def synthetic_split() -> SplitData:
     return split_data()

@@ -11,28 +11,11 @@ from models.classifier import RiskClassifier
 from models.errors import ModelLoadError, RegistryError, UnsafeModelFormat
 from models.examples import NarrativeSet
 from models.inference import from_classifier, load_model
-from models.registry import Registry, TrainingRecord
+from models.registry import Registry
 from models.thresholds import Thresholds
 from stream.settings import ModelSettings
 
 Save = Callable[..., str]
-
-
-@pytest.fixture
-def save(
-    record: Callable[[str | None], TrainingRecord], thresholds: Thresholds
-) -> Callable[..., str]:
-    def save_version(registry: Registry, model: RiskClassifier, parent: str | None = None) -> str:
-        return registry.save(
-            model=model,
-            tokenizer=load_tokenizer(),
-            narrative_spec={"version": "test-1", "edges": {"amount": [1, 2]}},
-            training=record(parent),
-            metrics={"average_precision": 0.5},
-            thresholds=thresholds,
-        )
-
-    return save_version
 
 
 def test_round_trip_scores_identically(
