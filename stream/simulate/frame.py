@@ -79,12 +79,15 @@ class FrameBuilder:
         count = max((a.size for a in arrays.values() if a.ndim > 0), default=1)
         block: dict[str, Column] = {}
         for name, default in COLUMNS.items():
-            if name in arrays:
-                block[name] = np.broadcast_to(arrays[name], (count,)).copy()
-            elif default is None:
+            value = arrays.get(name)
+            if value is None and default is None:
                 raise KeyError(f"event column {name!r} is required")
+            if value is None or value.ndim == 0:
+                block[name] = np.full(count, default if value is None else value, dtype=np.int64)
+            elif value.shape == (count,):
+                block[name] = value
             else:
-                block[name] = np.full(count, default, dtype=np.int64)
+                raise ValueError(f"event column {name!r} has {value.size} values, not {count}")
         self._blocks.append(block)
         self.rows += count
         return count

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -156,6 +156,9 @@ class Context:
     out: FrameBuilder
     rng: np.random.Generator
     first_day: int
+    _pools: dict[tuple[object, ...], tuple[Column, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
 
     def scenario(self, kind: str, typology: Typology = Typology.LEGITIMATE) -> Scenario:
         return Scenario(self, kind, typology)
@@ -197,7 +200,10 @@ class Context:
         base = self.world.start_ms + int(day * DAY_MS)
         if hours is None:
             return base
-        hour = int(self.rng.choice(24, p=hours))
+        # Inverse CDF by hand: Generator.choice(p=...) validates p on every call, which made
+        # it the slowest line of scenario writing.
+        cdf = np.cumsum(hours)
+        hour = min(23, int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")))
         return base - base % DAY_MS + hour * HOUR_MS + int(self.rng.integers(0, HOUR_MS))
 
     def later(self, t: int, low_minutes: float, high_minutes: float) -> int:
@@ -234,20 +240,26 @@ class Context:
         country: int | None = None,
     ) -> Column:
         """``count`` different merchants by popularity (repeats only if too few exist)."""
-        m = self.world.merchants
-        ok = m.kind == kind
-        if mccs is not None:
-            ok &= np.isin(m.mcc, mccs)
-        if country is not None:
-            ok &= m.country == country
-        members = np.flatnonzero(ok)
-        if len(members) == 0:  # tiny populations: fall back to any merchant of the kind
-            members = np.flatnonzero(m.kind == kind)
-        weights = m.popularity[members]
-        chosen = self.rng.choice(
-            len(members), count, replace=count > len(members), p=weights / weights.sum()
-        )
-        return members[chosen].astype(np.int64)
+        key = (kind, None if mccs is None else tuple(mccs.tolist()), country)
+        if key not in self._pools:
+            m = self.world.merchants
+            ok = m.kind == kind
+            if mccs is not None:
+                ok &= np.isin(m.mcc, mccs)
+            if country is not None:
+                ok &= m.country == country
+            members = np.flatnonzero(ok)
+            if len(members) == 0:  # tiny populations: fall back to any merchant of the kind
+                members = np.flatnonzero(m.kind == kind)
+            weights = m.popularity[members]
+            self._pools[key] = (members.astype(np.int64), weights / weights.sum())
+        members, probabilities = self._pools[key]
+        if count == 1:  # the common case, without choice()'s validation of p on every call
+            cdf = np.cumsum(probabilities)
+            index = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+            return members[[min(index, len(members) - 1)]]
+        chosen = self.rng.choice(len(members), count, replace=count > len(members), p=probabilities)
+        return members[chosen]
 
     def card_event(
         self,
