@@ -9,6 +9,7 @@ subscriptions, P2P between friends, ATM cash, and business turnover.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 
@@ -485,11 +486,16 @@ GENERATORS = (
 )
 
 
-def generate_background(world: World, out: FrameBuilder) -> int:
-    """All legitimate background events of the run; returns how many were added."""
+def generate_background(
+    world: World, out: FrameBuilder, on_step: Callable[[], object] = lambda: None
+) -> int:
+    """All legitimate background events of the run; returns how many were added.
+
+    ``on_step`` is called after each kind of traffic (progress reporting)."""
     before = out.rows
     for index, generator in enumerate(GENERATORS):
         # One random stream per generator: editing one kind of traffic leaves the others as
         # they were, which keeps diffs between versions of the simulator readable.
         generator(world, np.random.default_rng([world.config.seed, 2, index]), out)
+        on_step()
     return out.rows - before

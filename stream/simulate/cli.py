@@ -125,7 +125,7 @@ def simulate(
     from stream.simulate.engine import simulate as run
     from stream.simulate.writers import counts, write_files
 
-    sim = run(config)
+    sim = run(config, progress=progress)
     summary: dict[str, object] = {"run_tag": config.run_tag, **counts(sim)}
     try:
         if out is not None:

@@ -11,14 +11,16 @@ broken the same way in every run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from schemas import Typology
 from stream.simulate import catalog as cat
-from stream.simulate.behaviour import generate_background
+from stream.simulate.behaviour import GENERATORS, generate_background
 from stream.simulate.config import SimulationConfig
 from stream.simulate.frame import Column, Frame, FrameBuilder
 from stream.simulate.fraud import account_takeover, card_testing, compromised_terminal, stolen_card
@@ -111,7 +113,13 @@ def _scenario_budgets(config: SimulationConfig, background: int) -> dict[Typolog
     }
 
 
-def _inject(world: World, out: FrameBuilder, background: int, plan: Plan) -> None:
+def _inject(
+    world: World,
+    out: FrameBuilder,
+    background: int,
+    plan: Plan,
+    on_step: Callable[[], object] = lambda: None,
+) -> None:
     config = world.config
     for typology, budget in _scenario_budgets(config, background).items():
         index = cat.code(cat.TYPOLOGIES, typology)
@@ -142,6 +150,7 @@ def _inject(world: World, out: FrameBuilder, background: int, plan: Plan) -> Non
         kinds = LOOKALIKES[typology]
         for i in range(round(made * config.lookalike_ratio)):
             kinds[i % len(kinds)](lookalike_ctx)
+        on_step()
 
 
 def _silence(world: World, frame: Frame) -> npt.NDArray[np.bool_]:
@@ -188,19 +197,25 @@ def _labels(config: SimulationConfig, events: Frame) -> Labels:
     return Labels(rows[order], label_ms[order])
 
 
-def simulate(config: SimulationConfig) -> Simulation:
-    """Run the whole simulation in memory."""
-    world = build_world(config)
-    out = FrameBuilder()
-    background = generate_background(world, out)
-    plan = Plan()
-    _inject(world, out, background, plan)
-    for kind in (kind for _, kind in world.scenarios if kind.startswith("lookalike:")):
-        plan.lookalike_scenarios[kind] = plan.lookalike_scenarios.get(kind, 0) + 1
-    frame = out.build()
-    frame = frame.take(~_silence(world, frame))
-    order = np.lexsort((np.arange(len(frame)), frame["cust"], frame["t_ms"]))
-    events = frame.take(order)
+def simulate(config: SimulationConfig, *, progress: bool = False) -> Simulation:
+    """Run the whole simulation in memory (``progress``: a bar over its steps, on stderr)."""
+    steps = 1 + len(GENERATORS) + len(INJECTORS) + 2
+    with tqdm(total=steps, desc="simulating", unit="step", disable=not progress) as bar:
+        world = build_world(config)
+        bar.update()
+        out = FrameBuilder()
+        background = generate_background(world, out, bar.update)
+        plan = Plan()
+        _inject(world, out, background, plan, bar.update)
+        for kind in (kind for _, kind in world.scenarios if kind.startswith("lookalike:")):
+            plan.lookalike_scenarios[kind] = plan.lookalike_scenarios.get(kind, 0) + 1
+        frame = out.build()
+        frame = frame.take(~_silence(world, frame))
+        order = np.lexsort((np.arange(len(frame)), frame["cust"], frame["t_ms"]))
+        events = frame.take(order)
+        bar.update()
+        labels = _labels(config, events)
+        bar.update()
     logger.info(
         "simulated %d events (%d suspicious) for %d customers over %d days",
         len(events),
@@ -208,4 +223,4 @@ def simulate(config: SimulationConfig) -> Simulation:
         config.customers,
         config.days,
     )
-    return Simulation(config, world, events, _labels(config, events), plan)
+    return Simulation(config, world, events, labels, plan)

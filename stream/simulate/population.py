@@ -305,7 +305,8 @@ def build_world(config: SimulationConfig) -> World:
         return cps.extend(ids.make("ext", count), ACCOUNT, countries)
 
     segment = np.zeros(n, dtype=np.int64)
-    segment[: max(2, round(n * config.business_share))] = BUSINESS
+    n_business = round(n * config.business_share)
+    segment[: max(2, n_business) if config.business_share > 0 else 0] = BUSINESS
     rng.shuffle(segment)
     business = segment == BUSINESS
     expats = np.array([cat.COUNTRY_INDEX[c] for c in ("CA", "GB", "MX", "DE", "FR")])
@@ -357,11 +358,11 @@ def build_world(config: SimulationConfig) -> World:
     # students) by nobody.
     retail_rows, business_rows = np.flatnonzero(~business), np.flatnonzero(business)
     employer = np.full(n, -1, dtype=np.int64)
-    inside = retail_rows[rng.random(len(retail_rows)) < 0.3]
-    size = size_of(income[business_rows])
-    employer[inside] = business_rows[
-        rng.choice(len(business_rows), len(inside), p=size / size.sum())
-    ]
+    inside = retail_rows[rng.random(len(retail_rows)) < (0.3 if len(business_rows) else 0.0)]
+    if len(inside):
+        size = size_of(income[business_rows])
+        picks = rng.choice(len(business_rows), len(inside), p=size / size.sum())
+        employer[inside] = business_rows[picks]
     ext_employer = np.where(
         (employer < 0) & ~business & (rng.random(n) > 0.05),
         rng.integers(0, len(employers.cp), n),

@@ -62,3 +62,8 @@ def test_run_tag_names_the_exact_configuration() -> None:
     assert SimulationConfig(seed=1).run_tag == SimulationConfig(seed=1).run_tag
     assert SimulationConfig(seed=1).run_tag != SimulationConfig(seed=2).run_tag
     assert SimulationConfig(seed=1).run_tag != build_config(seed=1, mix="structuring=2").run_tag
+
+
+def test_runs_too_large_for_memory_are_refused_up_front() -> None:
+    with pytest.raises(SimulationConfigError, match="in-memory limit"):
+        build_config(customers=1_000_000, days=30)

@@ -83,3 +83,11 @@ def test_analyst_dispositions_follow_the_truth(small_run: Run) -> None:
     assert second.label_time == honest.event_time + delay
     with pytest.raises(SimulationError):
         analyst_dispositions(["ev-unknown"], truth, delay)
+
+
+def test_a_bank_without_business_customers_still_gets_every_typology() -> None:
+    sim = simulate(build_config(customers=300, days=20, seed=3, business_share=0.0))
+    assert not (sim.world.customers.segment == 1).any()
+    present = set(np.unique(sim.events["typology"]).tolist())
+    assert present == set(range(len(cat.TYPOLOGIES)))
+    assert sim.plan.skipped == {}
