@@ -2,88 +2,31 @@
 
 Each generator draws all of one kind of event for the whole population and period at once
 (numpy, no per-event Python), from the stable profiles in :mod:`population`: card spend at
-favourite merchants with a daily and weekly rhythm, salaries and payroll, rent and bills,
-subscriptions, P2P between friends, ATM cash, and business turnover.
+favourite merchants with a daily and weekly rhythm, salaries, rent and bills, subscriptions,
+P2P between friends, ATM cash, the occasional large transfer; business traffic is in
+:mod:`business`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
 import numpy as np
 
 from stream.simulate import catalog as cat
-from stream.simulate.catalog import FloatArray
-from stream.simulate.frame import Column, FrameBuilder
+from stream.simulate.business import business_flows, cash_deposits, payroll
+from stream.simulate.frame import FrameBuilder
 from stream.simulate.population import (
     BUSINESS,
     FAVOURITE_SHOPS,
     FAVOURITE_STORES,
     FAVOURITE_WEIGHTS,
-    HOUR_MS,
     ONLINE,
     SHOP_WEIGHTS,
     STORE,
-    Employers,
     World,
-    size_of,
 )
-
-
-# ---- timing helpers ---------------------------------------------------------------------------
-def spread(
-    world: World, rng: np.random.Generator, rates: FloatArray, weekday: FloatArray
-) -> tuple[Column, Column]:
-    """(customer, day) of Poisson events at ``rates`` per day, shaped by ``weekday``.
-
-    Drawing each customer's total and then splitting it over the days is the same process as
-    one Poisson draw per customer and day, without a customers x days matrix in memory.
-    """
-    factors = weekday[[(world.weekday(0) + d) % 7 for d in range(world.days)]]
-    if factors.sum() == 0:  # e.g. office-hours traffic in a run that is one weekend long
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    totals = rng.poisson(rates * factors.sum())
-    customers = np.repeat(np.arange(len(rates), dtype=np.int64), totals)
-    days = rng.choice(world.days, size=len(customers), p=factors / factors.sum())
-    return customers, days.astype(np.int64)
-
-
-def clock(world: World, rng: np.random.Generator, days: Column, hours: FloatArray) -> Column:
-    """Event times on ``days``, the hour drawn from the 24-hour profile ``hours`` (UTC)."""
-    hour = rng.choice(24, size=len(days), p=hours)
-    within = rng.integers(0, HOUR_MS, size=len(days))
-    return world.start_ms + days * 86_400_000 + hour * HOUR_MS + within
-
-
-def monthly(world: World, day_of_month: Column) -> tuple[Column, Column]:
-    """(entity, day) for each run day whose day of month equals the entity's ``day_of_month``."""
-    dates = [world.config.start_date + dt.timedelta(days=d) for d in range(world.days)]
-    run_dom = np.array([date.day for date in dates])
-    entity, day = np.nonzero(day_of_month.reshape(-1)[:, None] == run_dom[None, :])
-    return entity.astype(np.int64), day.astype(np.int64)
-
-
-def paydays(world: World, payers: Employers) -> Column:
-    """(payers x days) booleans: who pays salaries on which day."""
-    matrix = np.zeros((len(payers.cp), world.days), dtype=bool)
-    entity, day = monthly(world, payers.monthly_day)
-    matrix[entity, day] = True
-    run_days = np.arange(world.days)
-    biweekly = payers.monthly_day < 0
-    matrix[biweekly] = ((run_days[None, :] - payers.biweekly_offset[biweekly, None]) % 14) == 0
-    return matrix
-
-
-def own_device(world: World, rng: np.random.Generator, customers: Column) -> tuple[Column, Column]:
-    """The customer's usual device and network (the second one about a third of the time)."""
-    slot = (rng.random(len(customers)) < 0.3).astype(np.int64)
-    slot[world.customers.devices[customers, 1] < 0] = 0
-    return world.customers.devices[customers, slot], world.customers.ips[customers, slot]
-
-
-def usd_to(currency: Column, usd: FloatArray) -> Column:
-    return cat.to_minor(usd, currency)
+from stream.simulate.rhythm import clock, monthly, own_device, paydays, spread, usd_to
 
 
 # ---- card spend -------------------------------------------------------------------------------
@@ -199,61 +142,6 @@ def salaries(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
     )
 
 
-def payroll(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
-    """Business payroll runs: one payment per employee within minutes, the fan-out that a mule
-    network's fan-out must be told apart from. Each run is a look-alike scenario."""
-    c = world.customers
-    schedule = paydays(world, world.business_paydays)
-    businesses = np.flatnonzero(c.segment == BUSINESS)
-    order = np.argsort(c.employer, kind="stable")
-    bounds = np.searchsorted(c.employer[order], [businesses, businesses + 1])
-    for b, lo, hi in zip(businesses, bounds[0], bounds[1], strict=True):
-        staff = order[lo:hi]
-        outside = np.arange(c.ext_staff_count[b]) + c.ext_staff_first[b]
-        if len(staff) + len(outside) < 2:
-            continue
-        biweekly = world.business_paydays.monthly_day[b] < 0
-        base = np.r_[c.income_usd[staff], 3_800 * np.exp(0.35 * rng.standard_normal(len(outside)))]
-        base = base * (12 / 26 if biweekly else 1.0)
-        payees = np.r_[staff, outside].astype(np.int64)
-        device, ip = own_device(world, rng, np.array([b]))
-        for day in np.flatnonzero(schedule[b]):
-            scenario = world.add_scenario("lookalike:payroll_fanout")
-            start = clock(world, rng, np.array([day]), cat.HOURS_BATCH)[0]
-            t = start + np.sort(rng.integers(0, 15 * 60_000, len(payees)))
-            usd = base * (1 + 0.015 * rng.standard_normal(len(payees)))
-            amount = usd_to(np.full(len(payees), cat.USD), usd)
-            links = out.new_links(len(staff))
-            out.add(
-                t_ms=t,
-                cust=b,
-                channel=cat.ACH,
-                direction=cat.OUTBOUND,
-                amount=amount,
-                currency=cat.USD,
-                cp=payees,
-                country=cat.US,
-                device=device[0],
-                ip=ip[0],
-                memo=cat.MEMO["PAYROLL"],
-                scenario=scenario,
-                link=np.r_[links, np.full(len(outside), -1)],
-            )
-            out.add(
-                t_ms=t[: len(staff)] + 1_000,
-                cust=staff,
-                channel=cat.ACH,
-                direction=cat.INBOUND,
-                amount=amount[: len(staff)],
-                currency=cat.USD,
-                cp=b,
-                country=cat.US,
-                memo=cat.MEMO["SALARY"],
-                scenario=scenario,
-                link=links,
-            )
-
-
 def housing(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
     c = world.customers
     payers = np.flatnonzero(c.housing_cp >= 0)
@@ -301,6 +189,9 @@ def p2p(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
     c = world.customers
     cust, day = spread(world, rng, c.p2p_rate, cat.WEEKDAY_SHOPPING)
     usd = np.rint(np.clip(40 * np.exp(0.8 * rng.standard_normal(len(cust))), 5, 1_500))
+    # A few are large (a share of the rent, a used car, a loan): P2P of thousands happens.
+    large = rng.random(len(cust)) < 0.03
+    usd[large] = np.rint(np.exp(rng.uniform(np.log(300), np.log(4_000), int(large.sum()))))
     inside = rng.random(len(cust)) < 0.6
     friend = np.where(
         inside,
@@ -352,6 +243,9 @@ def crypto(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
     cust, day = spread(world, rng, c.crypto_rate, cat.WEEKDAY_FLAT)
     selling = rng.random(len(cust)) < 0.2
     usd = np.clip(200 * np.exp(0.9 * rng.standard_normal(len(cust))), 20, 8_000)
+    # some are investors moving thousands at a time
+    big = rng.random(len(cust)) < 0.12
+    usd[big] = np.exp(rng.uniform(np.log(1_000), np.log(40_000), int(big.sum())))
     device, ip = own_device(world, rng, cust)
     out.add(
         t_ms=clock(world, rng, day, cat.HOURS_ONLINE),
@@ -367,107 +261,49 @@ def crypto(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
     )
 
 
-def cash_deposits(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
-    """Cash paid in at a branch: rare for retail; routine for cash-taking businesses, whose
-    takings often land near the reporting threshold (structuring's main look-alike)."""
+def large_transfers(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
+    """The occasional big money move: to or from the customer's own account at another bank
+    (savings, brokerage; a business's treasury or loan account), a one-off payee (car dealer,
+    lawyer, builder, tuition) or payer (a sale, an inheritance), a few of them abroad. About
+    one every six weeks for a private customer, every two weeks for a business.
+
+    These make a large wire or ACH in or out of an account ordinary, which is what the
+    laundering typologies must be told apart from by history, not by amount or channel.
+    """
     c = world.customers
-    business_rate = np.where(c.cash_intensive, 0.5, 0.0)
-    retail_rate = np.where(c.segment == BUSINESS, 0.0, 0.01)
-    cust, day = spread(world, rng, business_rate + retail_rate, cat.WEEKDAY_OFFICE)
-    takings = c.cash_intensive[cust]
-    usd = np.where(
-        takings,
-        np.clip(
-            0.12 * c.income_usd[cust] * np.exp(0.55 * rng.standard_normal(len(cust))), 200, 30_000
-        ),
-        np.clip(300 * np.exp(0.8 * rng.standard_normal(len(cust))), 20, 5_000),
-    )
-    branch = np.where(
-        rng.random(len(cust)) < 0.9,
-        c.branch[cust],
-        world.places.branches[rng.integers(0, len(world.places.branches), len(cust))],
-    )
-    out.add(
-        t_ms=clock(world, rng, day, cat.HOURS_OFFICE),
-        cust=cust,
-        channel=cat.CASH,
-        direction=cat.INBOUND,
-        amount=usd_to(np.full(len(cust), cat.USD), np.rint(usd / 10) * 10),
-        currency=cat.USD,
-        cp=branch,
-        country=cat.US,
-        memo=np.where(takings, cat.MEMO["DEPOSIT"], -1),
-    )
-
-
-def business_flows(world: World, rng: np.random.Generator, out: FrameBuilder) -> None:
-    """Invoices paid by clients (many distinct payers: a fan-in look-alike), card settlements
-    from the acquirer, and supplier invoices, some priced just under round numbers."""
-    c, places = world.customers, world.places
-    is_business = c.segment == BUSINESS
-    size = np.where(is_business, size_of(c.income_usd), 0.0)
-    regular = places.clients[rng.integers(0, len(places.clients), (c.n, 10))]
-
-    cust, day = spread(world, rng, 5.0 * np.sqrt(size), cat.WEEKDAY_OFFICE)
-    client = np.where(
-        rng.random(len(cust)) < 0.7,
-        regular[cust, rng.integers(0, 10, len(cust))],
-        places.clients[rng.integers(0, len(places.clients), len(cust))],
-    )
-    usd = (
-        c.income_usd[cust]
-        / (5.0 * np.sqrt(size[cust]) * 22)
-        * np.exp(0.8 * rng.standard_normal(len(cust)) - 0.32)
-    )
-    invoice_memos = np.array([-1, cat.MEMO["INVOICE"], cat.MEMO["SERVICES"]])
-    country = world.counterparties.country_of(client)
-    out.add(
-        t_ms=clock(world, rng, day, cat.HOURS_OFFICE),
-        cust=cust,
-        channel=np.where((usd > 5_000) | (country != cat.US), cat.WIRE, cat.ACH),
-        direction=cat.INBOUND,
-        amount=usd_to(np.full(len(cust), cat.USD), np.maximum(usd, 10)),
-        currency=cat.USD,
-        cp=client,
-        country=country,
-        memo=rng.choice(invoice_memos, len(cust)),
-    )
-
-    accepts_cards = c.cash_intensive | (is_business & (np.arange(c.n) % 5 < 2))
-    cust, day = spread(world, rng, accepts_cards.astype(np.float64), cat.WEEKDAY_FLAT)
-    usd = c.income_usd[cust] / 40 * np.exp(0.3 * rng.standard_normal(len(cust)))
-    out.add(
-        t_ms=clock(world, rng, day, cat.HOURS_BATCH),
-        cust=cust,
-        channel=cat.ACH,
-        direction=cat.INBOUND,
-        amount=usd_to(np.full(len(cust), cat.USD), usd),
-        currency=cat.USD,
-        cp=places.acquirers[cust % len(places.acquirers)],
-        country=cat.US,
-    )
-
-    cust, day = spread(world, rng, 0.5 * np.sqrt(size), cat.WEEKDAY_OFFICE)
-    usd = 0.1 * c.income_usd[cust] * np.exp(0.7 * rng.standard_normal(len(cust)))
-    under_round = (rng.random(len(cust)) < 0.25) & (usd > 1_000)
-    usd = np.where(
-        under_round, np.ceil(usd / 1_000) * 1_000 - rng.choice([5, 10, 50], len(cust)), usd
-    )
+    business = c.segment == BUSINESS
+    cust, day = spread(world, rng, np.where(business, 1 / 14, 1 / 45), cat.WEEKDAY_OFFICE)
+    n = len(cust)
+    inbound = rng.random(n) < 0.45
+    own = rng.random(n) < 0.55  # their own account elsewhere, the same one every time
+    abroad = ~own & (rng.random(n) < 0.12)
+    foreign = np.array([cat.COUNTRY_INDEX[x] for x in cat.DIASPORA_COUNTRIES])
+    countries = np.where(abroad, foreign[rng.integers(0, len(foreign), n)], cat.US)
+    one_off = world.new_accounts(int((~own).sum()), countries[~own])
+    cp = c.own_elsewhere[cust].copy()
+    cp[~own] = one_off
+    scale = np.where(own, 0.8, 0.3) * c.income_usd[cust]
+    scale = np.where(business[cust], scale, np.where(own, scale, 6_000.0))
+    usd = np.clip(scale * np.exp(1.1 * rng.standard_normal(n)), 500, 400_000)
+    usd = np.where(rng.random(n) < 0.4, np.rint(usd / 100) * 100, usd)  # round sums are common
     device, ip = own_device(world, rng, cust)
-    supplier = c.suppliers[cust, rng.integers(0, 4, len(cust))]
-    country = world.counterparties.country_of(supplier)
+    memos = np.array(
+        [-1, -1, -1]
+        + [cat.MEMO[m] for m in ("SAVINGS", "DEPOSIT", "INVOICE", "SERVICES", "LOAN", "GIFT")]
+        + [cat.MEMO["FAMILY SUPPORT"]]
+    )
     out.add(
-        t_ms=clock(world, rng, day, cat.HOURS_OFFICE),
+        t_ms=clock(world, rng, day, cat.HOURS_DAYTIME),
         cust=cust,
-        channel=np.where((usd > 10_000) | (country != cat.US), cat.WIRE, cat.ACH),
-        direction=cat.OUTBOUND,
-        amount=usd_to(np.full(len(cust), cat.USD), usd),
+        channel=np.where((usd >= 10_000) | abroad | (rng.random(n) < 0.4), cat.WIRE, cat.ACH),
+        direction=np.where(inbound, cat.INBOUND, cat.OUTBOUND),
+        amount=usd_to(np.full(n, cat.USD), usd),
         currency=cat.USD,
-        cp=supplier,
-        country=country,
-        device=device,
-        ip=ip,
-        memo=cat.MEMO["INVOICE"],
+        cp=cp,
+        country=world.counterparties.country_of(cp),
+        device=np.where(inbound, -1, device),
+        ip=np.where(inbound, -1, ip),
+        memo=rng.choice(memos, n),
     )
 
 
@@ -483,6 +319,7 @@ GENERATORS = (
     crypto,
     cash_deposits,
     business_flows,
+    large_transfers,
 )
 
 

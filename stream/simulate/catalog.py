@@ -217,24 +217,12 @@ REMITTANCE_DESTINATIONS: Final = ("MX", "PH", "IN", "CO", "NG", "VN", "KE", "HT"
 OFFSHORE_DESTINATIONS: Final = ("VG", "CY", "PA", "AE", "HK", "GB", "LT", "SG")
 assert set(HIGH_RISK_DESTINATIONS) <= HIGH_RISK_COUNTRIES
 
-# Where legitimate businesses' foreign suppliers and clients bank.
-TRADE_PARTNER_COUNTRIES: Final = (
-    "CN",
-    "CN",
-    "HK",
-    "DE",
-    "GB",
-    "MX",
-    "CA",
-    "SG",
-    "AE",
-    "CY",
-    "PA",
-    "VG",
-    "LT",
-    "TR",
-    "IN",
-)
+# Where legitimate businesses' foreign suppliers and clients bank (Vietnam and Kenya are on the
+# high-risk list and still ordinary trade partners).
+TRADE_PARTNER_COUNTRIES: Final = ("CN", "CN", "HK", "DE", "GB", "MX", "CA", "SG", "AE", "CY", "PA", "VG", "LT", "TR", "IN", "VN", "KE")  # fmt: skip  # noqa: E501
+# Where private customers' one-off transfers abroad go (family, property, studies); many are
+# high-risk jurisdictions, so a transfer there alone proves little.
+DIASPORA_COUNTRIES: Final = ("MX", "GB", "DE", "FR", "IN", "PH", "CO", "NG", "CA", "ES", "IT", "VN", "LB", "VE", "HT", "KE", "NP", "CM", "DZ", "AO", "LA", "CD")  # fmt: skip  # noqa: E501
 
 CURRENCIES: Final = tuple(sorted({c.currency for c in COUNTRIES_TABLE}))
 CURRENCY_INDEX: Final = {name: index for index, name in enumerate(CURRENCIES)}

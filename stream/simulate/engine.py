@@ -147,9 +147,11 @@ def _inject(
         # even for a typology introduced later.
         lookalike_ctx = Context(world, out, np.random.default_rng([config.seed, 4, index]), 0)
         lookalike_ctx.first_day = min(config.warmup_days, config.days - 1)
-        kinds = LOOKALIKES[typology]
-        for i in range(round(made * config.lookalike_ratio)):
-            kinds[i % len(kinds)](lookalike_ctx)
+        # Each look-alike kind as often as the typology itself: several look-alikes of one
+        # typology must not dilute each other into rarities.
+        for _ in range(round(made * config.lookalike_ratio)):
+            for lookalike in LOOKALIKES[typology]:
+                lookalike(lookalike_ctx)
         on_step()
 
 

@@ -78,7 +78,7 @@ def structuring(ctx: Context) -> int:
         beneficiary = _destinations(ctx, 1, 0.4)[0]
         usd = total * float(rng.uniform(0.8, 1.0))
         scenario.transfer(
-            t=ctx.later(times[-1], 24 * 60, 5 * 24 * 60),
+            t=ctx.days_later(times[-1], 1, 5, cat.HOURS_OFFICE),
             sender=Party(customer=subject),
             receiver=beneficiary,
             usd=usd,
@@ -166,12 +166,15 @@ def round_tripping(ctx: Context) -> int:
     scenario = ctx.scenario("aml:round_tripping", Typology.ROUND_TRIPPING)
     hops: list[Party] = []
     for _ in range(int(rng.integers(2, 6))):
-        inside = ctx.pick() if rng.random() < 0.5 else np.empty(0, dtype=np.int64)
+        # intermediaries are mostly companies like the origin (shells, "trading partners")
+        wanted = business if rng.random() < 0.8 else not business
+        inside = ctx.pick(business=wanted) if rng.random() < 0.5 else np.empty(0, dtype=np.int64)
         if len(inside):
             hops.append(Party(customer=int(inside[0])))
         else:
             hops.extend(_destinations(ctx, 1, 0.6))
-    usd = float(rng.uniform(20_000, 200_000) if business else rng.uniform(5_000, 40_000))
+    low, high = (15_000, 200_000) if business else (4_000, 40_000)
+    usd = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     t = ctx.at(ctx.start_day(3 * len(hops) + 2), cat.HOURS_OFFICE)
     path = [Party(customer=origin), *hops, Party(customer=origin)]
     for step, (sender, receiver) in enumerate(itertools.pairwise(path)):
@@ -187,7 +190,7 @@ def round_tripping(ctx: Context) -> int:
             memo=_memo(ctx, "INVOICE", "SERVICES", "LOAN"),
         )
         usd *= float(rng.uniform(0.97, 0.995))  # fees and "commission" along the way
-        t = ctx.later(t, 20 * 60, 4 * 24 * 60)
+        t = ctx.days_later(t, 1, 4, cat.HOURS_OFFICE)
     return scenario.close()
 
 
@@ -209,7 +212,7 @@ def pass_through(ctx: Context) -> int:
     day0 = ctx.start_day(span + 1)
     for d in sorted(rng.uniform(0, span, int(rng.integers(2, 6)))):
         t = ctx.at(day0 + float(d), cat.HOURS_OFFICE)
-        usd = float(rng.uniform(3_000, 50_000)) * (2 if business else 1)
+        usd = float(np.exp(rng.uniform(np.log(2_000), np.log(50_000)))) * (2 if business else 1)
         source = sources[int(rng.integers(0, len(sources)))]
         scenario.transfer(
             t=t,
@@ -272,7 +275,7 @@ def dormant_reactivation(ctx: Context) -> int:
     t = ctx.at(wake, cat.HOURS_OFFICE)
     received = 0.0
     for source in _destinations(ctx, int(rng.integers(1, 4)), 0.5):
-        usd = float(rng.uniform(5_000, 80_000))
+        usd = float(np.exp(rng.uniform(np.log(3_000), np.log(60_000))))
         received += usd
         scenario.transfer(
             t=t,
@@ -284,14 +287,14 @@ def dormant_reactivation(ctx: Context) -> int:
             receiver_role=SUBJECT,
             memo=_memo(ctx, "INVOICE", "LOAN"),
         )
-        t = ctx.later(t, 30, 12 * 60)
+        t = ctx.days_later(t, 0, 1, cat.HOURS_OFFICE)
     exchange = Party(account=int(rng.choice(ctx.world.places.exchanges)))
     targets = [exchange, *_destinations(ctx, int(rng.integers(1, 3)), 0.7)]
     out_total = received * float(rng.uniform(0.9, 1.0))
     for share in rng.dirichlet(np.ones(int(rng.integers(1, 4)))):
         target = targets[int(rng.integers(0, len(targets)))]
         usd = out_total * float(share)
-        t = ctx.later(t, 60, 36 * 60)
+        t = ctx.days_later(t, 0, 1.5, cat.HOURS_OFFICE)
         scenario.transfer(
             t=t,
             sender=me,

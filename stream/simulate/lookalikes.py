@@ -86,7 +86,7 @@ def large_purchase(ctx: Context) -> int:
     if rng.random() < 0.4:
         usd = float(rng.uniform(2_000, 15_000))
         scenario.transfer(
-            t=ctx.later(t, 30, 48 * 60),
+            t=ctx.days_later(t, 0, 2, cat.HOURS_OFFICE),
             sender=Party(customer=cust),
             receiver=ctx.accounts(1)[0],
             usd=usd,
@@ -347,7 +347,7 @@ def friend_repayment(ctx: Context) -> int:
             device=ctx.own_device(sender.customer) if sender.inside else (-1, -1),
             memo=cat.MEMO["LOAN"],
         )
-        t = ctx.later(t, 2 * 24 * 60, 14 * 24 * 60)
+        t = ctx.days_later(t, 2, 14, cat.HOURS_DAYTIME)
     return scenario.close()
 
 
@@ -417,7 +417,7 @@ def back_from_abroad(ctx: Context) -> int:
     )
     if rng.random() < 0.5:
         scenario.transfer(
-            t=ctx.later(t, 3 * 60, 48 * 60),
+            t=ctx.days_later(t, 0, 2, cat.HOURS_OFFICE),
             sender=Party(customer=cust),
             receiver=ctx.accounts(1)[0],
             usd=usd * float(rng.uniform(0.2, 0.8)),

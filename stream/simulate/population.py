@@ -91,6 +91,7 @@ class Customers:
     subscription_day: Column
     friends: Column  # (n, 3) other customers paid by P2P
     ext_friends: Column  # (n, 2) friends' accounts at other banks
+    own_elsewhere: Column  # the customer's own account at another bank (savings, brokerage)
     atms: Column  # (n, 2) usual ATM counterparties
     branch: Column  # usual branch counterparty
     exchange: Column  # crypto exchange counterparty used
@@ -431,6 +432,7 @@ def build_world(config: SimulationConfig) -> World:
         subscription_day=subscription_day,
         friends=retail_rows[rng.integers(0, len(retail_rows), (n, 3))],
         ext_friends=accounts(2 * n).reshape(n, 2),
+        own_elsewhere=accounts(n),
         atms=places.atms[rng.integers(0, len(places.atms), (n, 2))],
         branch=places.branches[rng.integers(0, len(places.branches), n)],
         exchange=places.exchanges[rng.integers(0, len(places.exchanges), n)],

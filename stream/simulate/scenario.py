@@ -209,6 +209,15 @@ class Context:
     def later(self, t: int, low_minutes: float, high_minutes: float) -> int:
         return t + int(self.rng.uniform(low_minutes, high_minutes) * MINUTE_MS)
 
+    def days_later(self, t: int, low_days: float, high_days: float, hours: np.ndarray) -> int:
+        """A time some days after ``t``, at an hour drawn from ``hours`` (and after ``t``).
+
+        Long gaps must land at plausible hours: adding a random number of minutes would put
+        days-later transfers at 3 a.m. as often as at noon, a tell no honest customer has.
+        """
+        day = (t - self.world.start_ms) // DAY_MS + float(self.rng.uniform(low_days, high_days))
+        return max(self.at(day, hours), t + MINUTE_MS)
+
     # -- how -----------------------------------------------------------------------------------
     def fresh_device(self) -> tuple[int, int]:
         """A device and network the bank has never seen (a fraudster's, or a new phone)."""
