@@ -7,9 +7,11 @@ from __future__ import annotations
 import typer
 
 from models.cli import model_app
+from stream.alerts.cli import alerts_app
 from stream.devenv.cli import app as dev_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
+from stream.scorer.cli import scorer
 from stream.settings import load_settings
 from stream.simulate.cli import simulate
 
@@ -25,7 +27,14 @@ app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
+app.add_typer(alerts_app, name="alerts")
 app.command("simulate")(simulate)
+
+run_app = typer.Typer(
+    help="Long-running workers: the scorer and the trainer.", no_args_is_help=True
+)
+app.add_typer(run_app, name="run")
+run_app.command("scorer")(scorer)
 
 
 @app.callback()

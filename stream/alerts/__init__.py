@@ -1,0 +1,1 @@
+"""Reading the alert topic: filters, formatting and the `riskstream alerts tail` command."""

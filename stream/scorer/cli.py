@@ -1,0 +1,83 @@
+"""`riskstream run scorer`: the streaming scorer as a long-running process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Annotated, Literal
+
+import typer
+
+from stream.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+# Exit code when the shutdown bound is blown: the supervisor sees a failure, and the batch in
+# flight was not committed, so it is reprocessed.
+EXIT_SHUTDOWN_TIMEOUT = 3
+
+
+def scorer(
+    model_version: Annotated[
+        str | None, typer.Option(help="Score with this version only (no hot reload).")
+    ] = None,
+    batch_max_size: Annotated[
+        int | None, typer.Option(min=1, help="Override scorer.batch_max_size.")
+    ] = None,
+    batch_max_wait_ms: Annotated[
+        int | None, typer.Option(min=0, help="Override scorer.batch_max_wait_ms.")
+    ] = None,
+    delivery: Annotated[
+        Literal["at_least_once", "exactly_once"] | None,
+        typer.Option(help="Override scorer.delivery."),
+    ] = None,
+    accept_context_loss: Annotated[
+        bool,
+        typer.Option(help="Start even though Redis lost the context namespace (starts empty)."),
+    ] = False,
+) -> None:
+    """Consume transactions, score micro-batches and produce alerts until SIGTERM/SIGINT.
+
+    On a signal the batch in flight is finished, its outputs flushed and its offsets
+    committed; then the process exits 0 (or 3 if that took longer than
+    scorer.shutdown_timeout_s + 10 s, in which case nothing uncommitted was lost either).
+    """
+    from stream.scorer.app import build_scorer
+
+    settings = load_settings()
+    overrides = {
+        key: value
+        for key, value in {
+            "batch_max_size": batch_max_size,
+            "batch_max_wait_ms": batch_max_wait_ms,
+            "delivery": delivery,
+        }.items()
+        if value is not None
+    }
+    if overrides:
+        settings = settings.model_copy(
+            update={"scorer": settings.scorer.model_copy(update=overrides)}
+        )
+    app = build_scorer(
+        settings, pinned_version=model_version, accept_context_loss=accept_context_loss
+    )
+    hard_limit_s = settings.scorer.shutdown_timeout_s + 10
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the batch in flight", signal.Signals(signum).name)
+        app.runner.request_stop()
+        # A last resort against a wedged client library: the bound is a promise to ops.
+        timer = threading.Timer(hard_limit_s, os._exit, args=(EXIT_SHUTDOWN_TIMEOUT,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        code = app.runner.run()
+    finally:
+        app.close()
+    raise typer.Exit(code)
