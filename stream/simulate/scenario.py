@@ -19,6 +19,7 @@ from stream.simulate.frame import Column, FrameBuilder
 from stream.simulate.population import DAY_MS, HOUR_MS, ONLINE, STORE, World
 
 MINUTE_MS = 60_000
+_MINOR_PER_USD: list[float] = cat.MINOR_PER_USD.tolist()
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Scenario:
         rows["cust"].append(int(cust))
         rows["channel"].append(channel)
         rows["direction"].append(direction)
-        rows["amount"].append(int(cat.to_minor(np.array([usd]), np.array([currency]))[0]))
+        # as catalog.to_minor, for one amount (numpy per scalar is needlessly slow here)
+        rows["amount"].append(max(1, round(usd * _MINOR_PER_USD[currency])))
         rows["currency"].append(currency)
         rows["cp"].append(int(cp))
         rows["country"].append(
@@ -159,6 +161,7 @@ class Context:
     _pools: dict[tuple[object, ...], tuple[Column, np.ndarray]] = field(
         default_factory=dict, repr=False
     )
+    _cdfs: dict[bytes, np.ndarray] = field(default_factory=dict, repr=False)  # hour profiles
 
     def scenario(self, kind: str, typology: Typology = Typology.LEGITIMATE) -> Scenario:
         return Scenario(self, kind, typology)
@@ -202,7 +205,10 @@ class Context:
             return base
         # Inverse CDF by hand: Generator.choice(p=...) validates p on every call, which made
         # it the slowest line of scenario writing.
-        cdf = np.cumsum(hours)
+        key = hours.tobytes()
+        cdf = self._cdfs.get(key)
+        if cdf is None:
+            cdf = self._cdfs[key] = np.cumsum(hours)
         hour = min(23, int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")))
         return base - base % DAY_MS + hour * HOUR_MS + int(self.rng.integers(0, HOUR_MS))
 
