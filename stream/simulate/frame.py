@@ -6,7 +6,6 @@ object per event; strings (ids, codes) are looked up once, when the events are w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -116,13 +115,6 @@ class StringTable:
     def __len__(self) -> int:
         return len(self.values)
 
-    def lookup(self) -> npt.NDArray[np.object_]:
-        """The strings as an object array with None appended, so index -1 maps to None."""
-        array = np.empty(len(self.values) + 1, dtype=object)
-        array[: len(self.values)] = self.values
-        array[-1] = None
-        return array
-
 
 @dataclass
 class Counterparties:
@@ -140,11 +132,3 @@ class Counterparties:
 
     def country_of(self, cps: Column) -> Column:
         return np.asarray(self.countries, dtype=np.int64)[cps]
-
-
-def group_starts(keys: Mapping[str, Column] | Column) -> Column:
-    """Start offsets of runs of equal values in a sorted key column (helper for grouping)."""
-    values = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
-    if values.size == 0:
-        return np.empty(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]]).astype(np.int64)
