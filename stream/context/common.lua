@@ -38,6 +38,29 @@ local SET_CAP = cfg[7]          -- inbound senders (customer) / customers (count
 local DEDUPE_CAP = cfg[8]       -- event ids remembered per entity, at most
 local DEDUPE_SPAN_MS = cfg[9]   -- ... and for this long in event time
 
+-- TTLs are wall clock (Redis expires keys by it). Refreshing them costs a command per key, so
+-- it happens when an entity is created or its last refresh (header stamp) is REFRESH_MS old;
+-- a key that may have just been (re)created by a write gets its TTL in the same call.
+local REFRESH_MS = HOUR_MS
+local NOW_MS
+do
+  local tm = rcall('TIME')
+  NOW_MS = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
+end
+
+-- SET arguments for a state blob: a fresh TTL when due, else keep the current one.
+local function ttl_args(st, h, stamp_index)
+  if st.refresh then
+    h[stamp_index] = NOW_MS
+    return 'PX', PROFILE_TTL_MS
+  end
+  return 'KEEPTTL'
+end
+
+local function refresh_due(st, h, stamp_index)
+  st.refresh = st.created or NOW_MS - h[stamp_index] >= REFRESH_MS
+end
+
 local fmt_cache = {}
 -- '<' followed by `unit` repeated n times (memoised per unit and count).
 local function rep_fmt(unit, n)
@@ -82,7 +105,7 @@ end
 -- in a past day. So an event on the newest day touches a handful of header numbers.
 --
 -- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values/day),
--- L.unit (struct unit of one day record), L.size (its bytes).
+-- L.unit (struct unit of one day record), L.size (its bytes), L.caps (per-value maxima or nil).
 
 local function days_of(st, L)
   local days = st.days
@@ -138,10 +161,14 @@ local function roll_day(st, L, d)
     end
   end
   if old >= 0 and any then
-    local n = #days
+    local n, caps = #days, L.caps
     days[n + 1] = old
     for j = 1, nv do
-      days[n + 1 + j] = h[today + j - 1]
+      local v = h[today + j - 1]
+      if caps and caps[j] and v > caps[j] then
+        v = caps[j] -- a 16-bit count field saturates instead of wrapping
+      end
+      days[n + 1 + j] = v
     end
   end
   local keep_from = d - KEEP_DAYS
@@ -220,16 +247,20 @@ local function add_to_day(st, L, d, vals)
 end
 
 ----------------------------------------------------------------------------------------------
--- Dedupe memory with the feature snapshots: a FIFO (by arrival) of entries
--- {8-byte event-id hash, stamp, record}, kept as a raw string, where stamp is the entity's newest
--- event time when the event arrived and record the packed features returned for it. An id is
--- forgotten once DEDUPE_CAP newer ids arrived or the entity's newest time moved DEDUPE_SPAN_MS
--- past its stamp. Lookups are a plain substring search (C speed) checked for entry alignment.
+-- Dedupe memory: a FIFO (by arrival) of entries {8-byte event-id hash, stamp, record}, kept in
+-- the state blob as a raw string, where stamp is the entity's newest event time when the event
+-- arrived and record the packed features returned for it. An id is forgotten once DEDUPE_CAP
+-- newer ids arrived or the entity's newest time moved DEDUPE_SPAN_MS past its stamp; with the
+-- one-hour default span a quiet entity remembers one or two events, so the blob stays small.
+-- Lookups are a plain substring search (C speed) checked for entry alignment. (Keeping the
+-- records in a separate hash was measured: an HSET, an HDEL and a PEXPIRE per event cost more
+-- than carrying a few records in the blob.)
 
-local function fifo_load(st, raw)
+local function fifo_load(st, raw, width)
   st.fifo_raw = raw
   st.fifo_pos = 1
   st.fifo_add = {}
+  st.fifo_w = width
 end
 
 local function fifo_push(st, idh, stamp, record)
@@ -239,8 +270,8 @@ local function fifo_push(st, idh, stamp, record)
 end
 
 -- The record stored for idh, or nil.
-local function fifo_find(st, idh, width)
-  local raw, base = st.fifo_raw, st.fifo_pos
+local function fifo_find(st, idh)
+  local raw, base, width = st.fifo_raw, st.fifo_pos, st.fifo_w
   local from = base
   while true do
     local s = sfind(raw, idh, from, true)
@@ -262,8 +293,9 @@ local function fifo_find(st, idh, width)
   return nil
 end
 
-local function fifo_prune(st, newest, width)
+local function fifo_prune(st, newest)
   local floor_stamp = newest - DEDUPE_SPAN_MS
+  local width = st.fifo_w
   while st.fifo_n > 0 do
     if st.fifo_pos > #st.fifo_raw then
       st.fifo_raw = tconcat(st.fifo_add)
@@ -283,6 +315,10 @@ end
 local function fifo_encode(st)
   return ssub(st.fifo_raw, st.fifo_pos) .. tconcat(st.fifo_add)
 end
+
+-- Zsets smaller than this are not pruned by time (their TTL bounds them); bigger ones are,
+-- once per active day, so busy entities do not carry a week-old tail.
+local PRUNE_AT = 64
 
 -- Trim a zset to SET_CAP members, dropping the lowest scores (least recently seen).
 local function cap_zset(key, n)

@@ -11,13 +11,14 @@
 -- header (doubles): 1 layout version, then
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
-local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'df', size = 12 }
+local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'Hf', size = 6 }
 local H_NU, H_HOURN, H_DAYSN, H_FIFON = 9, 10, 11, 12
 local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
-local N_HDR = 13
+local H_TTL_AT = 14 -- wall clock of the last TTL refresh
+local N_HDR = 14
 local HDR_FMT = rep_fmt('d', N_HDR)
 
-local HOUR_UNIT = 'df' -- hour index, event count (flat, stride 2)
+local HOUR_UNIT = 'If' -- hour number, event count (flat, stride 2)
 local N_REC = 7
 local REC_FMT = rep_fmt('f', N_REC)
 local FIFO_W = 16 + 4 * N_REC
@@ -27,17 +28,18 @@ local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dirty = false, rolled = false,
+    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b',     dirty = false, rolled = false, created = false, u_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
+    st.created = true
     local h = zeros(N_HDR)
     h[1] = 1
     h[DAYS.day] = -1
     -- labels may precede the first event seen here (a replay, a late start)
     h[H_LABELS] = rcall('EXISTS', st.bkey)
     st.hdr, st.hours, st.days_raw, st.days_n, st.fifo_n = h, {}, '', 0, 0
-    fifo_load(st, '')
+    fifo_load(st, '', FIFO_W)
     return st
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
@@ -51,41 +53,36 @@ local function load_state(base)
   st.days_raw = ssub(raw, pos, pos + DAYS.size * st.days_n - 1)
   pos = pos + DAYS.size * st.days_n
   st.fifo_n = h[H_FIFON]
-  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1))
+  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
   return st
 end
 
 local function save_state(st)
   local h = st.hdr
-  fifo_prune(st, h[H_NEWEST], FIFO_W)
+  refresh_due(st, h, H_TTL_AT)
+  fifo_prune(st, h[H_NEWEST])
   local days = encode_days(st, DAYS)
   h[H_HOURN], h[H_DAYSN], h[H_FIFON] = #st.hours / 2, #days / DAYS.size, st.fifo_n
-  rcall('SET', st.skey, tconcat({
+  local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
+  local blob = tconcat({
     spack(HDR_FMT, unpack(h)),
     pack_records(HOUR_UNIT, st.hours, 2, 1),
     days,
     fifo_encode(st),
-  }), 'PX', PROFILE_TTL_MS)
-  rcall('PEXPIRE', st.ukey, TTL_MS)
+  })
+  if ttl2 then
+    rcall('SET', st.skey, blob, ttl1, ttl2)
+  else
+    rcall('SET', st.skey, blob, ttl1)
+  end
+  if st.refresh or st.u_created then
+    rcall('PEXPIRE', st.ukey, TTL_MS)
+  end
 end
 
-local function apply_op(st, op)
-  local t, idh, customer = sunpack('<dc8Hc0', op)
-  local snapshot = fifo_find(st, idh, FIFO_W)
-  if snapshot then
-    return 1, snapshot
-  end
-  st.dirty = true
-  local h = st.hdr
-  if h[H_N] == 0 or t < h[H_FIRST] then
-    h[H_FIRST] = t
-  end
-  if t > h[H_NEWEST] then
-    h[H_NEWEST] = t
-  end
-  h[H_N] = h[H_N] + 1
-
-  -- hourly counts for the 24-hour window (hour-granular: the event's hour and the 23 before)
+-- Count this event in its hour; return the events of its hour and the 23 before (hour-granular
+-- 24-hour window), dropping hours no on-time event can need.
+local function count_24h(st, h, t)
   local hours = st.hours
   local hh = floor(t / HOUR_MS)
   local at = #hours + 1
@@ -121,17 +118,51 @@ local function apply_op(st, op)
     end
     st.hours = kept
   end
+  return n24
+end
+
+local function apply_op(st, op)
+  -- kind: 0 counterparty, 1 terminal (whose 24-hour figures are not features: skipped)
+  local kind, t, idh, customer = sunpack('<Bdc8Hc0', op)
+  local snapshot = fifo_find(st, idh)
+  if snapshot then
+    return 1, snapshot
+  end
+  st.dirty = true
+  local h = st.hdr
+  if h[H_N] == 0 or t < h[H_FIRST] then
+    h[H_FIRST] = t
+  end
+  if t > h[H_NEWEST] then
+    h[H_NEWEST] = t
+  end
+  h[H_N] = h[H_N] + 1
+
+  -- hourly counts for the 24-hour window (hour-granular: the event's hour and the 23 before)
+  local n24 = 0
+  if kind == 0 then
+    n24 = count_24h(st, h, t)
+  end
 
   local w7, w30 = add_to_day(st, DAYS, floor(t / DAY_MS), ONE)
   if st.rolled then
+    -- once per active day: customers older than any on-time window leave a big zset
     st.rolled = false
-    h[H_NU] = h[H_NU]
-      - rcall('ZREMRANGEBYSCORE', st.ukey, '-inf', h[H_NEWEST] - WEEK_MS - TOL_MS - 1)
+    if h[H_NU] > PRUNE_AT then
+      h[H_NU] = h[H_NU]
+        - rcall('ZREMRANGEBYSCORE', st.ukey, '-inf', h[H_NEWEST] - WEEK_MS - TOL_MS - 1)
+    end
   end
 
   -- distinct customers: each customer's latest time here; counted if after the window start
+  if h[H_NU] == 0 then
+    st.u_created = true
+  end
   h[H_NU] = cap_zset(st.ukey, h[H_NU] + rcall('ZADD', st.ukey, 'GT', t, customer))
-  local customers24 = rcall('ZCOUNT', st.ukey, t - DAY_MS + 1, '+inf')
+  local customers24 = 0
+  if kind == 0 then
+    customers24 = rcall('ZCOUNT', st.ukey, t - DAY_MS + 1, '+inf')
+  end
   local customers7 = rcall('ZCOUNT', st.ukey, t - WEEK_MS + 1, '+inf')
 
   -- fraud labels known by time t, of events in the 30 days up to t. A label's time is never

@@ -13,26 +13,31 @@ local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
 local H_LAST_IN = 15                  -- newest inbound time
 -- 16 newest day, 17..22 its totals, 23..28 totals of the 6 days before, 29..34 of the 29 before
-local DAYS = { day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'dffffff', size = 32 }
+-- a past day (32 bytes): day number, then out count, out sum, in count, in sum, near, cash sum
+-- (sums in cents, exact: see "Money" below)
+local DAYS = {
+  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HHdHdHd', size = 32,
+  caps = { 65535, false, 65535, false, 65535, false },
+}
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
 local H_LOGN, H_DAYSN, H_RON, H_FIFON = 38, 39, 40, 41
-local N_HDR = 41
+local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
+local N_HDR = 42
 local HDR_FMT = rep_fmt('d', N_HDR)
 
 -- day values: out count, out sum, in count, in sum, near-threshold cash deposits, cash-in sum
 local V_OUT_N, V_OUT_S, V_IN_N, V_IN_S, V_NEAR, V_CASH = 1, 2, 3, 4, 5, 6
 
--- log record (stride 7): time, amount USD, flags, counterparty hash, device hash, country, id
-local LOG_UNIT, LW = 'dfHIIHc8', 7
-local LOG_SIZE = 32
-local RO_UNIT, RW, RO_CAP = 'dfI', 3, 16 -- recent outbound transfers: time, amount, cp hash
+local RO_UNIT, RW, RO_CAP = 'ddI', 3, 16 -- recent outbound transfers: time, cents, cp hash
+
+-- Money: amounts arrive as whole US cents and every sum stays in cents. Doubles add integers
+-- exactly (up to 2^53), so a sum does not depend on the order of additions and subtractions -
+-- a window slid event by event equals one summed afresh, whatever the batch boundaries were -
+-- and a replay reproduces live context to the bit. Records report dollars (cents / 100).
 local N_REC = 39
 local REC_FMT = rep_fmt('f', N_REC)
 local FIFO_W = 16 + 4 * N_REC
 
--- flags (bits 0-6 from ops.py, bit 8 set here)
-local F_OUT, F_SMALL, F_ECOM, F_RISKY, F_CASH_IN, F_NEAR, F_TRANSFER = 1, 2, 4, 8, 16, 32, 64
-local F_CP_NEW = 256
 
 local SD_FLOOR = 0.25        -- ln units: a customer paying the same amount has std ~0
 local Z_LIMIT = 50
@@ -40,17 +45,17 @@ local ROUND_TRIP_TOLERANCE = 0.05
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z',
-    dirty = false, rolled = false, rolled_any = false, k_written = false, z_written = false,
+    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z',     dirty = false, rolled = false, created = false, z_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
+    st.created = true
     local h = zeros(N_HDR)
     h[1] = 1
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
     st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
     st.days_raw, st.days_n, st.fifo_n = '', 0, 0
-    fifo_load(st, '')
+    fifo_load(st, '', FIFO_W)
     return st
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
@@ -73,14 +78,15 @@ local function load_state(base)
     st.ro = {}
   end
   st.fifo_n = h[H_FIFON]
-  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1))
+  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
   return st
 end
 
 local function save_state(st)
   local h = st.hdr
   local newest = h[H_NEWEST]
-  fifo_prune(st, newest, FIFO_W)
+  refresh_due(st, h, H_TTL_AT)
+  fifo_prune(st, newest)
   -- recent outbound transfers older than the round-trip window (and a day) are useless
   local ro = st.ro
   local ro_first = 1
@@ -92,19 +98,24 @@ local function save_state(st)
   local log_n = #st.log / LW - st.log_first + 1
   h[H_LOGN], h[H_DAYSN], h[H_RON], h[H_FIFON] =
     log_n, #days / DAYS.size, #ro / RW - ro_first + 1, st.fifo_n
-  rcall('SET', st.skey, tconcat({
+  local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
+  local blob = tconcat({
     spack(HDR_FMT, unpack(h)),
     pack_records(LOG_UNIT, st.log, LW, st.log_first),
     days,
     pack_records(RO_UNIT, ro, RW, ro_first),
     fifo_encode(st),
-  }), 'PX', PROFILE_TTL_MS)
-  -- A key created by HSET/ZADD gets its TTL in the same call; otherwise a daily refresh keeps
-  -- an active customer's keys alive (the day rolls over at most once per active day).
-  if st.k_written or st.rolled_any then
+  })
+  if ttl2 then
+    rcall('SET', st.skey, blob, ttl1, ttl2)
+  else
+    rcall('SET', st.skey, blob, ttl1)
+  end
+  -- :k is only ever created with the entity, or after expiring (a refresh is then due).
+  if st.refresh then
     rcall('PEXPIRE', st.kkey, TTL_MS)
   end
-  if st.z_written or (st.rolled_any and h[H_NZ] > 0) then
+  if st.refresh or st.z_created then
     rcall('PEXPIRE', st.zkey, TTL_MS)
   end
 end
@@ -139,33 +150,9 @@ local function seen_by(packed, t)
   return packed and sunpack('<d', packed) <= t
 end
 
-local function apply_op(st, op)
-  local t, amt, flags, cph, devh, cc, idh, pfield, kfield, dfield =
-    sunpack('<ddHIIHc8Hc0Hc0Hc0', op)
-  local snapshot = fifo_find(st, idh, FIFO_W)
-  if snapshot then
-    return 1, snapshot
-  end
-  st.dirty = true
-  local h = st.hdr
-  local first_event = h[H_N] == 0
-  local newest_before = h[H_NEWEST]
-  local late = (not first_event) and t < newest_before - TOL_MS
-  local outbound = band(flags, F_OUT) ~= 0
-
-  -- previous event and previous inbound: from the header when this event is the newest,
-  -- otherwise from the log (and the newest pruned times)
-  local prev, prev_in = -1, -1
-  local scan_prev = true
-  if not first_event and newest_before <= t then
-    prev, scan_prev = newest_before, false
-  end
-  local scan_in = true
-  if h[H_LAST_IN] >= 0 and h[H_LAST_IN] <= t then
-    prev_in, scan_in = h[H_LAST_IN], false
-  end
-
-  -- first-seen lookups: counterparty, country, device - one HMGET
+-- First-seen lookups of the counterparty, country and device (one HMGET); records what is new.
+-- Returns the flags (with F_CP_NEW when the counterparty is new) and the first-seen features.
+local function first_seen(st, h, t, flags, devh, pfield, kfield, dfield)
   local got
   if devh ~= 0 then
     got = rcall('HMGET', st.kkey, pfield, kfield, dfield)
@@ -201,10 +188,193 @@ local function apply_op(st, op)
   end
   if writes then
     rcall('HSET', st.kkey, unpack(writes))
-    st.k_written = true
     h[H_NP] = evict_seen(st, 'p', h[H_NP], SEEN_CAP)
     h[H_ND] = evict_seen(st, 'd', h[H_ND], DEVICE_CAP)
   end
+  return flags, cp_new, known_days, country_new, device_new
+end
+
+-- Put the record into the log (sorted by time; an equal time goes after what arrived before
+-- it) and compute the 1h/24h windows: slid for an on-time event, scanned for an out-of-order
+-- one. Returns the window state and the previous event's and previous inbound's times.
+local function record_in_log(st, h, rec, on_time, first_event, newest_before)
+  local t = rec[1]
+  local log = st.log
+  local lo_index = (st.log_first - 1) * LW + 1
+  local at = #log + 1 -- index of the new record's first value
+  if on_time then
+    if not st.win then
+      st.win = win_scan(log, lo_index, t)
+    end
+    for j = 1, LW do
+      log[at + j - 1] = rec[j]
+    end
+    win_slide(st.win, log, t, at)
+    -- the newest times so far are the previous ones
+    return st.win, first_event and -1 or newest_before, h[H_LAST_IN]
+  end
+  st.win = nil
+  while at > lo_index and log[at - LW] > t do
+    at = at - LW
+  end
+  for j = LW, 1, -1 do
+    tinsert(log, at, rec[j])
+  end
+  local prev, prev_in = scan_previous(log, lo_index, t, at)
+  -- older events may have left the log: the newest of those pruned still count
+  if h[H_DROP_PREV] <= t and h[H_DROP_PREV] > prev then
+    prev = h[H_DROP_PREV]
+  end
+  if h[H_DROP_IN] <= t and h[H_DROP_IN] > prev_in then
+    prev_in = h[H_DROP_IN]
+  end
+  return win_scan(log, lo_index, t), prev, prev_in
+end
+
+-- Forget log records no on-time event can need: older than newest - (24h + tolerance), or
+-- beyond the cap (the newest pruned times stay in the header). A record still inside the
+-- sliding windows (only possible through the cap) leaves them too, so windows always cover
+-- exactly the records in the log.
+local function prune_log(st, h)
+  local log, first = st.log, st.log_first
+  local horizon = h[H_NEWEST] - DAY_MS - TOL_MS
+  local count = #log / LW - first + 1
+  local k = (first - 1) * LW + 1
+  local sw = st.win
+  while count > 0 and (log[k] <= horizon or count > LOG_CAP) do
+    if log[k] > h[H_DROP_PREV] then
+      h[H_DROP_PREV] = log[k]
+    end
+    if band(log[k + 2], F_OUT) == 0 and log[k] > h[H_DROP_IN] then
+      h[H_DROP_IN] = log[k]
+    end
+    if sw then
+      if k >= sw.lo24 then
+        sub24(sw, log, k)
+        sw.lo24 = k + LW
+      end
+      if k >= sw.lo1 then
+        sub1(sw, log, k)
+        sw.lo1 = k + LW
+      end
+    end
+    first, count, k = first + 1, count - 1, k + LW
+  end
+  if first > 64 then -- compact now and then, so the dead prefix stays small
+    st.log = { unpack(log, k, #log) }
+    first = 1
+    if sw then
+      sw.lo24, sw.lo1 = sw.lo24 - (k - 1), sw.lo1 - (k - 1)
+    end
+  end
+  st.log_first = first
+end
+
+-- 7-day and 30-day totals (day-granular) including this event.
+local function day_windows(st, h, t, amt, flags, outbound) -- amt in cents
+  local near = band(flags, F_NEAR) ~= 0 and 1 or 0
+  local cash = band(flags, F_CASH_IN) ~= 0 and amt or 0
+  local vals
+  if outbound then
+    vals = { 1, amt, 0, 0, near, cash }
+  else
+    vals = { 0, 0, 1, amt, near, cash }
+  end
+  local w7, w30 = add_to_day(st, DAYS, floor(t / DAY_MS), vals)
+  if st.rolled then
+    -- once per active day: senders older than any on-time window leave a big zset
+    st.rolled = false
+    if h[H_NZ] > PRUNE_AT then
+      h[H_NZ] = h[H_NZ]
+        - rcall('ZREMRANGEBYSCORE', st.zkey, '-inf', h[H_NEWEST] - WEEK_MS - TOL_MS - 1)
+    end
+  end
+  return w7, w30
+end
+
+-- Distinct inbound senders over the 7 days up to t (fan-in); records an inbound's sender.
+local function inbound_senders(st, h, t, outbound, pfield)
+  if not outbound then
+    if h[H_NZ] == 0 then
+      st.z_created = true
+    end
+    h[H_NZ] = cap_zset(st.zkey, h[H_NZ] + rcall('ZADD', st.zkey, 'GT', t, pfield))
+  end
+  if h[H_NZ] > 0 then
+    return rcall('ZCOUNT', st.zkey, t - WEEK_MS + 1, '+inf')
+  end
+  return 0
+end
+
+-- The amount against this customer's usual in the same direction (Welford on ln(1 + amount)),
+-- then the baseline updated with it. Returns z-score, ratio to the mean, earlier count.
+local function baseline(h, outbound, amt) -- amt in cents
+  local b = outbound and H_OUT or H_IN
+  local n, mean, m2, sum = h[b], h[b + 1], h[b + 2], h[b + 3]
+  local x = mlog(1 + amt / 100)
+  local z, ratio = 0, 1
+  if n >= 2 then
+    z = mmax(-Z_LIMIT, mmin(Z_LIMIT, (x - mean) / mmax(SD_FLOOR, msqrt(m2 / (n - 1)))))
+  end
+  if n >= 1 and sum > 0 then
+    ratio = amt / (sum / n)
+  end
+  local delta = x - mean
+  local mean1 = mean + delta / (n + 1)
+  h[b], h[b + 1], h[b + 2], h[b + 3] = n + 1, mean1, m2 + delta * (x - mean1), sum + amt
+  return z, ratio, n
+end
+
+-- Round trip: an inbound transfer close to an outbound transfer sent in the last 30 days to
+-- someone else (a refund from the same counterparty is not a round trip). Outbound transfers
+-- are remembered (the last RO_CAP). Returns match (0/1) and days since that outbound (-1).
+local function round_trip(st, t, amt, flags, cph, outbound)
+  if band(flags, F_TRANSFER) == 0 then
+    return 0, -1
+  end
+  local ro = st.ro
+  if outbound then
+    local m = #ro
+    ro[m + 1], ro[m + 2], ro[m + 3] = t, amt, cph
+    if m >= RO_CAP * RW then
+      st.ro = { unpack(ro, RW + 1, m + RW) }
+    end
+    return 0, -1
+  end
+  local best = -1
+  for k = 1, #ro, RW do
+    local rt = ro[k]
+    if rt <= t and rt > t - MONTH_MS and ro[k + 2] ~= cph and rt > best
+      and mabs(amt - ro[k + 1]) <= ROUND_TRIP_TOLERANCE * ro[k + 1] then
+      best = rt
+    end
+  end
+  if best >= 0 then
+    return 1, (t - best) / DAY_MS
+  end
+  return 0, -1
+end
+
+local function apply_op(st, op)
+  -- amt: whole US cents
+  local t, amt, flags, cph, devh, cc, idh, pfield, kfield, dfield =
+    sunpack('<ddHIIHc8Hc0Hc0Hc0', op)
+  local snapshot = fifo_find(st, idh)
+  if snapshot then
+    return 1, snapshot
+  end
+  st.dirty = true
+  local h = st.hdr
+  local first_event = h[H_N] == 0
+  local newest_before = h[H_NEWEST]
+  local late = (not first_event) and t < newest_before - TOL_MS
+  local outbound = band(flags, F_OUT) ~= 0
+
+  local cp_new, known_days, country_new, device_new
+  flags, cp_new, known_days, country_new, device_new =
+    first_seen(st, h, t, flags, devh, pfield, kfield, dfield)
+  local w, prev, prev_in = record_in_log(st, h, { t, amt, flags, cph, devh, cc, idh },
+    first_event or t >= newest_before, first_event, newest_before)
 
   -- profile
   if first_event or t < h[H_FIRST] then
@@ -218,159 +388,10 @@ local function apply_op(st, op)
     h[H_LAST_IN] = t
   end
 
-  -- recent-event log (sorted by time; an equal time goes after what arrived before it)
-  local log, first = st.log, st.log_first
-  local at = #log + 1 -- index of the new record's first value
-  local lo_index = (first - 1) * LW + 1
-  while at > lo_index and log[at - LW] > t do
-    at = at - LW
-  end
-  if at == #log + 1 then
-    log[at], log[at + 1], log[at + 2], log[at + 3] = t, amt, flags, cph
-    log[at + 4], log[at + 5], log[at + 6] = devh, cc, idh
-  else
-    local rec = { t, amt, flags, cph, devh, cc, idh }
-    for j = LW, 1, -1 do
-      tinsert(log, at, rec[j])
-    end
-  end
-
-  local oc1, os1, oc24, os24, ic24, is24 = 0, 0, 0, 0, 0, 0
-  local small1, ecom1, risky1, newcp24 = 0, 0, 0, 0
-  local cps1, ncps1, cps24, ncps24, ccs, nccs, devs, ndevs = {}, 0, {}, 0, {}, 0, {}, 0
-  local lo24, lo1 = t - DAY_MS, t - HOUR_MS
-  for k = #log - LW + 1, lo_index, -LW do
-    local ti = log[k]
-    if ti <= t then
-      if ti <= lo24 and not scan_prev and not scan_in then
-        break
-      end
-      local f = log[k + 2]
-      local out = band(f, F_OUT) ~= 0
-      if k ~= at then
-        if scan_prev and ti > prev then
-          prev = ti
-        end
-        if scan_in and not out and ti > prev_in then
-          prev_in = ti
-        end
-      end
-      if ti > lo24 then
-        local a, cp, dv, c = log[k + 1], log[k + 3], log[k + 4], log[k + 5]
-        if out then
-          oc24, os24 = oc24 + 1, os24 + a
-        else
-          ic24, is24 = ic24 + 1, is24 + a
-        end
-        if not cps24[cp] then
-          cps24[cp], ncps24 = true, ncps24 + 1
-        end
-        if not ccs[c] then
-          ccs[c], nccs = true, nccs + 1
-        end
-        if dv ~= 0 and not devs[dv] then
-          devs[dv], ndevs = true, ndevs + 1
-        end
-        if f >= F_CP_NEW then
-          newcp24 = newcp24 + 1
-        end
-        if ti > lo1 then
-          if out then
-            oc1, os1 = oc1 + 1, os1 + a
-          end
-          if not cps1[cp] then
-            cps1[cp], ncps1 = true, ncps1 + 1
-          end
-          if band(f, F_SMALL) ~= 0 then
-            small1 = small1 + 1
-          end
-          if band(f, F_ECOM) ~= 0 then
-            ecom1 = ecom1 + 1
-          end
-          if band(f, F_RISKY) ~= 0 then
-            risky1 = risky1 + 1
-          end
-        end
-      end
-    end
-  end
-  local dropped = h[H_DROP_PREV]
-  if scan_prev and dropped >= 0 and dropped <= t and dropped > prev then
-    prev = dropped
-  end
-  dropped = h[H_DROP_IN]
-  if scan_in and dropped >= 0 and dropped <= t and dropped > prev_in then
-    prev_in = dropped
-  end
-
-  -- day windows (7d, 30d)
-  local near = band(flags, F_NEAR) ~= 0 and 1 or 0
-  local cash = band(flags, F_CASH_IN) ~= 0 and amt or 0
-  local vals
-  if outbound then
-    vals = { 1, amt, 0, 0, near, cash }
-  else
-    vals = { 0, 0, 1, amt, near, cash }
-  end
-  local w7, w30 = add_to_day(st, DAYS, floor(t / DAY_MS), vals)
-  if st.rolled then
-    st.rolled, st.rolled_any = false, true
-    if h[H_NZ] > 0 then
-      h[H_NZ] = h[H_NZ]
-        - rcall('ZREMRANGEBYSCORE', st.zkey, '-inf', h[H_NEWEST] - WEEK_MS - TOL_MS - 1)
-    end
-  end
-
-  -- distinct inbound senders over 7 days (fan-in)
-  if not outbound then
-    h[H_NZ] = cap_zset(st.zkey, h[H_NZ] + rcall('ZADD', st.zkey, 'GT', t, pfield))
-    st.z_written = true
-  end
-  local senders = 0
-  if h[H_NZ] > 0 then
-    senders = rcall('ZCOUNT', st.zkey, t - WEEK_MS + 1, '+inf')
-  end
-
-  -- amount against this customer's usual in the same direction (Welford on ln(1 + amount))
-  local b = outbound and H_OUT or H_IN
-  local n, mean, m2, sum = h[b], h[b + 1], h[b + 2], h[b + 3]
-  local x = mlog(1 + amt)
-  local z, ratio = 0, 1
-  if n >= 2 then
-    z = mmax(-Z_LIMIT, mmin(Z_LIMIT, (x - mean) / mmax(SD_FLOOR, msqrt(m2 / (n - 1)))))
-  end
-  if n >= 1 and sum > 0 then
-    ratio = amt / (sum / n)
-  end
-  local delta = x - mean
-  local mean1 = mean + delta / (n + 1)
-  h[b], h[b + 1], h[b + 2], h[b + 3] = n + 1, mean1, m2 + delta * (x - mean1), sum + amt
-
-  -- round trip: an inbound transfer close to an outbound transfer sent in the last 30 days
-  -- to someone else (a refund from the same counterparty is not a round trip)
-  local rt_match, rt_days = 0, -1
-  if band(flags, F_TRANSFER) ~= 0 then
-    local ro = st.ro
-    if outbound then
-      local m = #ro
-      ro[m + 1], ro[m + 2], ro[m + 3] = t, amt, cph
-      if m >= RO_CAP * RW then
-        st.ro = { unpack(ro, RW + 1, m + RW) }
-      end
-    else
-      local best = -1
-      for k = 1, #ro, RW do
-        local rt = ro[k]
-        if rt <= t and rt > t - MONTH_MS and ro[k + 2] ~= cph and rt > best
-          and mabs(amt - ro[k + 1]) <= ROUND_TRIP_TOLERANCE * ro[k + 1] then
-          best = rt
-        end
-      end
-      if best >= 0 then
-        rt_match, rt_days = 1, (t - best) / DAY_MS
-      end
-    end
-  end
+  local w7, w30 = day_windows(st, h, t, amt, flags, outbound)
+  local senders = inbound_senders(st, h, t, outbound, pfield)
+  local z, ratio, n = baseline(h, outbound, amt)
+  local rt_match, rt_days = round_trip(st, t, amt, flags, cph, outbound)
 
   local since_prev, since_in, out_in = -1, -1, -1
   if prev >= 0 then
@@ -379,41 +400,22 @@ local function apply_op(st, op)
   if prev_in >= 0 then
     since_in = (t - prev_in) / 1000
   end
-  if is24 > 0 then
-    out_in = os24 / is24
+  if w.is24 > 0 then
+    out_in = w.os24 / w.is24
   end
   local record = spack(REC_FMT,
-    oc1, os1, oc24, os24, ic24, is24,
-    w7[V_OUT_N], w7[V_OUT_S], w7[V_IN_N], w7[V_IN_S],
-    w30[V_OUT_N], w30[V_OUT_S], w30[V_IN_N], w30[V_IN_S],
-    ncps1, ncps24, nccs, ndevs,
-    cp_new, known_days, newcp24, device_new, country_new,
+    w.oc1, w.os1 / 100, w.oc24, w.os24 / 100, w.ic24, w.is24 / 100,
+    w7[V_OUT_N], w7[V_OUT_S] / 100, w7[V_IN_N], w7[V_IN_S] / 100,
+    w30[V_OUT_N], w30[V_OUT_S] / 100, w30[V_IN_N], w30[V_IN_S] / 100,
+    w.ncps1, w.ncps24, w.nccs, w.ndevs,
+    cp_new, known_days, w.newcp24, device_new, country_new,
     z, ratio, n,
     since_prev, (t - h[H_FIRST]) / DAY_MS,
-    small1, ecom1, risky1,
-    w7[V_NEAR], w7[V_CASH], senders,
+    w.small1, w.ecom1, w.risky1,
+    w7[V_NEAR], w7[V_CASH] / 100, senders,
     since_in, out_in, rt_match, rt_days,
     late and 1 or 0)
   fifo_push(st, idh, h[H_NEWEST], record)
-
-  -- forget log records no on-time event can need: older than newest - (24h + tolerance), or
-  -- beyond the cap (the record's values stay in the header's "newest pruned" times)
-  local horizon = h[H_NEWEST] - DAY_MS - TOL_MS
-  local count = #log / LW - first + 1
-  local k = (first - 1) * LW + 1
-  while count > 0 and (log[k] <= horizon or count > LOG_CAP) do
-    if log[k] > h[H_DROP_PREV] then
-      h[H_DROP_PREV] = log[k]
-    end
-    if band(log[k + 2], F_OUT) == 0 and log[k] > h[H_DROP_IN] then
-      h[H_DROP_IN] = log[k]
-    end
-    first, count, k = first + 1, count - 1, k + LW
-  end
-  if first > 64 then -- compact now and then, so the dead prefix stays small
-    st.log = { unpack(log, k, #log) }
-    first = 1
-  end
-  st.log_first = first
+  prune_log(st, h)
   return 0, record
 end

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 from schemas.common import Channel, Direction
 from schemas.label import LabelEvent
@@ -40,9 +39,9 @@ F_TRANSFER: Final = 64
 
 _TRANSFER_CHANNELS: Final = frozenset({Channel.WIRE, Channel.ACH, Channel.P2P, Channel.CRYPTO})
 
-# t_ms, amount_usd, flags, counterparty hash, device hash, country code, event-id hash
+# t_ms, amount in whole US cents, flags, counterparty hash, device hash, country code, event-id hash
 _CUSTOMER_HEAD: Final = struct.Struct("<ddHIIH8s")
-_COUNTERPARTY_HEAD: Final = struct.Struct("<d8s")
+_COUNTERPARTY_HEAD: Final = struct.Struct("<Bd8s")  # kind (0 counterparty, 1 terminal)
 _LENGTH: Final = struct.Struct("<H")
 _LABEL_TIMES: Final = struct.Struct("<dd")
 CONFIG: Final = struct.Struct("<dddddddddd")
@@ -55,7 +54,7 @@ def epoch_ms(moment: datetime) -> int:
 
 def event_id_hash(event_id: str) -> bytes:
     """8 bytes naming an event in the dedupe memory (a collision needs ~2^32 events of one
-    entity within its dedupe span; the span holds at most a few thousand)."""
+    entity within its dedupe span; the span holds at most a few hundred)."""
     return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
@@ -64,12 +63,7 @@ def short_hash(value: str) -> int:
     return zlib.crc32(value.encode()) or 1
 
 
-def _with_length(raw: bytes) -> bytes:
-    return _LENGTH.pack(len(raw)) + raw
-
-
-@dataclass(frozen=True, slots=True)
-class EventOps:
+class EventOps(NamedTuple):
     """What one event contributes: its own features and one op per entity it touches."""
 
     event_part: tuple[float, ...]
@@ -78,63 +72,102 @@ class EventOps:
     terminal_op: bytes | None
 
 
+def _channel_facts(channel: Channel, direction: Direction) -> tuple[int, float, float, bool]:
+    """Flags, is_outbound, channel code and cash-in of a (channel, direction) pair."""
+    outbound = direction is Direction.OUTBOUND
+    cash_in = channel is Channel.CASH and not outbound
+    flags = F_OUTBOUND if outbound else 0
+    if channel is Channel.ECOMMERCE:
+        flags |= F_ECOMMERCE
+    if cash_in:
+        flags |= F_CASH_IN
+    if channel in _TRANSFER_CHANNELS:
+        flags |= F_TRANSFER
+    return flags, 1.0 if outbound else 0.0, float(CHANNEL_CODES[channel]), cash_in
+
+
+# Everything that depends only on a small enumerable input is computed once (event_ops runs
+# for every event: a few microseconds saved here are a tenth of the per-event budget).
+_CHANNEL_FACTS: Final = {(c, d): _channel_facts(c, d) for c in Channel for d in Direction}
+_TYPE_CODES: Final = {kind: float(code) for kind, code in COUNTERPARTY_TYPE_CODES.items()}
+_country_facts: dict[str, tuple[int, bytes, float]] = {}
+
+
+def _country(country: str) -> tuple[int, bytes, float]:
+    """(16-bit code, length-prefixed first-seen field, is high-risk) of a country code."""
+    facts = _country_facts.get(country)
+    if facts is None:
+        field = b"k" + country.encode()
+        facts = (
+            (ord(country[0]) << 8) | ord(country[1]),
+            _LENGTH.pack(len(field)) + field,
+            1.0 if country in HIGH_RISK_COUNTRIES else 0.0,
+        )
+        _country_facts[country] = facts
+    return facts
+
+
+_NO_DEVICE: Final = _LENGTH.pack(0)
+
+
 def event_ops(event: TransactionEvent) -> EventOps:
     """Pack ``event`` for the scripts and compute the features it carries by itself."""
     moment = event.event_time
     t_ms = float(epoch_ms(moment))
     usd = amount_usd(event.amount_minor, event.currency)
-    channel = event.channel
-    outbound = event.direction is Direction.OUTBOUND
-    risky = event.mcc is not None and event.mcc in RISKY_MCCS
-    cash_in = channel is Channel.CASH and not outbound
+    flags, is_outbound, channel_code, cash_in = _CHANNEL_FACTS[(event.channel, event.direction)]
+    mcc = event.mcc
+    risky = mcc is not None and mcc in RISKY_MCCS
     near = cash_in and is_near_threshold_usd(usd)
-
-    flags = F_OUTBOUND if outbound else 0
     if usd <= SMALL_AMOUNT_USD:
         flags |= F_SMALL
-    if channel is Channel.ECOMMERCE:
-        flags |= F_ECOMMERCE
     if risky:
         flags |= F_RISKY_MCC
-    if cash_in:
-        flags |= F_CASH_IN
     if near:
         flags |= F_NEAR_THRESHOLD
-    if channel in _TRANSFER_CHANNELS:
-        flags |= F_TRANSFER
 
-    country = event.country
-    device = event.device_id or ""
+    country_code, country_field, high_risk = _country(event.country)
+    device = event.device_id
     cp = event.counterparty_id.encode()
     idh = event_id_hash(event.event_id)
+    if device:
+        device_field = b"d" + device.encode()
+        device_part = _LENGTH.pack(len(device_field)) + device_field
+        device_hash = zlib.crc32(device_field) or 1
+    else:
+        device_part, device_hash = _NO_DEVICE, 0
     # Field names of the first-seen hash are built here, where it is cheaper than in Lua.
     customer_op = b"".join(
         (
             _CUSTOMER_HEAD.pack(
                 t_ms,
-                usd,
+                float(round(usd * 100)),
                 flags,
                 zlib.crc32(cp) or 1,
-                short_hash(device) if device else 0,
-                (ord(country[0]) << 8) | ord(country[1]),
+                device_hash,
+                country_code,
                 idh,
             ),
-            _with_length(b"p" + cp),
-            _with_length(b"k" + country.encode()),
-            _with_length(b"d" + device.encode() if device else b""),
+            _LENGTH.pack(len(cp) + 1),
+            b"p",
+            cp,
+            country_field,
+            device_part,
         )
     )
-    customer_tail = _with_length(event.customer_id.encode())
-    counterparty_op = _COUNTERPARTY_HEAD.pack(t_ms, idh) + customer_tail
-    terminal_op = counterparty_op if event.terminal_id is not None else None
-
+    customer = event.customer_id.encode()
+    customer_tail = _LENGTH.pack(len(customer)) + customer
+    counterparty_op = _COUNTERPARTY_HEAD.pack(0, t_ms, idh) + customer_tail
+    terminal_op = None
+    if event.terminal_id is not None:
+        terminal_op = _COUNTERPARTY_HEAD.pack(1, t_ms, idh) + customer_tail
     event_part = (
         usd,
-        1.0 if outbound else 0.0,
-        float(CHANNEL_CODES[channel]),
-        float(COUNTERPARTY_TYPE_CODES[event.counterparty_type]),
+        is_outbound,
+        channel_code,
+        _TYPE_CODES[event.counterparty_type],
         1.0 if risky else 0.0,
-        1.0 if country in HIGH_RISK_COUNTRIES else 0.0,
+        high_risk,
         1.0 if near else 0.0,
         float(moment.hour),
         1.0 if moment.weekday() >= 5 else 0.0,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final, ParamSpec, TypeVar
@@ -77,10 +79,13 @@ class ContextLimits:
     """First-seen devices per customer."""
     set_cap: int = 2048
     """Distinct inbound senders (customer) or customers (counterparty) tracked in 7 days."""
-    dedupe_cap: int = 1024
-    """Event ids (with their feature snapshots) remembered per entity, at most..."""
-    dedupe_span_s: int = 2 * 86_400
-    """...and only while the entity's newest event time is less than this past their arrival."""
+    dedupe_cap: int = 256
+    """Event ids (with their feature snapshots) remembered per entity, at most... Keep it at
+    least the events of one entity that can be redelivered together (a batch, by default)."""
+    dedupe_span_s: int = 3600
+    """...and only while the entity's newest event time is less than this past their arrival.
+    Redelivery after a crash or rebalance repeats the uncommitted tail of a partition, seconds
+    to minutes of event time, so an hour covers it with room to spare."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
     ops_per_call: int = 512
@@ -107,6 +112,69 @@ class LabelApplyResult:
     """Labels that say "legitimate", or name neither a counterparty nor a terminal."""
 
 
+class PendingContexts:
+    """The contexts of a submitted batch, once Redis has applied it."""
+
+    def __init__(
+        self,
+        future: Future[list[bytes | list[int]]] | None,
+        events: Sequence[TransactionEvent],
+        prepared: list[EventOps],
+        calls: list[_Call],
+    ) -> None:
+        self._future = future
+        self._events = events
+        self._prepared = prepared
+        self._calls = calls
+
+    def result(self, timeout: float | None = None) -> list[EventContext]:
+        """The contexts, in the batch's order; raises what ``update_batch`` raises."""
+        if self._future is None:
+            return []
+        outputs = self._future.result(timeout)
+        n = len(self._events)
+        customer: list[tuple[float, ...]] = [()] * n
+        counterparty: list[tuple[float, ...]] = [()] * n
+        terminal: list[tuple[float, ...] | None] = [None] * n
+        duplicate = [False] * n
+        for call, output in zip(self._calls, outputs, strict=True):
+            _unpack(call, output, customer, counterparty, terminal, duplicate)
+        return [
+            EventContext(
+                event.event_id,
+                assemble(ops.event_part, customer[i], counterparty[i], terminal[i]),
+                duplicate[i],
+            )
+            for i, (event, ops) in enumerate(zip(self._events, self._prepared, strict=True))
+        ]
+
+
+def _unpack(
+    call: _Call,
+    output: bytes | list[int],
+    customer: list[tuple[float, ...]],
+    counterparty: list[tuple[float, ...]],
+    terminal: list[tuple[float, ...] | None],
+    duplicate: list[bool],
+) -> None:
+    if not isinstance(output, bytes):
+        raise ContextError(f"unexpected reply from the {call.script} script")
+    record = _CUSTOMER_RECORD if call.script == "customer" else _COUNTERPARTY_RECORD
+    if len(output) != record.size * len(call.targets):
+        raise ContextError(f"{call.script} script returned {len(output)} bytes")
+    targets = call.targets
+    if call.script == "customer":
+        for target, (status, *values) in zip(targets, record.iter_unpack(output), strict=True):
+            customer[target] = tuple(values)
+            duplicate[target] = status == 1
+        return
+    for target, (_status, *values) in zip(targets, record.iter_unpack(output), strict=True):
+        if target >= 0:
+            counterparty[target] = tuple(values)
+        else:
+            terminal[-1 - target] = tuple(values)
+
+
 def _script_source(name: str) -> str:
     return (resources.files("stream.context") / name).read_text(encoding="utf-8")
 
@@ -114,9 +182,9 @@ def _script_source(name: str) -> str:
 def _entity_script(name: str) -> str:
     # "#!lua" (no flags): Redis 7 rejects the whole call up front when over maxmemory, instead
     # of failing half-way through a batch.
-    return (
-        "#!lua\n" + _script_source("common.lua") + _script_source(name) + _script_source("main.lua")
-    )
+    # The customer script adds the sliding-window helpers (window.lua) to the shared prelude.
+    parts = ("common.lua", "window.lua") if name == "customer.lua" else ("common.lua",)
+    return "#!lua\n" + "".join(_script_source(part) for part in (*parts, name, "main.lua"))
 
 
 @dataclass(slots=True)
@@ -169,6 +237,8 @@ class ContextStore:
             "labels": "#!lua\n" + _script_source("labels.lua"),
         }
         self._shas: dict[str, str] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._guard(self._load_scripts)
         self._guard(self.initialize_namespace, only_if_missing=True)
 
@@ -193,26 +263,38 @@ class ContextStore:
         Raises :class:`ContextUnavailable` (retry the whole batch later),
         :class:`ContextStateLost` or :class:`ContextError`.
         """
+        return self.submit_batch(events).result()
+
+    def submit_batch(self, events: Sequence[TransactionEvent]) -> PendingContexts:
+        """Start applying ``events``; the contexts come from ``.result()``.
+
+        Batches run one at a time, in submission order, on one background thread, so while
+        Redis applies batch k+1 the caller can narrate and score batch k: Redis and Python then
+        use both cores instead of taking turns. A batch's contexts never depend on whether
+        later batches were submitted. (``update_batch`` is ``submit_batch(...).result()``.)
+        """
         if not events:
-            return []
+            return PendingContexts(None, [], [], [])
         prepared = [event_ops(event) for event in events]
         calls = self._plan_events(events, prepared)
-        outputs = self._guard(self._run, calls)
-        n = len(events)
-        customer: list[tuple[float, ...]] = [()] * n
-        counterparty: list[tuple[float, ...]] = [()] * n
-        terminal: list[tuple[float, ...] | None] = [None] * n
-        duplicate = [False] * n
-        for call, output in zip(calls, outputs, strict=True):
-            self._unpack(call, output, customer, counterparty, terminal, duplicate)
-        return [
-            EventContext(
-                event.event_id,
-                assemble(ops.event_part, customer[i], counterparty[i], terminal[i]),
-                duplicate[i],
-            )
-            for i, (event, ops) in enumerate(zip(events, prepared, strict=True))
-        ]
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="context-store")
+            future = self._executor.submit(self._guard, self._run, calls)
+        return PendingContexts(future, events, prepared, calls)
+
+    def close(self) -> None:
+        """Wait for submitted batches and stop the background thread (the client stays open)."""
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def __enter__(self) -> ContextStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def apply_labels(self, labels: Sequence[LabelEvent]) -> LabelApplyResult:
         """Record fraud labels against the labelled event's counterparty and terminal; from the
@@ -367,27 +449,3 @@ class ContextStore:
                 pipe.unlink(key)
             return sum(int(r) for r in pipe.execute())
         return int(self._client.unlink(*batch))
-
-    @staticmethod
-    def _unpack(
-        call: _Call,
-        output: bytes | list[int],
-        customer: list[tuple[float, ...]],
-        counterparty: list[tuple[float, ...]],
-        terminal: list[tuple[float, ...] | None],
-        duplicate: list[bool],
-    ) -> None:
-        if not isinstance(output, bytes):
-            raise ContextError(f"unexpected reply from the {call.script} script")
-        record = _CUSTOMER_RECORD if call.script == "customer" else _COUNTERPARTY_RECORD
-        if len(output) != record.size * len(call.targets):
-            raise ContextError(f"{call.script} script returned {len(output)} bytes")
-        for k, (status, *values) in enumerate(record.iter_unpack(output)):
-            target = call.targets[k]
-            if call.script == "customer":
-                customer[target] = tuple(values)
-                duplicate[target] = status == 1
-            elif target >= 0:
-                counterparty[target] = tuple(values)
-            else:
-                terminal[-1 - target] = tuple(values)
