@@ -23,40 +23,32 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from models.inference import LoadedModel
-from models.reasons import explain
-from schemas import Alert
 from stream.context.errors import ContextUnavailable
-from stream.context.features import ContextFeatures
 from stream.context.store import ContextStore
-from stream.kafka.clients import OutgoingMessage, TrackedProducer, consumer_config, producer_config
+from stream.kafka.clients import TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.scorer.core import (
     AlertMode,
-    Decoded,
     Incoming,
-    Narrate,
-    Scored,
-    alert_message,
-    build_alert,
-    dead_letter_message,
-    decode_batch,
     next_offsets,
-    score_batch,
-    score_message,
-    split_reused_ids,
 )
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
 from stream.scorer.metrics import Health, ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher
-from stream.scorer.records import RecordsUnavailable, ScoredRecord, ScoredRecordStore
+from stream.scorer.processor import (
+    BatchOutputs,
+    BatchProcessor,
+    NarratorFactory,
+    OutputTopics,
+    utc_now,
+)
+from stream.scorer.records import RecordsUnavailable, ScoredRecordStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,12 +68,6 @@ _LOST_OWNERSHIP = {
     KafkaError._ASSIGNMENT_LOST,
 }
 
-NarratorFactory = Callable[[LoadedModel], Narrate]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def _position(message: Message) -> tuple[str, int, int]:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -92,15 +78,6 @@ def _position(message: Message) -> tuple[str, int, int]:
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
-
-
-@dataclass
-class BatchOutputs:
-    messages: list[OutgoingMessage] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    incoming_ts_ms: list[int | None] = field(default_factory=list)
-    scored: int = 0
-    dead: int = 0
 
 
 class ScorerRunner:
@@ -123,15 +100,23 @@ class ScorerRunner:
         self._settings = settings
         self._s = settings.scorer
         self._watcher = watcher
-        self._store = store
-        self._records = records
-        self._narrator = narrator
-        self._narrate_cache: dict[str, Narrate] = {}
+        self._processor = BatchProcessor(
+            store=store,
+            records=records,
+            narrator=narrator,
+            metrics=metrics,
+            topics=OutputTopics(
+                alerts=settings.topics.alerts,
+                dlq=settings.topics.dlq,
+                shadow_alerts=settings.topics.alerts_shadow,
+                scores=settings.topics.scores if settings.scorer.emit_scores else None,
+            ),
+            shadow=shadow,
+            alert_mode=alert_mode,
+            top_reasons=top_reasons,
+        )
         self.metrics = metrics
         self.health = health
-        self._shadow = shadow
-        self._alert_mode = alert_mode
-        self._top_reasons = top_reasons
         self._exactly_once = self._s.delivery == "exactly_once"
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
@@ -276,7 +261,7 @@ class ScorerRunner:
             if not batch:
                 return
             try:
-                outputs = self._process(batch)
+                outputs = self._processor.process(batch, self._watcher.current)
                 self._deliver(batch, outputs)
             except RETRIABLE as exc:
                 attempt += 1
@@ -323,132 +308,6 @@ class ScorerRunner:
                 self._consumer.resume(partitions)
 
     # -- processing ---------------------------------------------------------------------
-
-    def _narrate(self, model: LoadedModel) -> Narrate:
-        if model.version not in self._narrate_cache:
-            self._narrate_cache[model.version] = self._narrator(model)
-        return self._narrate_cache[model.version]
-
-    def _process(self, batch: list[Incoming]) -> BatchOutputs:
-        decoded, dead = decode_batch(batch)
-        started = time.perf_counter()
-        contexts = self._store.update_batch([d.event for d in decoded])
-        self.metrics.context_latency.observe(time.perf_counter() - started)
-
-        duplicates = [
-            d.event.event_id for d, c in zip(decoded, contexts, strict=True) if c.duplicate
-        ]
-        first_sources: dict[str, str] = {}
-        if duplicates:
-            self.metrics.duplicates.inc(len(duplicates))
-            for record in self._records.get_batch(duplicates):
-                if record is not None and record.source:
-                    first_sources[record.event_id] = record.source
-        features_by_id = {c.event_id: c.features for c in contexts}
-        kept, reused = split_reused_ids(decoded, first_sources)
-        dead.extend(reused)
-
-        model = self._watcher.current
-        started = time.perf_counter()
-        scored = score_batch(
-            model, kept, [features_by_id[d.event.event_id] for d in kept], self._narrate(model)
-        )
-        self.metrics.model_latency.observe(time.perf_counter() - started)
-        scored_at = utc_now()
-
-        outputs = BatchOutputs(scored=len(scored), dead=len(dead))
-        alerted = [s for s in scored if s.score >= model.alert_threshold]
-        alerts = self._alerts(
-            model, alerted, scored_at, self._alert_mode, self._settings.topics.alerts, outputs
-        )
-        self._records.put_batch(self._scored_records(model, scored, alerts, scored_at))
-        if self._shadow is not None:
-            self._score_shadow(kept, [features_by_id[d.event.event_id] for d in kept], outputs)
-        if self._s.emit_scores:
-            outputs.messages.extend(
-                score_message(s, model, self._settings.topics.scores) for s in scored
-            )
-        failed_at = utc_now()
-        outputs.messages.extend(
-            dead_letter_message(d, self._settings.topics.dlq, failed_at) for d in dead
-        )
-        for d in dead:
-            self.metrics.dead_letters.labels(d.error_type).inc()
-            log.warning("dead letter %s: %s", d.incoming.source, d.reason)
-        return outputs
-
-    def _alerts(
-        self,
-        model: LoadedModel,
-        alerted: list[Scored],
-        scored_at: datetime,
-        mode: AlertMode,
-        topic: str,
-        outputs: BatchOutputs,
-    ) -> dict[str, Alert]:
-        if not alerted:
-            return {}
-        features = np.asarray([s.narrative.features for s in alerted], dtype=np.float32)
-        reasons = explain(model, [s.narrative for s in alerted], features, top_k=self._top_reasons)
-        emitted_at = utc_now()
-        alerts: dict[str, Alert] = {}
-        for item, item_reasons in zip(alerted, reasons, strict=True):
-            alert = build_alert(
-                item, model, item_reasons, mode=mode, scored_at=scored_at, emitted_at=emitted_at
-            )
-            alerts[item.event.event_id] = alert
-            outputs.messages.append(alert_message(alert, topic))
-            outputs.alerts.append(alert)
-            outputs.incoming_ts_ms.append(item.decoded.incoming.timestamp_ms)
-        return alerts
-
-    def _score_shadow(
-        self, kept: list[Decoded], contexts: list[ContextFeatures], outputs: BatchOutputs
-    ) -> None:
-        """The challenger scores the same events; its alerts go only to the shadow topic."""
-        assert self._shadow is not None
-        shadow = self._shadow
-        scored = score_batch(shadow, kept, contexts, self._narrate(shadow))
-        alerted = [s for s in scored if s.score >= shadow.alert_threshold]
-        shadow_outputs = BatchOutputs()
-        self._alerts(
-            shadow,
-            alerted,
-            utc_now(),
-            "shadow",
-            self._settings.topics.alerts_shadow,
-            shadow_outputs,
-        )
-        outputs.messages.extend(shadow_outputs.messages)
-
-    @staticmethod
-    def _scored_records(
-        model: LoadedModel, scored: list[Scored], alerts: dict[str, Alert], scored_at: datetime
-    ) -> list[ScoredRecord]:
-        scored_at_ms = int(scored_at.timestamp() * 1000)
-        records = []
-        for item in scored:
-            event = item.event
-            alert = alerts.get(event.event_id)
-            records.append(
-                ScoredRecord(
-                    event_id=event.event_id,
-                    customer_id=event.customer_id,
-                    event_time_ms=int(event.event_time.timestamp() * 1000),
-                    event=event.model_dump(mode="json", exclude_none=True),
-                    narrative=item.narrative.text,
-                    clause_ids=tuple(c.id for c in item.narrative.clauses),
-                    features=tuple(item.narrative.features),
-                    score=item.score,
-                    typology=item.typology.value,
-                    model_version=model.version,
-                    narrative_version=item.narrative.version,
-                    alert_id=alert.alert_id if alert else None,
-                    scored_at_ms=scored_at_ms,
-                    source=item.decoded.incoming.source,
-                )
-            )
-        return records
 
     # -- delivery -------------------------------------------------------------------------
 
