@@ -60,7 +60,7 @@ end
 local function save_state(st)
   local h = st.hdr
   refresh_due(st, h, H_TTL_AT)
-  fifo_prune(st, h[H_NEWEST])
+  fifo_prune(st)
   local days = encode_days(st, DAYS)
   h[H_HOURN], h[H_DAYSN], h[H_FIFON] = #st.hours / 2, #days / DAYS.size, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
@@ -181,6 +181,6 @@ local function apply_op(st, op)
 
   local record = spack(REC_FMT,
     n24, w7[1], customers24, customers7, labels, rate, (t - h[H_FIRST]) / DAY_MS)
-  fifo_push(st, idh, h[H_NEWEST], record)
+  fifo_push(st, idh, NOW_MS, record)
   return 0, record
 end

@@ -82,10 +82,10 @@ class ContextLimits:
     dedupe_cap: int = 256
     """Event ids (with their feature snapshots) remembered per entity, at most... Keep it at
     least the events of one entity that can be redelivered together (a batch, by default)."""
-    dedupe_span_s: int = 3600
-    """...and only while the entity's newest event time is less than this past their arrival.
-    Redelivery after a crash or rebalance repeats the uncommitted tail of a partition, seconds
-    to minutes of event time, so an hour covers it with room to spare."""
+    dedupe_span_s: int = 6 * 3600
+    """...and for this long (wall clock) after they were applied. Redelivery after a crash or
+    a rebalance repeats the uncommitted tail of a partition within minutes; six hours leaves
+    room for a consumer that hung for a while."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
     ops_per_call: int = 512
