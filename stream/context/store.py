@@ -403,8 +403,15 @@ class ContextStore:
             pipe.pexpire(self._marker, self._profile_ttl_ms)
             for call in calls:
                 config = self._labels_config if call.script == "labels" else self._config
-                pipe.evalsha(
-                    self._shas[call.script], len(call.keys), *call.keys, config, *call.args
+                # execute_command, not .evalsha(): redis-py's cluster pipeline blocks the
+                # method (it cannot see keys in general) but routes EVALSHA by its keys.
+                pipe.execute_command(
+                    "EVALSHA",
+                    self._shas[call.script],
+                    len(call.keys),
+                    *call.keys,
+                    config,
+                    *call.args,
                 )
             try:
                 results = pipe.execute()

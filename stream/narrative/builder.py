@@ -21,13 +21,13 @@ from stream.narrative.spec import NarrativeSpec
 from stream.narrative.tokens import MAX_TOKENS, SEPARATOR_TOKENS, SPECIAL_TOKENS, clause_tokens
 from stream.narrative.words import (
     AMOUNT_LEVELS,
+    COUNTERPARTY_NOUNS,
     CUSTOMER_LEVELS,
     EVENT_PHRASES,
     RATE_LEVELS,
     RISKY_CATEGORY_WORDS,
     TOTAL_LEVELS,
     VS_USUAL,
-    counterparty_noun,
     nth,
     quantity,
 )
@@ -93,15 +93,17 @@ def narrative_without(narrative: Narrative, clause_id: str) -> str:
     return SEPARATOR.join(c.text for c in narrative.clauses if c.id != clause_id)
 
 
-# Clause texts come from a finite vocabulary; reusing the objects saves an allocation each.
-_clauses: dict[tuple[str, str], Clause] = {}
+# Clause texts come from a finite vocabulary: each (id, text) is built and tokenized once, and
+# the Clause object reused (the cache is bounded only as a guard; a few hundred are used).
+_clauses: dict[tuple[str, str], tuple[Clause, int]] = {}
 
 
-def _clause(clause_id: str, text: str) -> Clause:
+def _clause(clause_id: str, text: str) -> tuple[Clause, int]:
+    """The clause and its token count."""
     key = (clause_id, text)
     found = _clauses.get(key)
     if found is None:
-        found = Clause(clause_id, text)
+        found = (Clause(clause_id, text), clause_tokens(text))
         if len(_clauses) < 100_000:
             _clauses[key] = found
     return found
@@ -112,18 +114,16 @@ def build_narrative(
 ) -> Narrative:
     """Narrate ``event`` in the light of ``context`` (an EventContext or its features)."""
     f = context.features if isinstance(context, EventContext) else context
-    parts = _clause_texts(event, f, spec)
-    budget = MAX_TOKENS - SPECIAL_TOKENS
-    used = 0
+    budget = MAX_TOKENS - SPECIAL_TOKENS + SEPARATOR_TOKENS  # the first clause has no ";"
     kept: list[Clause] = []
-    for clause_id, text in parts:
-        cost = clause_tokens(text) + (SEPARATOR_TOKENS if kept else 0)
-        if used + cost > budget:
+    for clause_id, text in _clause_texts(event, f, spec):
+        clause, tokens = _clause(clause_id, text)
+        budget -= tokens + SEPARATOR_TOKENS
+        if budget < 0:
             break  # clauses are in order of importance: the rest matter less
-        used += cost
-        kept.append(_clause(clause_id, text))
+        kept.append(clause)
     return Narrative(
-        text=SEPARATOR.join(c.text for c in kept),
+        text=SEPARATOR.join([c.text for c in kept]),
         clauses=tuple(kept),
         features=f,
         version=spec.version,
@@ -138,7 +138,7 @@ def _clause_texts(
     add = out.append
     direction = event.direction
     outbound = direction is Direction.OUTBOUND
-    noun = counterparty_noun(event.counterparty_type, direction)
+    noun = COUNTERPARTY_NOUNS[(event.counterparty_type, direction)]
     has_history = f.seconds_since_previous >= 0
 
     add(("event", EVENT_PHRASES[(event.channel, direction)]))

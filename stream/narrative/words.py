@@ -110,6 +110,12 @@ def counterparty_noun(kind: CounterpartyType, direction: Direction) -> str:
     return kind.value  # merchant, atm, branch, exchange
 
 
+COUNTERPARTY_NOUNS: Final = {
+    (kind, direction): counterparty_noun(kind, direction)
+    for kind in CounterpartyType
+    for direction in Direction
+}
+
 RISKY_CATEGORY_WORDS: Final[dict[str, str]] = {
     "4829": "money transfer",
     "5094": "precious metals",

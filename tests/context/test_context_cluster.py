@@ -1,0 +1,103 @@
+"""The context store on a real three-node Redis Cluster computes what it computes standalone.
+
+Every entity's keys share a hash tag, so each script call stays within one slot; the store
+groups a batch's ops by slot and still sends one pipeline.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.cluster
+
+from schemas import Channel, CounterpartyType, Direction
+from stream.context.store import ContextStore
+from stream.devenv import RedisServer, free_ports
+from stream.redis_client import connect
+from stream.settings import ContextSettings, RedisSettings
+
+pytestmark = pytest.mark.integration
+
+
+class ClusterNode(RedisServer):
+    def __init__(self, port: int, bus_port: int, data_dir: Path) -> None:
+        super().__init__(port, data_dir)
+        self.bus_port = bus_port  # explicit: the default (port + 10000) may be taken or > 65535
+
+    def config(self) -> str:
+        return super().config() + (
+            f"cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-port {self.bus_port}\n"
+        )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[int]]:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli (to create the cluster) is not installed")
+    *ports, bus1, bus2, bus3 = free_ports(6)
+    nodes = [
+        ClusterNode(port, bus, tmp_path / f"node-{port}")
+        for port, bus in zip(ports, (bus1, bus2, bus3), strict=True)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        probe = redis.Redis(port=ports[0])
+        while probe.cluster("info").get("cluster_state") != "ok":
+            assert time.monotonic() < deadline, "cluster did not become ready"
+            time.sleep(0.1)
+        probe.close()
+        yield ports
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_cluster_and_standalone_compute_the_same_context(cluster, make_event, make_store) -> None:
+    events = [
+        make_event(
+            i * 3.0,
+            customer=f"cus-{i % 11}",
+            counterparty=f"acc-{i % 7}" if i % 2 else f"mer-{i % 5}",
+            counterparty_type=CounterpartyType.ACCOUNT if i % 2 else CounterpartyType.MERCHANT,
+            channel=Channel.WIRE if i % 2 else Channel.CARD,
+            direction=Direction.INBOUND if i % 5 == 0 else Direction.OUTBOUND,
+            terminal=None if i % 2 else f"trm-{i % 3}",
+            amount_usd=20 + (i * 53) % 700,
+        )
+        for i in range(300)
+    ]
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{cluster[0]}/0", cluster=True))
+    assert isinstance(client, redis.cluster.RedisCluster)
+    with ContextStore(client, ContextSettings(namespace="cluster-test")) as store:
+        on_cluster = [c for s in range(0, 300, 64) for c in store.update_batch(events[s : s + 64])]
+        again = store.update_batch(events[:64])
+        assert all(c.duplicate for c in again)
+        assert [c.features for c in again] == [c.features for c in on_cluster[:64]]
+        assert store.drop_namespace() > 0
+    client.close()
+
+    standalone = make_store()
+    alone = [c for s in range(0, 300, 64) for c in standalone.update_batch(events[s : s + 64])]
+    assert [c.features for c in on_cluster] == [c.features for c in alone]
