@@ -17,13 +17,11 @@ are partial and late by design: the model is judged on what really happened.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import secrets
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -34,8 +32,9 @@ from tqdm.auto import tqdm
 from models.errors import DatasetError
 from models.examples import NarrativeSet, SplitData, split_by_day
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
-from stream.context.features import ContextFeatures
+from stream.context.features import FEATURE_NAMES, ContextFeatures
 from stream.context.store import ContextStore, EventContext
+from stream.narrative import build_narrative, fit_spec
 from stream.redis_client import connect
 from stream.settings import Settings
 
@@ -116,16 +115,6 @@ def replay_contexts(
     return contexts
 
 
-def _stage_module(name: str) -> Any:
-    """Import ``name`` at call time. The narrative builder is being merged alongside this
-    module; importing it by name keeps this package importable (and the CLI working) until it
-    is, and fails with a clear message when it is missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise DatasetError(f"{name} is not available yet: {exc}") from exc
-
-
 def build_split(
     sim_dir: Path,
     settings: Settings,
@@ -136,8 +125,6 @@ def build_split(
 ) -> SplitData:
     """Simulator output → day-split narratives (see the module docstring); cached as Parquet
     in ``cache_dir`` (default ``sim_dir/narratives``)."""
-    narrative = _stage_module("stream.narrative")
-    build_narrative = narrative.build_narrative
 
     events = read_events(sim_dir / "events.jsonl")
     truth = read_truth(sim_dir / "truth.jsonl")
@@ -155,11 +142,7 @@ def build_split(
     parts = split_by_day(days, fractions)
 
     # The spec's bucket edges come from the train days' features only.
-    provisional = narrative.default_spec()
-    train_rows = [
-        build_narrative(events[i], contexts[i], provisional).features for i in parts["train"]
-    ]
-    spec = narrative.fit_spec(train_rows)
+    spec = fit_spec(contexts[i].features for i in parts["train"])
 
     texts, clauses, features = [], [], []
     for event, context in tqdm(
@@ -184,7 +167,7 @@ def build_split(
         train=full.subset(parts["train"]),
         validation=full.subset(parts["validation"]),
         test=full.subset(parts["test"]),
-        feature_names=tuple(narrative.FEATURE_NAMES),
+        feature_names=tuple(FEATURE_NAMES),
         narrative_spec=orjson.loads(spec.to_json()),
     )
     split.save(cache)

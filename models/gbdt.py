@@ -47,6 +47,7 @@ def train_gbdt(
     valid_y: NDArray[np.bool_],
     *,
     feature_names: tuple[str, ...],
+    valid_weights: NDArray[np.floating] | None = None,
     seed: int = 0,
     num_boost_round: int = 2000,
     early_stopping_rounds: int = 100,
@@ -73,7 +74,9 @@ def train_gbdt(
     }
     names = [name.replace(" ", "_") for name in feature_names]
     train_set = lgb.Dataset(np.asarray(train_x, np.float64), label=train_y, feature_name=names)
-    valid_set = lgb.Dataset(np.asarray(valid_x, np.float64), label=valid_y, reference=train_set)
+    valid_set = lgb.Dataset(
+        np.asarray(valid_x, np.float64), label=valid_y, weight=valid_weights, reference=train_set
+    )
     started = time.perf_counter()
     booster = lgb.train(
         params,

@@ -17,7 +17,6 @@ features can therefore leave an alert with fewer reasons.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -26,6 +25,7 @@ from numpy.typing import NDArray
 
 from models.inference import LoadedModel
 from schemas import Reason
+from stream.narrative.builder import SEPARATOR
 
 _REASON_TEXT_LIMIT = 512
 _CLAUSE_ID_LIMIT = 64
@@ -51,12 +51,9 @@ RemoveClause = Callable[[ExplainableNarrative, str], str]
 
 
 def remove_clause_text(narrative: ExplainableNarrative, clause_id: str) -> str:
-    """The narrative text with one clause's text cut out and the spacing tidied."""
-    remaining = narrative.text
-    for clause in narrative.clauses:
-        if clause.id == clause_id and clause.text:
-            remaining = remaining.replace(clause.text, " ", 1)
-    return re.sub(r"\s+", " ", remaining).strip()
+    """The other clauses joined as the narrative builder joins them — for a
+    ``stream.narrative.Narrative`` exactly what ``narrative_without`` returns."""
+    return SEPARATOR.join(c.text for c in narrative.clauses if c.id != clause_id)
 
 
 def explain(

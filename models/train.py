@@ -115,13 +115,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     "student": {},
+    # MiniLM trains at ~23 narratives/s on 2 cores: ~19k examples keep a fine-tune near 15 min.
     "minilm": {
         "backbone": "minilm",
-        "max_steps": 2500,
-        "eval_every": 500,
-        "warmup_steps": 150,
-        "legit_sample_rate": 0.2,
-        "validation_legit_sample_rate": 0.25,
+        "batch_size": 16,
+        "max_steps": 1200,
+        "eval_every": 300,
+        "warmup_steps": 100,
+        "learning_rate": 8e-5,
+        "legit_sample_rate": 0.1,
+        "validation_legit_sample_rate": 0.5,
         "patience": 2,
     },
 }
