@@ -36,7 +36,7 @@ local SEEN_CAP = cfg[5]         -- customer: first-seen counterparties
 local DEVICE_CAP = cfg[6]       -- customer: first-seen devices
 local SET_CAP = cfg[7]          -- inbound senders (customer) / customers (counterparty)
 local DEDUPE_CAP = cfg[8]       -- event ids remembered per entity, at most
-local DEDUPE_SPAN_MS = cfg[9]   -- ... and for this long (wall clock) after it arrived
+local DEDUPE_SPAN_MS = cfg[9]   -- ... and while the entity's newest time is this close
 
 -- TTLs are wall clock (Redis expires keys by it). Refreshing them costs a command per key, so
 -- it happens when an entity is created or its last refresh (header stamp) is REFRESH_MS old;
@@ -248,15 +248,16 @@ end
 
 ----------------------------------------------------------------------------------------------
 -- Dedupe memory: a FIFO (by arrival) of entries {8-byte event-id hash, stamp, record}, kept in
--- the state blob as a raw string, where stamp is the wall-clock time the event was applied and
--- record the packed features returned for it. An id is forgotten once DEDUPE_CAP newer ids
--- arrived or DEDUPE_SPAN_MS passed since. Wall clock, not event time, because redelivery is a
--- matter of processing time: a crashed or rebalanced consumer repeats the uncommitted tail of
--- its partitions within minutes, however much event time that tail spans (a catching-up
--- consumer or a replay puts days of event time in one batch). A quiet entity remembers an
--- event or two, so the blob stays small. Lookups are a plain substring search (C speed)
--- checked for entry alignment. (Keeping the records in a separate hash was measured: an HSET,
--- an HDEL and a PEXPIRE per event cost more than carrying a few records in the blob.)
+-- the state blob as a raw string, where stamp is the entity's newest event time when the event
+-- arrived and record the packed features returned for it. An id is forgotten once DEDUPE_CAP
+-- newer ids arrived, or once the entity's newest event time is DEDUPE_SPAN_MS past its stamp.
+-- Event time, not wall clock, so that a replay makes exactly the dedupe decisions live traffic
+-- made, and a fast replay does not remember its whole history; redelivery repeats the
+-- uncommitted tail of a partition, whose events are the entity's latest arrivals, well within a
+-- day of event time unless traffic is so sparse that a batch spans days. A quiet entity
+-- remembers a few events, so the blob stays small. Lookups are a plain substring search
+-- (C speed) checked for entry alignment. (Keeping the records in a separate hash was
+-- measured: an HSET, an HDEL and a PEXPIRE per event cost more than a few records in the blob.)
 
 local function fifo_load(st, raw, width)
   st.fifo_raw = raw
@@ -295,8 +296,8 @@ local function fifo_find(st, idh)
   return nil
 end
 
-local function fifo_prune(st)
-  local floor_stamp = NOW_MS - DEDUPE_SPAN_MS
+local function fifo_prune(st, newest)
+  local floor_stamp = newest - DEDUPE_SPAN_MS
   local width = st.fifo_w
   while st.fifo_n > 0 do
     if st.fifo_pos > #st.fifo_raw then

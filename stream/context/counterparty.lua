@@ -1,5 +1,6 @@
--- Counterparty (merchant, beneficiary or originator account, ATM, branch, exchange) and terminal
--- context: activity, distinct customers and label-derived fraud risk as of the event's time.
+-- Counterparty entity context - a card terminal, merchant, beneficiary or originator account,
+-- ATM, branch or exchange: activity, distinct customers and label-derived fraud risk as of the
+-- event's time.
 -- Appended to common.lua by store.py; the record order is COUNTERPARTY_RECORD in features.py.
 --
 -- Keys under the base "<ns>:{p:<counterparty_id>}" or "<ns>:{t:<terminal_id>}":
@@ -60,7 +61,7 @@ end
 local function save_state(st)
   local h = st.hdr
   refresh_due(st, h, H_TTL_AT)
-  fifo_prune(st)
+  fifo_prune(st, h[H_NEWEST])
   local days = encode_days(st, DAYS)
   h[H_HOURN], h[H_DAYSN], h[H_FIFON] = #st.hours / 2, #days / DAYS.size, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
@@ -122,8 +123,7 @@ local function count_24h(st, h, t)
 end
 
 local function apply_op(st, op)
-  -- kind: 0 counterparty, 1 terminal (whose 24-hour figures are not features: skipped)
-  local kind, t, idh, customer = sunpack('<Bdc8Hc0', op)
+  local t, idh, customer = sunpack('<dc8Hc0', op)
   local snapshot = fifo_find(st, idh)
   if snapshot then
     return 1, snapshot
@@ -139,10 +139,7 @@ local function apply_op(st, op)
   h[H_N] = h[H_N] + 1
 
   -- hourly counts for the 24-hour window (hour-granular: the event's hour and the 23 before)
-  local n24 = 0
-  if kind == 0 then
-    n24 = count_24h(st, h, t)
-  end
+  local n24 = count_24h(st, h, t)
 
   local w7, w30 = add_to_day(st, DAYS, floor(t / DAY_MS), ONE)
   if st.rolled then
@@ -159,10 +156,7 @@ local function apply_op(st, op)
     st.u_created = true
   end
   h[H_NU] = cap_zset(st.ukey, h[H_NU] + rcall('ZADD', st.ukey, 'GT', t, customer))
-  local customers24 = 0
-  if kind == 0 then
-    customers24 = rcall('ZCOUNT', st.ukey, t - DAY_MS + 1, '+inf')
-  end
+  local customers24 = rcall('ZCOUNT', st.ukey, t - DAY_MS + 1, '+inf')
   local customers7 = rcall('ZCOUNT', st.ukey, t - WEEK_MS + 1, '+inf')
 
   -- fraud labels known by time t, of events in the 30 days up to t. A label's time is never
@@ -181,6 +175,6 @@ local function apply_op(st, op)
 
   local record = spack(REC_FMT,
     n24, w7[1], customers24, customers7, labels, rate, (t - h[H_FIRST]) / DAY_MS)
-  fifo_push(st, idh, NOW_MS, record)
+  fifo_push(st, idh, h[H_NEWEST], record)
   return 0, record
 end

@@ -86,7 +86,7 @@ local function save_state(st)
   local h = st.hdr
   local newest = h[H_NEWEST]
   refresh_due(st, h, H_TTL_AT)
-  fifo_prune(st)
+  fifo_prune(st, h[H_NEWEST])
   -- recent outbound transfers older than the round-trip window (and a day) are useless
   local ro = st.ro
   local ro_first = 1
@@ -415,7 +415,7 @@ local function apply_op(st, op)
     w7[V_NEAR], w7[V_CASH] / 100, senders,
     since_in, out_in, rt_match, rt_days,
     late and 1 or 0)
-  fifo_push(st, idh, NOW_MS, record)
+  fifo_push(st, idh, h[H_NEWEST], record)
   prune_log(st, h)
   return 0, record
 end

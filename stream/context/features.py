@@ -13,7 +13,7 @@ windows are exact sliding windows over event time; 7d and 30d windows and counte
 are day- or hour-granular (see docs/context.md for the exact rules).
 
 Why a NamedTuple rather than a frozen dataclass: the design called for a frozen slotted
-dataclass, but with 59 fields its ``__init__`` costs ~7.6 µs per event on the benchmark machine
+dataclass, but with 56 fields its ``__init__`` costs ~7.6 µs per event on the benchmark machine
 (one ``object.__setattr__`` per field), a sixth of the 50 µs per-event budget; a NamedTuple is
 equally immutable and slot-free, typed per field for mypy, and builds in ~0.4 µs.
 """
@@ -60,6 +60,7 @@ class ContextFeatures(NamedTuple):
     near_threshold_cash: float  # cash deposit in [80%, 100%) of the reporting threshold
     hour_of_day: float  # UTC
     is_weekend: float  # Saturday or Sunday, UTC
+    has_terminal: float  # a card terminal is named: the cp_ features below describe it
 
     # --- the customer (CUSTOMER_RECORD: computed in Redis by customer.lua) -------------------
     out_count_1h: float
@@ -102,7 +103,8 @@ class ContextFeatures(NamedTuple):
     round_trip_days: float  # since that outbound transfer; -1 if none
     late: float  # older than the customer's newest event by more than the tolerance
 
-    # --- the counterparty (COUNTERPARTY_RECORD, counterparty.lua) ---------------------------
+    # --- the counterparty entity (COUNTERPARTY_RECORD, counterparty.lua): the card terminal
+    # when the event names one (the unit a skimmer compromises), else the counterparty
     cp_count_24h: float  # its events with any customer, hour-granular
     cp_count_7d: float
     cp_customers_24h: float  # distinct customers
@@ -110,12 +112,6 @@ class ContextFeatures(NamedTuple):
     cp_fraud_labels_30d: float  # its events of the last 30 days labelled fraud by then
     cp_fraud_rate_30d: float  # ... as a share of its events in those 30 days
     cp_age_days: float  # since its first event seen
-
-    # --- the card terminal, when the event names one -----------------------------------------
-    has_terminal: float
-    terminal_customers_7d: float
-    terminal_fraud_labels_30d: float
-    terminal_fraud_rate_30d: float
 
     def to_vector(self) -> list[float]:
         """The features in ``FEATURE_NAMES`` order."""
@@ -130,33 +126,16 @@ CUSTOMER_RECORD: Final = FEATURE_NAMES[
 ]
 """The customer features in the order customer.lua packs them."""
 
-COUNTERPARTY_RECORD: Final = (
-    "count_24h",
-    "count_7d",
-    "customers_24h",
-    "customers_7d",
-    "fraud_labels_30d",
-    "fraud_rate_30d",
-    "age_days",
+COUNTERPARTY_RECORD: Final = tuple(
+    name.removeprefix("cp_") for name in FEATURE_NAMES[FEATURE_NAMES.index("cp_count_24h") :]
 )
-"""What counterparty.lua packs, for counterparties (``cp_`` + name) and terminals alike."""
-
-_TERMINAL_TAKES: Final = (
-    COUNTERPARTY_RECORD.index("customers_7d"),
-    COUNTERPARTY_RECORD.index("fraud_labels_30d"),
-    COUNTERPARTY_RECORD.index("fraud_rate_30d"),
-)
+"""What counterparty.lua packs (``cp_`` + name in FEATURE_NAMES)."""
 
 
 def assemble(
     event_part: tuple[float, ...],
     customer_part: tuple[float, ...],
     counterparty_part: tuple[float, ...],
-    terminal_part: tuple[float, ...] | None,
 ) -> ContextFeatures:
     """Join the parts computed by Python (event) and by the Redis scripts."""
-    if terminal_part is None:
-        terminal: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
-    else:
-        terminal = (1.0, *(terminal_part[i] for i in _TERMINAL_TAKES))
-    return ContextFeatures._make(event_part + customer_part + counterparty_part + terminal)
+    return ContextFeatures._make(event_part + customer_part + counterparty_part)

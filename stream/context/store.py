@@ -36,7 +36,7 @@ from stream.context.features import (
     ContextFeatures,
     assemble,
 )
-from stream.context.ops import CONFIG, EventOps, event_ops, label_op
+from stream.context.ops import CONFIG, EventOps, counterparty_entity, event_ops, label_op
 from stream.redis_client import AnyRedis
 from stream.settings import ContextSettings
 
@@ -82,10 +82,10 @@ class ContextLimits:
     dedupe_cap: int = 256
     """Event ids (with their feature snapshots) remembered per entity, at most... Keep it at
     least the events of one entity that can be redelivered together (a batch, by default)."""
-    dedupe_span_s: int = 6 * 3600
-    """...and for this long (wall clock) after they were applied. Redelivery after a crash or
-    a rebalance repeats the uncommitted tail of a partition within minutes; six hours leaves
-    room for a consumer that hung for a while."""
+    dedupe_span_s: int = 86_400
+    """...and while the entity's newest event time is less than this past their arrival.
+    Redelivery after a crash or rebalance repeats the uncommitted tail of a partition: the
+    entity's latest events, within a day of event time unless traffic is very sparse."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
     ops_per_call: int = 512
@@ -105,7 +105,7 @@ class EventContext:
 @dataclass(frozen=True, slots=True)
 class LabelApplyResult:
     applied: int
-    """Fraud labels newly recorded against their counterparty and/or terminal."""
+    """Fraud labels newly recorded against their counterparty entity."""
     duplicates: int
     """Fraud labels of events already labelled fraud (idempotent replays, or a second source)."""
     skipped: int
@@ -135,14 +135,13 @@ class PendingContexts:
         n = len(self._events)
         customer: list[tuple[float, ...]] = [()] * n
         counterparty: list[tuple[float, ...]] = [()] * n
-        terminal: list[tuple[float, ...] | None] = [None] * n
         duplicate = [False] * n
         for call, output in zip(self._calls, outputs, strict=True):
-            _unpack(call, output, customer, counterparty, terminal, duplicate)
+            _unpack(call, output, customer, counterparty, duplicate)
         return [
             EventContext(
                 event.event_id,
-                assemble(ops.event_part, customer[i], counterparty[i], terminal[i]),
+                assemble(ops.event_part, customer[i], counterparty[i]),
                 duplicate[i],
             )
             for i, (event, ops) in enumerate(zip(self._events, self._prepared, strict=True))
@@ -154,25 +153,20 @@ def _unpack(
     output: bytes | list[int],
     customer: list[tuple[float, ...]],
     counterparty: list[tuple[float, ...]],
-    terminal: list[tuple[float, ...] | None],
     duplicate: list[bool],
 ) -> None:
     if not isinstance(output, bytes):
         raise ContextError(f"unexpected reply from the {call.script} script")
-    record = _CUSTOMER_RECORD if call.script == "customer" else _COUNTERPARTY_RECORD
+    is_customer = call.script == "customer"
+    record = _CUSTOMER_RECORD if is_customer else _COUNTERPARTY_RECORD
     if len(output) != record.size * len(call.targets):
         raise ContextError(f"{call.script} script returned {len(output)} bytes")
-    targets = call.targets
-    if call.script == "customer":
-        for target, (status, *values) in zip(targets, record.iter_unpack(output), strict=True):
+    for target, (status, *values) in zip(call.targets, record.iter_unpack(output), strict=True):
+        if is_customer:
             customer[target] = tuple(values)
             duplicate[target] = status == 1
-        return
-    for target, (_status, *values) in zip(targets, record.iter_unpack(output), strict=True):
-        if target >= 0:
-            counterparty[target] = tuple(values)
         else:
-            terminal[-1 - target] = tuple(values)
+            counterparty[target] = tuple(values)
 
 
 def _script_source(name: str) -> str:
@@ -297,34 +291,26 @@ class ContextStore:
         self.close()
 
     def apply_labels(self, labels: Sequence[LabelEvent]) -> LabelApplyResult:
-        """Record fraud labels against the labelled event's counterparty and terminal; from the
-        label's time on, they count in those entities' label-derived risk. Idempotent."""
+        """Record fraud labels against the labelled event's counterparty entity (its terminal
+        when it names one, see ``ops.counterparty_entity``); from the label's time on, they
+        count in that entity's label-derived risk. Idempotent."""
         ns = self._namespace
         ops: list[tuple[str, bytes, int]] = []
         skipped = 0
-        counted: list[int] = []
         for label in labels:
-            bases = []
-            if label.is_suspicious and label.counterparty_id is not None:
-                bases.append(keys.counterparty_base(ns, label.counterparty_id))
-            if label.is_suspicious and label.terminal_id is not None:
-                bases.append(keys.terminal_base(ns, label.terminal_id))
-            if not bases:
+            if not label.is_suspicious or (
+                label.counterparty_id is None and label.terminal_id is None
+            ):
                 skipped += 1
                 continue
-            op = label_op(label)
-            index = len(counted)
-            counted.append(0)
-            ops.extend((base, op, index) for base in bases)
+            kind, entity = counterparty_entity(label.terminal_id, label.counterparty_id or "")
+            ops.append((keys.entity_base(ns, kind, entity), label_op(label), len(ops)))
         if not ops:
             return LabelApplyResult(0, 0, skipped)
         calls = list(self._group("labels", ops))
         outputs = self._guard(self._run, calls)
-        for call, output in zip(calls, outputs, strict=True):
-            for target, added in zip(call.targets, output, strict=True):
-                counted[target] += int(added)
-        applied = sum(1 for c in counted if c > 0)
-        return LabelApplyResult(applied, len(counted) - applied, skipped)
+        applied = sum(int(added) for output in outputs for added in output)
+        return LabelApplyResult(applied, len(ops) - applied, skipped)
 
     def drop_namespace(self) -> int:
         """Delete every key of the namespace (a finished backtest); returns how many."""
@@ -352,14 +338,8 @@ class ContextStore:
         counterparty_ops: list[tuple[str, bytes, int]] = []
         for i, (event, ops) in enumerate(zip(events, prepared, strict=True)):
             customer_ops.append((keys.customer_base(ns, event.customer_id), ops.customer_op, i))
-            counterparty_ops.append(
-                (keys.counterparty_base(ns, event.counterparty_id), ops.counterparty_op, i)
-            )
-            if ops.terminal_op is not None and event.terminal_id is not None:
-                # Negative targets mark terminal results (see _unpack).
-                counterparty_ops.append(
-                    (keys.terminal_base(ns, event.terminal_id), ops.terminal_op, -1 - i)
-                )
+            kind, entity = counterparty_entity(event.terminal_id, event.counterparty_id)
+            counterparty_ops.append((keys.entity_base(ns, kind, entity), ops.counterparty_op, i))
         return [
             *self._group("customer", customer_ops),
             *self._group("counterparty", counterparty_ops),

@@ -40,7 +40,6 @@ CLAUSE_ORDER: Final = (
     "amount_vs_usual",
     "counterparty",
     "cp_fraud_rate",
-    "terminal_fraud_rate",
     "country",
     "device",
     "dormancy",
@@ -164,12 +163,11 @@ def _clause_texts(
             known = "known for years"
         add(("counterparty", f"{noun} {known}"))
 
+    # the counterparty entity is the terminal when the event names one
+    entity = "terminal" if f.has_terminal else noun
     if f.cp_fraud_labels_30d >= 1:
         rate = RATE_LEVELS[spec.level("cp_fraud_rate_30d", f.cp_fraud_rate_30d)]
-        add(("cp_fraud_rate", f"{noun}'s recent fraud rate {rate}"))
-    if f.has_terminal and f.terminal_fraud_labels_30d >= 1:
-        rate = RATE_LEVELS[spec.level("terminal_fraud_rate_30d", f.terminal_fraud_rate_30d)]
-        add(("terminal_fraud_rate", f"terminal's recent fraud rate {rate}"))
+        add(("cp_fraud_rate", f"{entity}'s recent fraud rate {rate}"))
 
     new_country = f.country_new and has_history
     if f.high_risk_country and new_country:
@@ -277,9 +275,9 @@ def _clause_texts(
             add(("cp_customers", f"{noun} paid by {quantity(customers, 'customers')} this week"))
     else:
         level = spec.level("cp_customers_7d", customers)
-        add(("cp_customers", f"{noun} used by {CUSTOMER_LEVELS[level]} customers this week"))
+        add(("cp_customers", f"{entity} used by {CUSTOMER_LEVELS[level]} customers this week"))
     if f.cp_age_days < 1 and f.cp_count_7d <= 1:
-        add(("cp_new_to_bank", f"{noun} new to the bank"))
+        add(("cp_new_to_bank", f"{entity} new to the bank"))
 
     if not has_history:
         add(("account_age", "first payment of this customer"))

@@ -55,7 +55,6 @@ LEVELED: Final[tuple[Leveled, ...]] = (
     Leveled("out_sum_24h", (0.50, 0.90, 0.98), "out_count_24h", 2.0),
     Leveled("cp_customers_7d", (0.50, 0.90, 0.99)),
     Leveled("cp_fraud_rate_30d", (0.50, 0.90), "cp_fraud_labels_30d", 1.0),
-    Leveled("terminal_fraud_rate_30d", (0.50, 0.90), "terminal_fraud_labels_30d", 1.0),
 )
 LEVELED_BY_NAME: Final = {spec.feature: spec for spec in LEVELED}
 

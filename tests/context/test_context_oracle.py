@@ -175,13 +175,6 @@ def _reference_counterparty(theirs: list[Seen], cur: Seen, prefix: str) -> dict[
         "fraud_rate_30d": 0.0,
         "age_days": (t - min(s.t for s in rows)) / DAY,
     }
-    if prefix == "terminal_":
-        return {
-            "has_terminal": 1.0,
-            "terminal_customers_7d": f["customers_7d"],
-            "terminal_fraud_labels_30d": 0.0,
-            "terminal_fraud_rate_30d": 0.0,
-        }
     return {prefix + k: float(v) for k, v in f.items()}
 
 
@@ -209,20 +202,16 @@ def reference_features(events: Sequence[TransactionEvent]) -> list[dict[str, flo
             ),
             hour_of_day=float(e.event_time.hour),
             is_weekend=float(e.event_time.weekday() >= 5),
+            has_terminal=float(e.terminal_id is not None),
         )
+
+        # the counterparty entity: the terminal when the event names one
+        def entity(x: TransactionEvent) -> tuple[str, str]:
+            return ("t", x.terminal_id) if x.terminal_id else ("p", x.counterparty_id)
+
         f.update(
-            _reference_counterparty(
-                [s for s in seen if s.event.counterparty_id == e.counterparty_id], cur, "cp_"
-            )
+            _reference_counterparty([s for s in seen if entity(s.event) == entity(e)], cur, "cp_")
         )
-        if e.terminal_id:
-            f.update(
-                _reference_counterparty(
-                    [s for s in seen if s.event.terminal_id == e.terminal_id], cur, "terminal_"
-                )
-            )
-        else:
-            f["has_terminal"] = 0.0
         result.append(f)
         seen.append(cur)
     return result

@@ -117,7 +117,6 @@ def test_two_workers_on_different_customers_stay_correct(make_event, make_store,
                 i * 0.2,
                 customer=f"{worker}-cus-{i % 7}",
                 counterparty=f"mer-{i % 3}",
-                terminal=f"trm-{i % 2}",
             )
             for i in range(per_worker)
         ]
@@ -155,7 +154,7 @@ def test_two_workers_on_different_customers_stay_correct(make_event, make_store,
         got = [c.features[: c.features._fields.index("cp_count_24h")] for c in results[worker]]
         want = [c.features[: c.features._fields.index("cp_count_24h")] for c in alone]
         assert got == want
-    # every event reached its merchant and terminal: a probe at the end sees them all
+    # every event reached its merchant: a probe at the end sees them all
     probe_store = make_store()
     for m in range(3):
         (probe,) = probe_store.update_batch(
@@ -231,9 +230,10 @@ def test_label_risk_uses_only_labels_known_at_the_event_time(make_event, make_st
 
     for seen in (seen_live, seen_replay):
         f = [c.features for c in seen]
-        assert [x.terminal_fraud_labels_30d for x in f] == [0] * 6 + [2] * 3
+        # the terminal is the counterparty entity of these card payments
+        assert [x.has_terminal for x in f] == [1] * 9
         assert [x.cp_fraud_labels_30d for x in f] == [0] * 6 + [2] * 3
-        assert f[-1].terminal_fraud_rate_30d == pytest.approx(2 / 9)
+        assert f[-1].cp_fraud_rate_30d == pytest.approx(2 / 9)
     assert [c.features for c in seen_live] == [c.features for c in seen_replay]
 
 

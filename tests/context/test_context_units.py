@@ -28,6 +28,7 @@ from stream.context.ops import (
     F_RISKY_MCC,
     F_SMALL,
     F_TRANSFER,
+    counterparty_entity,
     epoch_ms,
     event_ops,
 )
@@ -70,16 +71,16 @@ def test_event_ops_flags_and_event_features(make_event) -> None:  # type: ignore
     flags = struct.unpack_from("<ddH", ops.customer_op)[2]
     assert flags == F_CASH_IN | F_NEAR_THRESHOLD
     assert ops.event_part[FEATURE_NAMES.index("near_threshold_cash")] == 1.0
-    assert ops.terminal_op is None
+    assert ops.event_part[FEATURE_NAMES.index("has_terminal")] == 0.0
 
     tiny = make_event(channel=Channel.ECOMMERCE, amount_usd=1.0, mcc="5732", terminal="t-1")
     ops = event_ops(tiny)
     _, cents, flags = struct.unpack_from("<ddH", ops.customer_op)
     assert cents == 100
     assert flags == F_OUTBOUND | F_SMALL | F_ECOMMERCE | F_RISKY_MCC
-    assert ops.terminal_op is not None
-    assert ops.terminal_op[0] == 1
-    assert ops.counterparty_op[0] == 0
+    assert ops.event_part[FEATURE_NAMES.index("has_terminal")] == 1.0
+    assert counterparty_entity(tiny.terminal_id, tiny.counterparty_id) == ("t", "t-1")
+    assert counterparty_entity(None, "mer-1") == ("p", "mer-1")
     assert ops.event_part[:3] == (1.0, 1.0, float(CHANNEL_CODES[Channel.ECOMMERCE]))
 
     wire = make_event(channel=Channel.WIRE, country=sorted(HIGH_RISK_COUNTRIES)[0])
@@ -104,27 +105,15 @@ def test_feature_layout_is_stable_and_complete() -> None:
     assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
     assert 30 <= len(FEATURE_NAMES) <= 60
     assert (
-        EVENT_FIELDS
-        + CUSTOMER_RECORD
-        + tuple("cp_" + name for name in COUNTERPARTY_RECORD)
-        + (
-            "has_terminal",
-            "terminal_customers_7d",
-            "terminal_fraud_labels_30d",
-            "terminal_fraud_rate_30d",
-        )
+        EVENT_FIELDS + CUSTOMER_RECORD + tuple("cp_" + name for name in COUNTERPARTY_RECORD)
         == FEATURE_NAMES
     )
     values = assemble(
         tuple(float(i) for i in range(len(EVENT_FIELDS))),
         tuple(100.0 + i for i in range(len(CUSTOMER_RECORD))),
         tuple(200.0 + i for i in range(len(COUNTERPARTY_RECORD))),
-        tuple(300.0 + i for i in range(len(COUNTERPARTY_RECORD))),
     )
     assert isinstance(values, ContextFeatures)
     assert values.to_vector() == list(values)
-    assert values.has_terminal == 1.0
-    assert values.terminal_customers_7d == 300.0 + COUNTERPARTY_RECORD.index("customers_7d")
     assert values.cp_age_days == 200.0 + COUNTERPARTY_RECORD.index("age_days")
-    no_terminal = assemble((0.0,) * 9, (0.0,) * 39, (0.0,) * 7, None)
-    assert no_terminal.has_terminal == 0.0
+    assert values.out_count_1h == 100.0

@@ -184,8 +184,6 @@ def test_over_budget_clauses_are_dropped_from_the_end(tokenizer: Any) -> None:
         cp_fraud_labels_30d=3.0,
         cp_fraud_rate_30d=0.5,
         has_terminal=1.0,
-        terminal_fraud_labels_30d=2.0,
-        terminal_fraud_rate_30d=0.5,
         high_risk_country=1.0,
         country_new=1.0,
         device_new=1.0,
@@ -298,8 +296,8 @@ TYPOLOGY_CASES: dict[str, tuple[TransactionEvent, dict[str, float], set[str]]] =
     ),
     "compromised_terminal": (
         event(Channel.CARD),
-        {"has_terminal": 1.0, "terminal_fraud_labels_30d": 5.0, "terminal_fraud_rate_30d": 0.3},
-        {"terminal_fraud_rate"},
+        {"has_terminal": 1.0, "cp_fraud_labels_30d": 5.0, "cp_fraud_rate_30d": 0.3},
+        {"cp_fraud_rate"},
     ),
     "round_tripping": (
         event(Channel.WIRE, Direction.INBOUND, CounterpartyType.ACCOUNT),

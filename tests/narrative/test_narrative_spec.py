@@ -27,8 +27,6 @@ def training_rows(n: int, seed: int = 0) -> np.ndarray:
     rows[:, COL["cp_customers_7d"]] = rng.integers(1, 400, n)
     rows[:, COL["cp_fraud_labels_30d"]] = rng.integers(0, 3, n)
     rows[:, COL["cp_fraud_rate_30d"]] = rng.uniform(0, 0.2, n)
-    rows[:, COL["terminal_fraud_labels_30d"]] = rng.integers(0, 3, n)
-    rows[:, COL["terminal_fraud_rate_30d"]] = rng.uniform(0, 0.2, n)
     return rows
 
 
