@@ -8,6 +8,7 @@ import typer
 
 from models.cli import model_app
 from stream.alerts.cli import alerts_app
+from stream.demo import demo
 from stream.devenv.cli import app as dev_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
@@ -29,6 +30,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.command("simulate")(simulate)
+app.command("demo")(demo)
 
 run_app = typer.Typer(
     help="Long-running workers: the scorer and the trainer.", no_args_is_help=True

@@ -223,3 +223,78 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("real infrastructure used by integration tests")
         for line in _INFRA.lines:
             terminalreporter.write_line(line)
+
+
+# -- Data and a trained model (shared by scorer, trainer, replay and reliability tests) ------
+
+
+def simulate_to(
+    out: Path, *, customers: int, days: int, seed: int, start_date: str, **extra: object
+) -> Path:
+    """Run the real simulator into ``out`` (events, labels, truth as JSONL)."""
+    from stream.simulate.config import build_config
+    from stream.simulate.engine import simulate
+    from stream.simulate.writers import write_files
+
+    config = build_config(customers=customers, days=days, seed=seed, start_date=start_date, **extra)
+    write_files(simulate(config), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def training_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small labelled traffic to train the session's model on. Prevalence is raised from the
+    realistic 0.5% so a few hundred training steps see every typology."""
+    return simulate_to(
+        tmp_path_factory.mktemp("training-sim"),
+        customers=300,
+        days=30,
+        seed=11,
+        start_date="2026-01-01",
+        prevalence=0.03,
+    )
+
+
+@pytest.fixture(scope="session")
+def stream_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Later traffic of another population: what the tests stream through the scorer."""
+    return simulate_to(
+        tmp_path_factory.mktemp("stream-sim"),
+        customers=120,
+        days=6,
+        seed=12,
+        start_date="2026-02-15",
+        prevalence=0.03,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_registry(
+    tmp_path_factory: pytest.TempPathFactory, training_sim: Path, redis_settings: RedisSettings
+) -> Path:
+    """A registry whose champion is a tiny student trained on ``training_sim`` with the real
+    context store and narratives. Thresholds target a 5% alert rate so tests see alerts."""
+    from models.dataset import build_split
+    from models.registry import Registry
+    from models.train import preset
+    from models.workflow import Targets, train_and_register
+
+    root = tmp_path_factory.mktemp("registry")
+    settings = Settings(
+        redis=redis_settings,
+        context=ContextSettings(namespace=unique("train")),
+        model=ModelSettings(registry_dir=root),
+    )
+    split = build_split(training_sim, settings, progress=False)
+    registry = Registry(root)
+    run = train_and_register(
+        split,
+        preset("tiny", seed=1),
+        registry,
+        targets=Targets(alert_rate=0.05),
+        name="tiny",
+        progress=False,
+    )
+    assert run.version is not None
+    registry.promote(run.version, reason="session fixture")
+    return root

@@ -160,6 +160,16 @@ def down() -> None:
         typer.echo(f"{name}: stopped (pid {pid})" if pid else f"{name}: was not running")
 
 
+def is_up() -> bool:
+    """Whether the broker of a previous `up` runs and answers (the demo reuses it then)."""
+    dev_dir = _dev_dir()
+    kafka_state = _read_state(dev_dir).get("kafka", {})
+    broker = _broker(
+        dev_dir, kafka_state.get("port", 9092), kafka_state.get("controller_port", 9093)
+    )
+    return broker.pid is not None and broker.answers()
+
+
 @app.command()
 def status() -> None:
     """Show whether the broker and redis-server of `up` run and answer, with their addresses."""
