@@ -4,7 +4,8 @@
 -- Appended to common.lua by store.py; the record order is COUNTERPARTY_RECORD in features.py.
 --
 -- Keys under the base "<ns>:{p:<counterparty_id>}" or "<ns>:{t:<terminal_id>}":
---   :s  state blob: header | hour list | past-day list | dedupe FIFO with snapshots
+--   :s  state blob: header | hour list | dedupe FIFO with snapshots
+--   :d  past-day list (7d/30d windows; read and written about once per active day)
 --   :u  zset customer -> latest event time with this counterparty
 --   :b  zset of fraud labels: member = packed event time .. event id, score = label time
 --       (written by labels.lua, read here)
@@ -13,7 +14,7 @@
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
 local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'Hf', size = 6 }
-local H_NU, H_HOURN, H_DAYSN, H_FIFON = 9, 10, 11, 12
+local H_NU, H_HOURN, H_FIFON = 9, 10, 12 -- (11: unused)
 local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
 local H_TTL_AT = 14 -- wall clock of the last TTL refresh
 local N_HDR = 14
@@ -29,7 +30,7 @@ local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b',     dirty = false, rolled = false, created = false, u_created = false,
+    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dkey = base .. ':d',     dirty = false, rolled = false, created = false, u_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
@@ -39,7 +40,7 @@ local function load_state(base)
     h[DAYS.day] = -1
     -- labels may precede the first event seen here (a replay, a late start)
     h[H_LABELS] = rcall('EXISTS', st.bkey)
-    st.hdr, st.hours, st.days_raw, st.days_n, st.fifo_n = h, {}, '', 0, 0
+    st.hdr, st.hours, st.fifo_n = h, {}, 0
     fifo_load(st, '', FIFO_W)
     return st
   end
@@ -50,9 +51,6 @@ local function load_state(base)
   else
     st.hours = {}
   end
-  st.days_n = h[H_DAYSN]
-  st.days_raw = ssub(raw, pos, pos + DAYS.size * st.days_n - 1)
-  pos = pos + DAYS.size * st.days_n
   st.fifo_n = h[H_FIFON]
   fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
   return st
@@ -62,13 +60,12 @@ local function save_state(st)
   local h = st.hdr
   refresh_due(st, h, H_TTL_AT)
   fifo_prune(st, h[H_NEWEST])
-  local days = encode_days(st, DAYS)
-  h[H_HOURN], h[H_DAYSN], h[H_FIFON] = #st.hours / 2, #days / DAYS.size, st.fifo_n
+  save_days(st, DAYS)
+  h[H_HOURN], h[H_FIFON] = #st.hours / 2, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
   local blob = tconcat({
     spack(HDR_FMT, unpack(h)),
     pack_records(HOUR_UNIT, st.hours, 2, 1),
-    days,
     fifo_encode(st),
   })
   if ttl2 then

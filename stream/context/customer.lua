@@ -3,7 +3,8 @@
 -- CUSTOMER_RECORD in features.py.
 --
 -- Keys under the base "<ns>:{c:<customer_id>}":
---   :s  state blob: header | recent-event log | past-day list | recent outbound | dedupe FIFO
+--   :s  state blob: header | recent-event log | recent outbound | dedupe FIFO
+--   :d  past-day list (7d/30d windows; read and written about once per active day)
 --   :k  hash of first-seen times: 'p'..counterparty, 'd'..device, 'k'..country -> packed double
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
 
@@ -20,7 +21,7 @@ local DAYS = {
   caps = { 65535, false, 65535, false, 65535, false },
 }
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
-local H_LOGN, H_DAYSN, H_RON, H_FIFON = 38, 39, 40, 41
+local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: unused)
 local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
 local N_HDR = 42
 local HDR_FMT = rep_fmt('d', N_HDR)
@@ -45,7 +46,7 @@ local ROUND_TRIP_TOLERANCE = 0.05
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z',     dirty = false, rolled = false, created = false, z_created = false,
+    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z', dkey = base .. ':d',     dirty = false, rolled = false, created = false, z_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
@@ -54,7 +55,7 @@ local function load_state(base)
     h[1] = 1
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
     st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
-    st.days_raw, st.days_n, st.fifo_n = '', 0, 0
+    st.fifo_n = 0
     fifo_load(st, '', FIFO_W)
     return st
   end
@@ -67,10 +68,6 @@ local function load_state(base)
     st.log = {}
   end
   st.log_first = 1
-  n = h[H_DAYSN]
-  st.days_n = n
-  st.days_raw = ssub(raw, pos, pos + DAYS.size * n - 1)
-  pos = pos + DAYS.size * n
   n = h[H_RON]
   if n > 0 then
     st.ro, pos = unpack_at(rep_fmt(RO_UNIT, n), raw, pos)
@@ -94,15 +91,13 @@ local function save_state(st)
     ro_first = ro_first + RW
   end
   ro_first = (ro_first - 1) / RW + 1
-  local days = encode_days(st, DAYS)
+  save_days(st, DAYS)
   local log_n = #st.log / LW - st.log_first + 1
-  h[H_LOGN], h[H_DAYSN], h[H_RON], h[H_FIFON] =
-    log_n, #days / DAYS.size, #ro / RW - ro_first + 1, st.fifo_n
+  h[H_LOGN], h[H_RON], h[H_FIFON] = log_n, #ro / RW - ro_first + 1, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
   local blob = tconcat({
     spack(HDR_FMT, unpack(h)),
     pack_records(LOG_UNIT, st.log, LW, st.log_first),
-    days,
     pack_records(RO_UNIT, ro, RW, ro_first),
     fifo_encode(st),
   })

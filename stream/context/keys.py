@@ -8,10 +8,11 @@ Identifiers cannot contain braces (see ``schemas.common.Identifier``), so the ta
 
 Suffixes under an entity base key (see docs/context.md for sizes and TTLs):
 
-* customer ``{c:..}``: ``:s`` state blob, ``:k`` hash (first-seen counterparties, devices,
-  countries; feature snapshots per recent event id), ``:z`` zset of inbound senders.
-* counterparty ``{p:..}`` and terminal ``{t:..}``: ``:s`` state blob, ``:u`` zset of customers,
-  ``:e0``/``:e1`` snapshot generations per event id, ``:b`` zset of fraud labels.
+* customer ``{c:..}``: ``:s`` state blob (profile, recent-event log, recent outbound transfers,
+  dedupe memory with feature snapshots), ``:d`` past-day totals, ``:k`` hash of first-seen
+  counterparties, devices and countries, ``:z`` zset of inbound senders.
+* counterparty ``{p:..}`` and terminal ``{t:..}``: ``:s`` state blob (profile, hourly counts,
+  dedupe memory), ``:d`` past-day counts, ``:u`` zset of customers, ``:b`` zset of fraud labels.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ CUSTOMER: Final = "c"
 COUNTERPARTY: Final = "p"
 TERMINAL: Final = "t"
 
-CUSTOMER_SUFFIXES: Final = (":s", ":k", ":z")
-COUNTERPARTY_SUFFIXES: Final = (":s", ":u", ":e0", ":e1", ":b")
+CUSTOMER_SUFFIXES: Final = (":s", ":d", ":k", ":z")
+COUNTERPARTY_SUFFIXES: Final = (":s", ":d", ":u", ":b")
 
 
 def entity_base(namespace: str, kind: str, entity_id: str) -> str:

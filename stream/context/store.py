@@ -82,10 +82,10 @@ class ContextLimits:
     dedupe_cap: int = 256
     """Event ids (with their feature snapshots) remembered per entity, at most... Keep it at
     least the events of one entity that can be redelivered together (a batch, by default)."""
-    dedupe_span_s: int = 86_400
+    dedupe_span_s: int = 6 * 3600
     """...and while the entity's newest event time is less than this past their arrival.
     Redelivery after a crash or rebalance repeats the uncommitted tail of a partition: the
-    entity's latest events, within a day of event time unless traffic is very sparse."""
+    entity's latest events, within hours of event time unless traffic is very sparse."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
     ops_per_call: int = 512
