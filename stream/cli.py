@@ -8,10 +8,12 @@ import typer
 
 from models.cli import model_app
 from stream.alerts.cli import alerts_app
+from stream.backtest.cli import backtest_app
 from stream.demo import demo
 from stream.devenv.cli import app as dev_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
+from stream.replay.cli import replay_command
 from stream.scorer.cli import scorer
 from stream.settings import load_settings
 from stream.simulate.cli import simulate
@@ -29,8 +31,10 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(backtest_app, name="backtest")
 app.command("simulate")(simulate)
 app.command("demo")(demo)
+app.command("replay")(replay_command)
 
 run_app = typer.Typer(
     help="Long-running workers: the scorer and the trainer.", no_args_is_help=True

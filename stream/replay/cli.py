@@ -1,0 +1,201 @@
+"""`riskstream replay`: re-stream a topic range or a file through the scorer into an isolated run.
+
+torch is imported inside the command (through the model loader), so `riskstream --help` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stream.settings import Settings, load_settings
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"0"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2.5d"`` (no unit: seconds)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 0, 90s, 15m, 6h, 2d)")
+    return timedelta(seconds=float(match[1]) * _UNIT_S[match[2]])
+
+
+def parse_moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}") from error
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"give the time zone, e.g. {text}Z")
+    return moment
+
+
+def _default_labels(settings: Settings, file: Path | None) -> tuple[str, str] | None:
+    """Labels where a replay of this source would find them: ``labels.jsonl`` (or .parquet)
+    beside an input file (simulator output), or the labels topic when replaying a topic."""
+    if file is not None:
+        for name in ("labels.jsonl", "labels.parquet"):
+            if (file.parent / name).is_file():
+                return "file", str(file.parent / name)
+        return None
+    return "topic", settings.topics.labels
+
+
+def replay_command(
+    topic: Annotated[
+        str | None,
+        typer.Option(help="Topic to replay (default: topics.transactions unless --file)."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A JSONL or Parquet file of TransactionEvents instead.")
+    ] = None,
+    from_offset: Annotated[
+        list[str] | None,
+        typer.Option(help="Start offset: OFFSET (every partition) or PARTITION:OFFSET; repeat."),
+    ] = None,
+    to_offset: Annotated[
+        list[str] | None,
+        typer.Option(help="End offset, exclusive, same forms (default: the end at start)."),
+    ] = None,
+    partition: Annotated[
+        list[int] | None, typer.Option(help="Only these partitions (repeat; default: all).")
+    ] = None,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            help="Start at this time (ISO 8601 with zone): broker timestamps for a topic, "
+            "event time for a file."
+        ),
+    ] = None,
+    to_time: Annotated[str | None, typer.Option(help="End before this time (same rule).")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Model version to score with (default: the champion).")
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="N× real time by event time (default: as fast as possible)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Events per batch (default: scorer.batch_max_size).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels file (JSONL/Parquet) revealed as they arrived.")
+    ] = None,
+    labels_topic: Annotated[str | None, typer.Option(help="Read labels from this topic.")] = None,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="Reveal no labels.")] = False,
+    label_delay: Annotated[
+        str,
+        typer.Option(help="Extra delay before a label counts, after its label_time (e.g. 6h)."),
+    ] = "0",
+    run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
+    keep_state: Annotated[
+        bool, typer.Option("--keep-state", help="Keep the run's Redis namespace afterwards.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Re-stream a topic range or a file through the live scoring code into an isolated run.
+
+    The run gets its own Redis namespace (backtest-RUN_ID, deleted at the end unless
+    --keep-state), its own alert topic (<topics.alerts>.backtest.RUN_ID) and its own directory
+    (<home>/runs/RUN_ID: run.json, scores.parquet, alerts.jsonl, dead_letters.jsonl). Labels
+    count only from label_time + --label-delay on. Same input, model and batch size: same
+    alerts. Then: riskstream backtest report RUN_ID.
+    """
+    from schemas.errors import RiskstreamError
+    from stream.replay.errors import LabelSourceError
+    from stream.replay.labels import LabelSchedule, read_label_file, read_label_topic
+    from stream.replay.run import ReplayOptions, prepare_replay
+    from stream.replay.sources import FileSource, OffsetBound, ReplaySource, TopicSource
+
+    if file is not None and topic is not None:
+        raise typer.BadParameter("give --topic or --file, not both")
+    if sum(x is not None for x in (labels, labels_topic)) + no_labels > 1:
+        raise typer.BadParameter("give at most one of --labels, --labels-topic, --no-labels")
+    if file is not None and (from_offset or to_offset or partition):
+        raise typer.BadParameter("offsets and partitions apply to topics; use times for files")
+    settings = load_settings()
+    start, end = parse_moment(from_time), parse_moment(to_time)
+    delay = parse_duration(label_delay)
+    if (from_offset and start is not None) or (to_offset and end is not None):
+        raise typer.BadParameter("give an offset or a time for each end of the range, not both")
+
+    label_choice: tuple[str, str] | None = None
+    explicit = labels is not None or labels_topic is not None
+    if labels is not None:
+        label_choice = ("file", str(labels))
+    elif labels_topic is not None:
+        label_choice = ("topic", labels_topic)
+    elif not no_labels:
+        label_choice = _default_labels(settings, file)
+
+    source: ReplaySource | None = None
+    try:
+        schedule = None
+        if label_choice is not None:
+            kind, where = label_choice
+            try:
+                loaded = (
+                    read_label_file(Path(where))
+                    if kind == "file"
+                    else read_label_topic(settings.kafka, where)
+                )
+            except LabelSourceError as error:
+                if explicit:
+                    raise
+                typer.secho(f"no labels: {error}", err=True, fg=typer.colors.YELLOW)
+                label_choice, loaded = None, []
+            if label_choice is not None:
+                schedule = LabelSchedule(loaded, delay)
+                typer.echo(f"labels: {len(schedule):,} from {kind} {where}, revealed {delay} late")
+        run = prepare_replay(
+            settings,
+            ReplayOptions(
+                run_id=run_id,
+                model_version=model_version,
+                batch_size=batch_size or settings.scorer.batch_max_size,
+                speed=speed,
+                labels=schedule,
+                labels_source=f"{label_choice[0]}:{label_choice[1]}" if label_choice else None,
+                keep_state=keep_state,
+                progress=progress,
+            ),
+        )
+        if file is not None:
+            source = FileSource(file, start=start, end=end)
+        else:
+            source = TopicSource(
+                settings.kafka,
+                topic or settings.topics.transactions,
+                group_id=run.group_id,
+                start=OffsetBound.parse(from_offset) if from_offset else start,
+                end=OffsetBound.parse(to_offset) if to_offset else end,
+                partitions=partition,
+            )
+        manifest = run.run(source)
+    except RiskstreamError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from error
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    finally:
+        if source is not None:
+            source.close()
+    c, t = manifest.counts, manifest.timings
+    typer.echo(
+        f"run {manifest.run_id}: {c.events:,} events, {c.alerts:,} alerts, "
+        f"{c.dead_letters:,} dead letters, {manifest.labels.revealed:,} labels revealed "
+        f"in {t.seconds:.1f}s ({t.events_per_s:,.0f} events/s)"
+    )
+    typer.echo(f"alerts on {manifest.output_topic}")
+    typer.echo(f"files in {settings.home / 'runs' / manifest.run_id}")
+    typer.echo(f"next: riskstream backtest report {manifest.run_id}")
