@@ -24,7 +24,7 @@ local DAY_MS = 86400000
 local HOUR_MS = 3600000
 local WEEK_MS = 7 * DAY_MS
 local MONTH_MS = 30 * DAY_MS
--- Day lists keep this many past days: the 30-day window plus a day of tolerance.
+-- Past days kept: the 30-day window plus a day of tolerance.
 local KEEP_DAYS = 31
 
 local cfg = { sunpack('<dddddddddd', ARGV[1]) }
@@ -100,54 +100,19 @@ end
 
 ----------------------------------------------------------------------------------------------
 -- Day-granular windows (7d, 30d). The header holds the newest day D, its running totals and
--- cached totals over days [D-6, D-1] and [D-29, D-1]; past days are a sparse sorted flat list
--- {day, v1..vn, day, v1..vn, ...} in the entity's ':d' key, read and written only when the day
--- rolls over or a late event lands in a past day (about once per active day), so an event on
--- the newest day touches a handful of header numbers and the blob read for every event stays
--- small (a GET costs ~1.7 us per KiB inside Redis' Lua on the benchmark machine).
+-- cached totals over days [D-6, D-1] and [D-29, D-1]. Past days live in the entity's ':d'
+-- hash (field: the day number as 2 bytes, value: its packed totals), touched only when the day
+-- rolls over - store yesterday, fetch the few days leaving the windows, forget the day leaving
+-- the kept range - or when a late event lands in a past day. An event on the newest day
+-- touches only header numbers, and the blob read for every event stays small (a GET inside
+-- Redis' Lua costs ~1.7 us per KiB on the benchmark machine). Totals are integers (counts,
+-- cents), so the caches kept by additions and subtractions are exact.
 --
--- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values/day),
--- L.unit (struct unit of one day record), L.size (its bytes), L.caps (per-value maxima or nil).
+-- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values per
+-- day), L.unit (struct unit of a day's values), L.caps (per-value maxima, false for none).
 
-local function days_of(st, L)
-  local days = st.days
-  if days == nil then
-    local raw = rcall('GET', st.dkey)
-    if raw and #raw > 0 then
-      days = unpack_at(rep_fmt(L.unit, #raw / L.size), raw, 1)
-    else
-      days = {}
-    end
-    st.days = days
-  end
-  st.days_dirty = true -- every caller is about to change the list
-  return days
-end
-
--- Write the past-day list back if it was read (it then changed); its TTL is the windows'.
-local function save_days(st, L)
-  if not st.days_dirty then
-    return
-  end
-  if #st.days > 0 then
-    rcall('SET', st.dkey, pack_records(L.unit, st.days, L.nv + 1, 1), 'PX', TTL_MS)
-  else
-    rcall('DEL', st.dkey)
-  end
-end
-
--- Add the values of days lo..hi of the flat list into acc[1..nv].
-local function sum_days(days, nv, lo, hi, acc)
-  local w = nv + 1
-  for k = 1, #days, w do
-    local d = days[k]
-    if d >= lo and d <= hi then
-      for j = 1, nv do
-        acc[j] = acc[j] + days[k + j]
-      end
-    end
-  end
-  return acc
+local function day_field(d)
+  return spack('<H', d)
 end
 
 local function zeros(n)
@@ -158,49 +123,84 @@ local function zeros(n)
   return z
 end
 
--- Make day d the newest: today's totals join the past-day list, caches are rebuilt for d.
+-- Add the stored totals of days lo..hi (a few at a roll; up to 30 for a late event) into acc.
+local function add_days(st, L, lo, hi, acc, sign)
+  if hi < lo then
+    return acc
+  end
+  local fields = {}
+  for d = lo, hi do
+    fields[#fields + 1] = day_field(d)
+  end
+  local got = rcall('HMGET', st.dkey, unpack(fields))
+  local fmt = rep_fmt(L.unit, 1)
+  for i = 1, #got do
+    if got[i] then
+      local v = { sunpack(fmt, got[i]) }
+      for j = 1, L.nv do
+        acc[j] = acc[j] + sign * v[j]
+      end
+    end
+  end
+  return acc
+end
+
+local function pack_day(L, vals)
+  local caps, out = L.caps, {}
+  for j = 1, L.nv do
+    local v = vals[j]
+    if caps and caps[j] and v > caps[j] then
+      v = caps[j] -- a 16-bit count field saturates instead of wrapping
+    end
+    out[j] = v
+  end
+  return spack(rep_fmt(L.unit, 1), unpack(out))
+end
+
+-- Make day d the newest: the old newest day's totals are stored, caches slide to d.
 local function roll_day(st, L, d)
-  local h, nv, w = st.hdr, L.nv, L.nv + 1
-  local days = days_of(st, L)
-  local old, today = h[L.day], L.today
+  local h, nv = st.hdr, L.nv
+  local old, today, c7, c30 = h[L.day], L.today, L.c7, L.c30
+  local todays = {}
   local any = false
-  for j = 0, nv - 1 do
-    if h[today + j] ~= 0 then
+  for j = 1, nv do
+    todays[j] = h[today + j - 1]
+    if todays[j] ~= 0 then
       any = true
     end
   end
-  if old >= 0 and any then
-    local n, caps = #days, L.caps
-    days[n + 1] = old
+  if any then
+    rcall('HSET', st.dkey, day_field(old), pack_day(L, todays))
+    st.d_written = true
+  end
+  local w30, w7 = {}, {}
+  if d - old >= 30 then
+    w30, w7 = zeros(nv), zeros(nv)
+  else
+    -- [old-29, old-1] + old -> [d-29, d-1]: days old-29 .. d-30 leave (likewise for 7)
     for j = 1, nv do
-      local v = h[today + j - 1]
-      if caps and caps[j] and v > caps[j] then
-        v = caps[j] -- a 16-bit count field saturates instead of wrapping
-      end
-      days[n + 1 + j] = v
+      w30[j] = h[c30 + j - 1] + todays[j]
+      w7[j] = h[c7 + j - 1] + (d - old <= 6 and todays[j] or 0)
+    end
+    add_days(st, L, old - 29, d - 30, w30, -1)
+    if d - old <= 6 then
+      add_days(st, L, old - 6, d - 7, w7, -1)
+    else
+      w7 = zeros(nv)
     end
   end
-  local keep_from = d - KEEP_DAYS
-  if #days > 0 and days[1] < keep_from then
-    local kept = {}
-    local m = 0
-    for k = 1, #days, w do
-      if days[k] >= keep_from then
-        for j = 0, nv do
-          m = m + 1
-          kept[m] = days[k + j]
-        end
-      end
-    end
-    days = kept
-    st.days = kept
+  for j = 1, nv do
+    h[today + j - 1] = 0
+    h[c7 + j - 1] = w7[j]
+    h[c30 + j - 1] = w30[j]
   end
-  local c7 = sum_days(days, nv, d - 6, d - 1, zeros(nv))
-  local c30 = sum_days(days, nv, d - 29, d - 1, zeros(nv))
-  for j = 0, nv - 1 do
-    h[today + j] = 0
-    h[L.c7 + j] = c7[j + 1]
-    h[L.c30 + j] = c30[j + 1]
+  -- forget days no window can reach any more (a late event may still need d-1's 30 days)
+  local forget = {}
+  for k = math.max(old - KEEP_DAYS - 1, d - KEEP_DAYS - 30), d - KEEP_DAYS - 1 do
+    forget[#forget + 1] = day_field(k)
+  end
+  if #forget > 0 then
+    rcall('HDEL', st.dkey, unpack(forget))
   end
   h[L.day] = d
   st.rolled = true
@@ -226,24 +226,13 @@ local function add_to_day(st, L, d, vals)
     return w7, w30
   end
   -- A late event in a past day: applied to that day (if still kept) and to the caches that
-  -- cover it; its own windows are computed as of its day from the past-day list.
-  local days = days_of(st, L)
-  local w = nv + 1
+  -- cover it; its own windows are computed as of its day from the stored days.
   if d >= newest - KEEP_DAYS then
-    local at = #days + 1
-    for k = 1, #days, w do
-      if days[k] >= d then
-        at = k
-        break
-      end
-    end
-    if days[at] ~= d then
-      for j = nv, 0, -1 do
-        tinsert(days, at, j == 0 and d or 0)
-      end
-    end
+    local field = day_field(d)
+    local stored = rcall('HGET', st.dkey, field)
+    local day = stored and { sunpack(rep_fmt(L.unit, 1), stored) } or zeros(nv)
     for j = 1, nv do
-      days[at + j] = days[at + j] + vals[j]
+      day[j] = day[j] + vals[j]
       if d >= newest - 29 then
         h[c30 + j - 1] = h[c30 + j - 1] + vals[j]
       end
@@ -251,8 +240,10 @@ local function add_to_day(st, L, d, vals)
         h[c7 + j - 1] = h[c7 + j - 1] + vals[j]
       end
     end
+    rcall('HSET', st.dkey, field, pack_day(L, day))
+    st.d_written = true
   end
-  return sum_days(days, nv, d - 6, d, zeros(nv)), sum_days(days, nv, d - 29, d, zeros(nv))
+  return add_days(st, L, d - 6, d, zeros(nv), 1), add_days(st, L, d - 29, d, zeros(nv), 1)
 end
 
 ----------------------------------------------------------------------------------------------

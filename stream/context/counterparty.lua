@@ -5,7 +5,7 @@
 --
 -- Keys under the base "<ns>:{p:<counterparty_id>}" or "<ns>:{t:<terminal_id>}":
 --   :s  state blob: header | hour list | dedupe FIFO with snapshots
---   :d  past-day list (7d/30d windows; read and written about once per active day)
+--   :d  hash day -> that day's count (7d/30d windows; touched about once per active day)
 --   :u  zset customer -> latest event time with this counterparty
 --   :b  zset of fraud labels: member = packed event time .. event id, score = label time
 --       (written by labels.lua, read here)
@@ -13,7 +13,7 @@
 -- header (doubles): 1 layout version, then
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
-local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'Hf', size = 6 }
+local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'f' }
 local H_NU, H_HOURN, H_FIFON = 9, 10, 12 -- (11: unused)
 local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
 local H_TTL_AT = 14 -- wall clock of the last TTL refresh
@@ -30,7 +30,8 @@ local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dkey = base .. ':d',     dirty = false, rolled = false, created = false, u_created = false,
+    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dkey = base .. ':d',
+    dirty = false, rolled = false, created = false, u_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
@@ -60,7 +61,6 @@ local function save_state(st)
   local h = st.hdr
   refresh_due(st, h, H_TTL_AT)
   fifo_prune(st, h[H_NEWEST])
-  save_days(st, DAYS)
   h[H_HOURN], h[H_FIFON] = #st.hours / 2, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
   local blob = tconcat({
@@ -75,6 +75,9 @@ local function save_state(st)
   end
   if st.refresh or st.u_created then
     rcall('PEXPIRE', st.ukey, TTL_MS)
+  end
+  if st.refresh or st.d_written then
+    rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
 

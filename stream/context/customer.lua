@@ -4,7 +4,7 @@
 --
 -- Keys under the base "<ns>:{c:<customer_id>}":
 --   :s  state blob: header | recent-event log | recent outbound | dedupe FIFO
---   :d  past-day list (7d/30d windows; read and written about once per active day)
+--   :d  hash day -> that day's totals (7d/30d windows; touched about once per active day)
 --   :k  hash of first-seen times: 'p'..counterparty, 'd'..device, 'k'..country -> packed double
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
 
@@ -14,10 +14,10 @@ local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
 local H_LAST_IN = 15                  -- newest inbound time
 -- 16 newest day, 17..22 its totals, 23..28 totals of the 6 days before, 29..34 of the 29 before
--- a past day (32 bytes): day number, then out count, out sum, in count, in sum, near, cash sum
--- (sums in cents, exact: see "Money" below)
+-- a past day's totals (30 bytes): out count, out sum, in count, in sum, near-threshold cash
+-- deposits, cash-in sum (sums in cents, exact: see "Money" below)
 local DAYS = {
-  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HHdHdHd', size = 32,
+  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HdHdHd',
   caps = { 65535, false, 65535, false, 65535, false },
 }
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
@@ -46,7 +46,8 @@ local ROUND_TRIP_TOLERANCE = 0.05
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z', dkey = base .. ':d',     dirty = false, rolled = false, created = false, z_created = false,
+    skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z', dkey = base .. ':d',
+    dirty = false, rolled = false, created = false, z_created = false,
   }
   local raw = rcall('GET', st.skey)
   if not raw then
@@ -91,7 +92,6 @@ local function save_state(st)
     ro_first = ro_first + RW
   end
   ro_first = (ro_first - 1) / RW + 1
-  save_days(st, DAYS)
   local log_n = #st.log / LW - st.log_first + 1
   h[H_LOGN], h[H_RON], h[H_FIFON] = log_n, #ro / RW - ro_first + 1, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
@@ -112,6 +112,9 @@ local function save_state(st)
   end
   if st.refresh or st.z_created then
     rcall('PEXPIRE', st.zkey, TTL_MS)
+  end
+  if st.refresh or st.d_written then
+    rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
 
