@@ -4,9 +4,12 @@
     → for each step: weighted cross-entropy (+ distillation) → clip → step
     → every ``eval_every`` steps: validation PR-AUC → keep the best weights → early stop
 
-Class imbalance is handled twice, both visibly: legitimate training events may be subsampled
+Class imbalance is handled twice, both visibly: legitimate training events are subsampled
 (``legit_sample_rate``; kept ones weigh 1/rate so the loss is still that of the full data), and
-suspicious events weigh ``positive_weight`` more in the loss. Early stopping is on validation
+suspicious events weigh ``positive_weight`` more in the loss. The subsampling is what matters
+at 0.5 % prevalence: a run of a thousand steps sees some tens of thousands of examples, and
+without it only a hundred or so of them would be suspicious (measured: a 2-layer student's
+validation PR-AUC was still 0.32 after 800 such steps). Early stopping is on validation
 average precision, the metric the model is judged by; validation may subsample legitimate
 events too, with weights that keep the estimate unbiased.
 
@@ -107,6 +110,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # event and a quarter of the legitimate ones (weighted back) — about a minute of training
     # on 2 idle cores, a few when they are shared.
     "demo": {
+        "legit_sample_rate": 0.05,
         "max_steps": 600,
         "eval_every": 150,
         "warmup_steps": 60,
@@ -122,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "patience": 2,
     },
-    "student": {},
+    "student": {"legit_sample_rate": 0.05},
     # MiniLM trains at ~23 narratives/s on 2 cores: ~19k examples keep a fine-tune near 15 min.
     "minilm": {
         "backbone": "minilm",
@@ -131,7 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 300,
         "warmup_steps": 100,
         "learning_rate": 8e-5,
-        "legit_sample_rate": 0.1,
+        "legit_sample_rate": 0.02,
         "validation_legit_sample_rate": 0.5,
         "patience": 2,
     },
