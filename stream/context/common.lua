@@ -24,7 +24,7 @@ local DAY_MS = 86400000
 local HOUR_MS = 3600000
 local WEEK_MS = 7 * DAY_MS
 local MONTH_MS = 30 * DAY_MS
--- Past days kept: the 30-day window plus a day of tolerance.
+-- Past days kept: the 30-day window of an event up to a day older than the newest.
 local KEEP_DAYS = 31
 
 local cfg = { sunpack('<dddddddddd', ARGV[1]) }
@@ -109,7 +109,8 @@ end
 -- cents), so the caches kept by additions and subtractions are exact.
 --
 -- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values per
--- day), L.unit (struct unit of a day's values), L.caps (per-value maxima, false for none).
+-- day), L.unit (struct unit of a day's values), L.caps (per-value maxima, false for none),
+-- L.count (header index of the number of stored days).
 
 local function day_field(d)
   return spack('<H', d)
@@ -157,10 +158,24 @@ local function pack_day(L, vals)
   return spack(rep_fmt(L.unit, 1), unpack(out))
 end
 
+-- Store a day's totals; counts stored days in the header (so the TTL can be set when the hash
+-- is created, without a command to find out).
+local function store_day(st, L, d, vals)
+  local h = st.hdr
+  local added = rcall('HSET', st.dkey, day_field(d), pack_day(L, vals))
+  if added == 1 then
+    if h[L.count] == 0 then
+      st.d_created = true
+    end
+    h[L.count] = h[L.count] + 1
+  end
+end
+
 -- Make day d the newest: the old newest day's totals are stored, caches slide to d.
 local function roll_day(st, L, d)
   local h, nv = st.hdr, L.nv
   local old, today, c7, c30 = h[L.day], L.today, L.c7, L.c30
+  local gap = d - old
   local todays = {}
   local any = false
   for j = 1, nv do
@@ -169,38 +184,65 @@ local function roll_day(st, L, d)
       any = true
     end
   end
-  if any then
-    rcall('HSET', st.dkey, day_field(old), pack_day(L, todays))
-    st.d_written = true
-  end
-  local w30, w7 = {}, {}
-  if d - old >= 30 then
-    w30, w7 = zeros(nv), zeros(nv)
-  else
-    -- [old-29, old-1] + old -> [d-29, d-1]: days old-29 .. d-30 leave (likewise for 7)
-    for j = 1, nv do
-      w30[j] = h[c30 + j - 1] + todays[j]
-      w7[j] = h[c7 + j - 1] + (d - old <= 6 and todays[j] or 0)
+  local w30, w7 = zeros(nv), zeros(nv)
+  if gap > KEEP_DAYS then
+    -- a long silence: every stored day is out of every window
+    if h[L.count] > 0 then
+      rcall('DEL', st.dkey)
+      h[L.count] = 0
     end
-    add_days(st, L, old - 29, d - 30, w30, -1)
-    if d - old <= 6 then
-      add_days(st, L, old - 6, d - 7, w7, -1)
-    else
-      w7 = zeros(nv)
+  else
+    if any then
+      store_day(st, L, old, todays)
+    end
+    if gap < 30 then
+      -- [old-29, old-1] + old -> [d-29, d-1]: days old-29 .. d-30 leave; likewise for 7 days.
+      -- One HMGET fetches the leaving days of both windows.
+      local lo30, hi30, lo7, hi7 = old - 29, d - 30, old - 6, d - 7
+      local fields = {}
+      for k = lo30, hi30 do
+        fields[#fields + 1] = day_field(k)
+      end
+      local n30 = #fields
+      if gap <= 6 then
+        for k = lo7, hi7 do
+          fields[#fields + 1] = day_field(k)
+        end
+      end
+      for j = 1, nv do
+        w30[j] = h[c30 + j - 1] + todays[j]
+        if gap <= 6 then
+          w7[j] = h[c7 + j - 1] + todays[j]
+        end
+      end
+      if #fields > 0 and h[L.count] > 0 then
+        local got = rcall('HMGET', st.dkey, unpack(fields))
+        local fmt = rep_fmt(L.unit, 1)
+        for i = 1, #got do
+          if got[i] then
+            local v = { sunpack(fmt, got[i]) }
+            local acc = i <= n30 and w30 or w7
+            for j = 1, nv do
+              acc[j] = acc[j] - v[j]
+            end
+          end
+        end
+      end
+    end
+    -- Forget days out of reach (a late event may still need the 30 days before d-1) every
+    -- eighth day: fewer commands, a hash of at most ~50 small fields.
+    if floor(d / 8) ~= floor(old / 8) and h[L.count] > 0 then
+      local forget = {}
+      for k = old - KEEP_DAYS - 16, d - KEEP_DAYS - 1 do
+        forget[#forget + 1] = day_field(k)
+      end
+      h[L.count] = h[L.count] - rcall('HDEL', st.dkey, unpack(forget))
     end
   end
   for j = 1, nv do
     h[today + j - 1] = 0
     h[c7 + j - 1] = w7[j]
     h[c30 + j - 1] = w30[j]
-  end
-  -- forget days no window can reach any more (a late event may still need d-1's 30 days)
-  local forget = {}
-  for k = math.max(old - KEEP_DAYS - 1, d - KEEP_DAYS - 30), d - KEEP_DAYS - 1 do
-    forget[#forget + 1] = day_field(k)
-  end
-  if #forget > 0 then
-    rcall('HDEL', st.dkey, unpack(forget))
   end
   h[L.day] = d
   st.rolled = true
@@ -240,8 +282,7 @@ local function add_to_day(st, L, d, vals)
         h[c7 + j - 1] = h[c7 + j - 1] + vals[j]
       end
     end
-    rcall('HSET', st.dkey, field, pack_day(L, day))
-    st.d_written = true
+    store_day(st, L, d, day)
   end
   return add_days(st, L, d - 6, d, zeros(nv), 1), add_days(st, L, d - 29, d, zeros(nv), 1)
 end

@@ -13,8 +13,8 @@
 -- header (doubles): 1 layout version, then
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
-local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'f' }
-local H_NU, H_HOURN, H_FIFON = 9, 10, 12 -- (11: unused)
+local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'f', count = 11 }
+local H_NU, H_HOURN, H_FIFON = 9, 10, 12 -- (11: stored past days, see DAYS)
 local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
 local H_TTL_AT = 14 -- wall clock of the last TTL refresh
 local N_HDR = 14
@@ -76,7 +76,7 @@ local function save_state(st)
   if st.refresh or st.u_created then
     rcall('PEXPIRE', st.ukey, TTL_MS)
   end
-  if st.refresh or st.d_written then
+  if st.refresh or st.d_created then
     rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end

@@ -17,11 +17,11 @@ local H_LAST_IN = 15                  -- newest inbound time
 -- a past day's totals (30 bytes): out count, out sum, in count, in sum, near-threshold cash
 -- deposits, cash-in sum (sums in cents, exact: see "Money" below)
 local DAYS = {
-  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HdHdHd',
+  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HdHdHd', count = 39,
   caps = { 65535, false, 65535, false, 65535, false },
 }
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
-local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: unused)
+local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: stored past days, see DAYS)
 local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
 local N_HDR = 42
 local HDR_FMT = rep_fmt('d', N_HDR)
@@ -113,7 +113,7 @@ local function save_state(st)
   if st.refresh or st.z_created then
     rcall('PEXPIRE', st.zkey, TTL_MS)
   end
-  if st.refresh or st.d_written then
+  if st.refresh or st.d_created then
     rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
