@@ -256,7 +256,11 @@ class Replay:
     def run(self, source: ReplaySource) -> RunManifest:
         """Replay ``source`` (the caller closes it)."""
         self.manifest.source = source.describe()
-        self._claim()
+        try:
+            self._claim()
+        except BaseException:
+            self._client.close()
+            raise
         started = time.monotonic()
         settings = self.settings
         store: ContextStore | None = None
