@@ -9,6 +9,7 @@ namespace, so tests never see each other's data. Nothing here mocks Kafka or Red
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from stream.settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BYO_KAFKA_ENV = "RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS"
+# A registry with a trained champion to use instead of training one (local iteration only;
+# CI always trains, so the model under test matches the code under test).
+PREBUILT_REGISTRY_ENV = "RISKSTREAM_TEST_PREBUILT_REGISTRY"
 
 
 @dataclass
@@ -280,6 +284,10 @@ def trained_registry(
     from models.workflow import Targets, train_and_register
 
     root = tmp_path_factory.mktemp("registry")
+    prebuilt = os.environ.get(PREBUILT_REGISTRY_ENV)
+    if prebuilt:  # a developer iterating on one test: skip the session's training
+        shutil.copytree(prebuilt, root, dirs_exist_ok=True)
+        return root
     settings = Settings(
         redis=redis_settings,
         context=ContextSettings(namespace=unique("train")),

@@ -6,6 +6,7 @@ latencies live between a few ms and a few seconds, and default buckets would lum
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -114,6 +115,10 @@ class ScorerMetrics:
                 if partition == "-1" or p.get("consumer_lag", -1) < 0:
                     continue
                 self.consumer_lag.labels(topic, partition).set(p["consumer_lag"])
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.consumer_lag.remove(topic, str(partition))
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -202,6 +202,8 @@ class ScorerRunner:
         # again from the last commit. Nothing is produced for it twice except a batch that was
         # already mid-delivery, and those duplicates share alert ids.
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        for p in partitions:  # lag of a partition we no longer read is someone else's to report
+            self.metrics.forget_partition(p.topic, p.partition)
         log.info("revoked %s", sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -10,14 +10,20 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from models.inference import load_model
 from schemas import Alert, TransactionEvent, alert_id_for, decode
 from stream.context.store import ContextStore
 from stream.redis_client import connect
 from stream.scorer.app import narrator_for
-from stream.scorer.core import H_ERROR, H_ERROR_TYPE, H_SOURCE_OFFSET, H_SOURCE_TOPIC
+from stream.scorer.core import (
+    H_ERROR,
+    H_ERROR_TYPE,
+    H_SOURCE_OFFSET,
+    H_SOURCE_PARTITION,
+    H_SOURCE_TOPIC,
+)
 from stream.settings import ContextSettings, ModelSettings, RedisSettings, Settings
 
 from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
@@ -113,6 +119,9 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
     settings = scorer_settings
     good = read_jsonl(stream_sim / "events.jsonl")[:200]
     first = orjson.loads(good[0])
+    # A message reusing the id of a recent event (ids are remembered for a bounded span of the
+    # customer's event time; see docs/context.md): the last good one.
+    last = orjson.loads(good[-1])
     bad: dict[str, bytes] = {
         "missing field": orjson.dumps({k: v for k, v in first.items() if k != "amount_minor"}),
         "wrong type": orjson.dumps({**first, "event_id": "bad-1", "amount_minor": "12.50"}),
@@ -122,7 +131,7 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
         "not JSON": b"\x00\x01 definitely not json",
         "non-UTF-8": b'{"event_id": "\xc3\x28"}',
         "empty": b"",
-        "reused event id": orjson.dumps({**first, "amount_minor": first["amount_minor"] + 1}),
+        "reused event id": orjson.dumps({**last, "amount_minor": last["amount_minor"] + 1}),
     }
     expected_reason = {
         "missing field": "field 'amount_minor': Field required",
@@ -133,7 +142,7 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
         "not JSON": "not valid JSON",
         "non-UTF-8": "not valid JSON",
         "empty": "empty message",
-        "reused event id": f"duplicate event_id '{first['event_id']}'",
+        "reused event id": f"duplicate event_id '{last['event_id']}'",
     }
     producer = Producer(settings.kafka.client_config())
     topic = settings.topics.transactions
@@ -141,7 +150,10 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
     # each with a header of its own that the DLQ must keep.
     produce_values(settings.kafka, topic, good)
     for name, value in bad.items():
-        producer.produce(topic, key=b"cust-bad", value=value, headers=[("case", name.encode())])
+        # The reuse is keyed like its original, so it lands behind it on the same partition:
+        # which of two messages with one id is "first" is only defined within a partition.
+        key = last["customer_id"].encode() if name == "reused event id" else b"cust-bad"
+        producer.produce(topic, key=key, value=value, headers=[("case", name.encode())])
     assert producer.flush(30) == 0
 
     scorer = start_scorer(settings)
@@ -164,5 +176,23 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
         assert expected_reason[case] in headers[H_ERROR].decode(), (case, headers[H_ERROR])
         assert headers[H_ERROR_TYPE] in (b"invalid_event", b"duplicate_event_id")
         assert headers[H_SOURCE_TOPIC].decode() == topic
-        assert int(headers[H_SOURCE_OFFSET]) >= len(good)
+        source = read_at(
+            settings, topic, int(headers[H_SOURCE_PARTITION]), int(headers[H_SOURCE_OFFSET])
+        )
+        assert (source or b"") == (message.value() or b""), "the source headers point at the input"
     assert "Traceback" not in scorer.log()
+
+
+def read_at(settings: Settings, topic: str, partition: int, offset: int) -> bytes | None:
+    consumer = Consumer(
+        {**settings.kafka.client_config(), "group.id": "peek", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    try:
+        message = consumer.poll(10)
+        assert message is not None
+        assert message.error() is None
+        assert message.offset() == offset
+        return message.value()
+    finally:
+        consumer.close()
