@@ -9,9 +9,12 @@ Layout under ``settings.model.registry_dir``::
     <version>/training.json          data window, parent version, seed, run summary
     <version>/metrics.json           evaluation on the held-out test days
     <version>/thresholds.json        calibrated alert thresholds
+    <version>/reference_stats.json   optional: input and score distributions at training time,
+                                     the reference the feedback loop measures drift against
     <version>/manifest.json          sha256 of every file above
     CHAMPION                         the serving version's name
-    promotions.jsonl                 one line per promote / rollback
+    SHADOW                           optional: a challenger scoring beside it (shadow alerts)
+    promotions.jsonl                 one line per promote / rollback / shadow / rejection
 
 A version is written into a hidden temporary directory and renamed into place, so a reader never
 sees a half-written model; the champion pointer is replaced with ``os.replace`` for the same
@@ -47,7 +50,9 @@ from models.thresholds import Thresholds
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 CHAMPION_FILE = "CHAMPION"
+SHADOW_FILE = "SHADOW"
 HISTORY_FILE = "promotions.jsonl"
+REFERENCE_STATS_FILE = "reference_stats.json"
 _MANIFEST = "manifest.json"
 _REQUIRED = (
     WEIGHTS_FILE,
@@ -173,8 +178,12 @@ class Registry:
         metrics: dict[str, Any],
         thresholds: Thresholds,
         name: str | None = None,
+        reference_stats: dict[str, Any] | None = None,
     ) -> str:
-        """Write a new version and return its name (``<UTC time>-<backbone>[-name]``)."""
+        """Write a new version and return its name (``<UTC time>-<backbone>[-name]``).
+
+        ``reference_stats`` (optional) is stored as ``reference_stats.json``: what the inputs
+        and scores looked like when the version was trained, for drift monitoring."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{secrets.token_hex(6)}"
         staging.mkdir()
@@ -187,6 +196,8 @@ class Registry:
             _write_json(staging / "training.json", training.model_dump(mode="json"))
             _write_json(staging / "metrics.json", metrics)
             _write_json(staging / "thresholds.json", thresholds.model_dump(mode="json"))
+            if reference_stats is not None:
+                _write_json(staging / REFERENCE_STATS_FILE, reference_stats)
             # save_pretrained may add files we do not want to vouch for (e.g. a chat template);
             # keep the tokenizer to the safe formats, then record every file's digest.
             for extra in (staging / TOKENIZER_DIR).iterdir():
@@ -300,6 +311,17 @@ class Registry:
             if not file.is_file() or _sha256(file) != digest:
                 raise ModelLoadError(f"{file} is missing or changed since it was registered")
 
+    def reference_stats(self, version: str) -> dict[str, Any] | None:
+        """``reference_stats.json`` of ``version`` (digest checked), or None if it has none."""
+        path = self.path(version)
+        if not (path / REFERENCE_STATS_FILE).is_file():
+            return None
+        manifest = _read_json(path / _MANIFEST) if (path / _MANIFEST).is_file() else {}
+        if manifest.get(REFERENCE_STATS_FILE) != _sha256(path / REFERENCE_STATS_FILE):
+            raise ModelLoadError(f"{path / REFERENCE_STATS_FILE} changed since it was registered")
+        stats: dict[str, Any] = _read_json(path / REFERENCE_STATS_FILE)
+        return stats
+
     def describe(self, version: str) -> dict[str, Any]:
         """Metadata of ``version`` without loading its weights (for ``model show``)."""
         path = self.path(version)
@@ -337,12 +359,47 @@ class Registry:
 
     # --- champion ----------------------------------------------------------------------------
 
-    def promote(self, version: str, reason: str = "") -> None:
-        """Make ``version`` the champion (the version ``load()`` serves by default)."""
+    def promote(
+        self, version: str, reason: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        """Make ``version`` the champion (the version ``load()`` serves by default). A shadow
+        pointer naming it is cleared: it now scores for real. ``details`` (e.g. the evaluation
+        that justified it) go into the history line."""
         self.path(version)
         previous = self.champion()
         self._set_champion(version)
-        self._append_history("promote", version, previous, reason)
+        if self.shadow() == version:
+            (self.root / SHADOW_FILE).unlink(missing_ok=True)
+        self._append_history("promote", version, previous, reason, details)
+
+    def shadow(self) -> str | None:
+        """The challenger scoring in shadow beside the champion, if any."""
+        pointer = self.root / SHADOW_FILE
+        if not pointer.is_file():
+            return None
+        return pointer.read_text().strip() or None
+
+    def set_shadow(
+        self, version: str | None, reason: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        """Point the shadow at ``version`` (None: no shadow). Scorers that follow the pointer
+        score with it too and send its alerts to the shadow topic only."""
+        previous = self.shadow()
+        if version is None:
+            (self.root / SHADOW_FILE).unlink(missing_ok=True)
+            self._append_history("unshadow", previous or "", previous, reason, details)
+            return
+        self.path(version)
+        self._replace_pointer(SHADOW_FILE, version)
+        self._append_history("shadow", version, previous, reason, details)
+
+    def record(
+        self, action: str, version: str, reason: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        """A history line that moves no pointer (e.g. a challenger the trainer rejected)."""
+        if action in ("promote", "rollback", "shadow", "unshadow"):
+            raise RegistryError(f"{action!r} moves a pointer; use the method of that name")
+        self._append_history(action, version, self.champion(), reason, details)
 
     def rollback(self, reason: str = "") -> str:
         """Make the champion before the current one the champion again; return it.
@@ -367,7 +424,7 @@ class Registry:
         for entry in self.history():
             if entry["action"] == "promote":
                 stack.append(entry["version"])
-            else:  # a rollback popped champions until its target was on top
+            elif entry["action"] == "rollback":  # popped champions until its target was on top
                 while stack and stack[-1] != entry["version"]:
                     stack.pop()
         return stack
@@ -379,12 +436,23 @@ class Registry:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def _set_champion(self, version: str) -> None:
-        temporary = self.root / f".{CHAMPION_FILE}.{secrets.token_hex(4)}"
-        temporary.write_text(version + "\n")
-        os.replace(temporary, self.root / CHAMPION_FILE)
+        self._replace_pointer(CHAMPION_FILE, version)
 
-    def _append_history(self, action: str, version: str, previous: str | None, reason: str) -> None:
+    def _replace_pointer(self, name: str, version: str) -> None:
+        temporary = self.root / f".{name}.{secrets.token_hex(4)}"
+        temporary.write_text(version + "\n")
+        os.replace(temporary, self.root / name)
+
+    def _append_history(
+        self,
+        action: str,
+        version: str,
+        previous: str | None,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         entry = {
+            **(details or {}),  # first: the fields below always mean what they say
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "action": action,
             "version": version,

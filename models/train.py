@@ -20,6 +20,7 @@ pickled.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -189,6 +190,30 @@ def build_model(config: TrainConfig, feature_names: Sequence[str]) -> RiskClassi
     return RiskClassifier(classifier_config, encoder)
 
 
+def starting_model(
+    config: TrainConfig,
+    feature_names: Sequence[str],
+    train_set: NarrativeSet,
+    init_from: RiskClassifier | None = None,
+) -> RiskClassifier:
+    """The model a run starts from: fresh weights (feature scaling fitted on ``train_set``), or
+    a deep copy of ``init_from`` to fine-tune it.
+
+    A copy keeps the parent's architecture and its feature standardisation: the weights were
+    learned on inputs scaled that way, so refitting the scaling would shift every input under
+    them. ``config``'s architecture fields (backbone, sizes, hybrid) are then ignored."""
+    if init_from is None:
+        model = build_model(config, feature_names)
+        if model.config.hybrid:
+            model.fit_feature_scaling(torch.from_numpy(train_set.features))
+        return model
+    if init_from.config.hybrid and tuple(init_from.config.feature_names) != tuple(feature_names):
+        raise TrainingError(
+            "cannot fine-tune: the starting model was trained on another feature layout"
+        )
+    return copy.deepcopy(init_from).cpu()
+
+
 def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     # No weight decay on biases and LayerNorm gains: decaying them only hurts.
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -257,6 +282,7 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    init_from: RiskClassifier | None = None,
 ) -> TrainResult:
     """Train a classifier; return it with the weights of its best validation evaluation.
 
@@ -264,7 +290,9 @@ def train(
     actually used (after legitimate subsampling) and returns the teacher's logits for them; the
     loss then mixes the hard labels with the teacher's softened distribution
     (see ``models.distill``).
-    ``run_dir`` receives ``run_log.jsonl`` and checkpoints (latest state, best weights)."""
+    ``run_dir`` receives ``run_log.jsonl`` and checkpoints (latest state, best weights).
+    ``init_from`` fine-tunes: training starts from a copy of that model (see
+    :func:`starting_model`) instead of fresh weights; the model passed in is not modified."""
     labels = train_set.labels
     if not labels.any() or labels.all():
         raise TrainingError("the train split needs both suspicious and legitimate events")
@@ -280,9 +308,7 @@ def train(
     rng = np.random.default_rng(config.seed)
 
     tokenizer = load_tokenizer()
-    model = build_model(config, feature_names)
-    if model.config.hybrid:
-        model.fit_feature_scaling(torch.from_numpy(train_set.features))
+    model = starting_model(config, feature_names, train_set, init_from)
     model.to(device)
     optimizer = _optimizer(model, config)
 
@@ -293,7 +319,7 @@ def train(
     positive_weight = config.positive_weight or math.sqrt(n_legit_true / labels.sum())
     weights = np.where(labels[rows], weights * positive_weight, weights).astype(np.float32)
     token_ids: list[list[int]] = tokenizer(
-        [train_set.texts[r] for r in rows], truncation=True, max_length=config.max_length
+        [train_set.texts[r] for r in rows], truncation=True, max_length=model.config.max_length
     )["input_ids"]
     targets = torch.from_numpy(class_targets([train_set.typologies[r] for r in rows]))
     row_features = torch.from_numpy(train_set.features[rows].astype(np.float32))
@@ -354,7 +380,7 @@ def train(
             last = step + 1 == config.max_steps
             if (step + 1) % config.eval_every and not last:
                 continue
-            ap = validation_ap(model, tokenizer, valid, device, config.max_length)
+            ap = validation_ap(model, tokenizer, valid, device, model.config.max_length)
             model.train()
             entry = {
                 "step": step + 1,
