@@ -247,14 +247,7 @@ local function prune_log(st, h)
       h[H_DROP_IN] = log[k]
     end
     if sw then
-      if k >= sw.lo24 then
-        sub24(sw, log, k)
-        sw.lo24 = k + LW
-      end
-      if k >= sw.lo1 then
-        sub1(sw, log, k)
-        sw.lo1 = k + LW
-      end
+      win_drop(sw, log, k)
     end
     first, count, k = first + 1, count - 1, k + LW
   end
@@ -262,7 +255,7 @@ local function prune_log(st, h)
     st.log = { unpack(log, k, #log) }
     first = 1
     if sw then
-      sw.lo24, sw.lo1 = sw.lo24 - (k - 1), sw.lo1 - (k - 1)
+      win_rebase(sw, k - 1)
     end
   end
   st.log_first = first
@@ -391,25 +384,24 @@ local function apply_op(st, op)
   local z, ratio, n = baseline(h, outbound, amt)
   local rt_match, rt_days = round_trip(st, t, amt, flags, cph, outbound)
 
-  local since_prev, since_in, out_in = -1, -1, -1
+  local since_prev, since_in = -1, -1
   if prev >= 0 then
     since_prev = (t - prev) / 1000
   end
   if prev_in >= 0 then
     since_in = (t - prev_in) / 1000
   end
-  if w.is24 > 0 then
-    out_in = w.os24 / w.is24
-  end
+  local oc1, os1, oc24, os24, ic24, is24, ncps1, ncps24, nccs, ndevs, newcp24, small1, ecom1,
+    risky1, out_in = win_figures(w)
   local record = spack(REC_FMT,
-    w.oc1, w.os1 / 100, w.oc24, w.os24 / 100, w.ic24, w.is24 / 100,
+    oc1, os1, oc24, os24, ic24, is24,
     w7[V_OUT_N], w7[V_OUT_S] / 100, w7[V_IN_N], w7[V_IN_S] / 100,
     w30[V_OUT_N], w30[V_OUT_S] / 100, w30[V_IN_N], w30[V_IN_S] / 100,
-    w.ncps1, w.ncps24, w.nccs, w.ndevs,
-    cp_new, known_days, w.newcp24, device_new, country_new,
+    ncps1, ncps24, nccs, ndevs,
+    cp_new, known_days, newcp24, device_new, country_new,
     z, ratio, n,
     since_prev, (t - h[H_FIRST]) / DAY_MS,
-    w.small1, w.ecom1, w.risky1,
+    small1, ecom1, risky1,
     w7[V_NEAR], w7[V_CASH] / 100, senders,
     since_in, out_in, rt_match, rt_days,
     late and 1 or 0)

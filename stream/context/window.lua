@@ -17,17 +17,26 @@ local LOG_UNIT, LW = 'ddHIIHc8', 7
 local F_OUT, F_SMALL, F_ECOM, F_RISKY, F_CASH_IN, F_NEAR, F_TRANSFER = 1, 2, 4, 8, 16, 32, 64
 local F_CP_NEW = 256
 
+-- Window state: an array (cheaper than named fields in Lua 5.1) of these slots; the multisets
+-- (key -> count) are created on first use.
+local W_OC24, W_OS24, W_IC24, W_IS24, W_NEWCP24 = 1, 2, 3, 4, 5
+local W_NCPS24, W_NCCS, W_NDEVS = 6, 7, 8
+local W_OC1, W_OS1, W_SMALL1, W_ECOM1, W_RISKY1, W_NCPS1 = 9, 10, 11, 12, 13, 14
+local W_LO24, W_LO1 = 15, 16
+local W_CPS24, W_CCS, W_DEVS, W_CPS1 = 17, 18, 19, 20
+
 local function win_new()
-  return {
-    oc24 = 0, os24 = 0, ic24 = 0, is24 = 0, newcp24 = 0,
-    ncps24 = 0, cps24 = {}, nccs = 0, ccs = {}, ndevs = 0, devs = {},
-    oc1 = 0, os1 = 0, small1 = 0, ecom1 = 0, risky1 = 0, ncps1 = 0, cps1 = {},
-    lo24 = 0, lo1 = 0,
-  }
+  return { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 end
 
--- Multiset insert/remove; return 1 when a key appears/disappears (the distinct count moves).
-local function ms_add(set, key)
+-- Multiset insert/remove in slot s of w; return 1 when a key appears/disappears (the distinct
+-- count moves).
+local function ms_add(w, s, key)
+  local set = w[s]
+  if not set then
+    w[s] = { [key] = 1 }
+    return 1
+  end
   local n = set[key]
   if n then
     set[key] = n + 1
@@ -37,7 +46,8 @@ local function ms_add(set, key)
   return 1
 end
 
-local function ms_sub(set, key)
+local function ms_sub(w, s, key)
+  local set = w[s]
   local n = set[key]
   if n == 1 then
     set[key] = nil
@@ -50,70 +60,74 @@ end
 local function add24(w, log, k)
   local f, a = log[k + 2], log[k + 1]
   if band(f, F_OUT) ~= 0 then
-    w.oc24, w.os24 = w.oc24 + 1, w.os24 + a
+    w[W_OC24], w[W_OS24] = w[W_OC24] + 1, w[W_OS24] + a
   else
-    w.ic24, w.is24 = w.ic24 + 1, w.is24 + a
+    w[W_IC24], w[W_IS24] = w[W_IC24] + 1, w[W_IS24] + a
   end
-  w.ncps24 = w.ncps24 + ms_add(w.cps24, log[k + 3])
-  w.nccs = w.nccs + ms_add(w.ccs, log[k + 5])
+  w[W_NCPS24] = w[W_NCPS24] + ms_add(w, W_CPS24, log[k + 3])
+  w[W_NCCS] = w[W_NCCS] + ms_add(w, W_CCS, log[k + 5])
   local dv = log[k + 4]
   if dv ~= 0 then
-    w.ndevs = w.ndevs + ms_add(w.devs, dv)
+    w[W_NDEVS] = w[W_NDEVS] + ms_add(w, W_DEVS, dv)
   end
   if f >= F_CP_NEW then
-    w.newcp24 = w.newcp24 + 1
+    w[W_NEWCP24] = w[W_NEWCP24] + 1
   end
 end
 
 local function sub24(w, log, k)
   local f, a = log[k + 2], log[k + 1]
   if band(f, F_OUT) ~= 0 then
-    w.oc24, w.os24 = w.oc24 - 1, w.os24 - a
+    w[W_OC24], w[W_OS24] = w[W_OC24] - 1, w[W_OS24] - a
   else
-    w.ic24, w.is24 = w.ic24 - 1, w.is24 - a
+    w[W_IC24], w[W_IS24] = w[W_IC24] - 1, w[W_IS24] - a
   end
-  w.ncps24 = w.ncps24 - ms_sub(w.cps24, log[k + 3])
-  w.nccs = w.nccs - ms_sub(w.ccs, log[k + 5])
+  w[W_NCPS24] = w[W_NCPS24] - ms_sub(w, W_CPS24, log[k + 3])
+  w[W_NCCS] = w[W_NCCS] - ms_sub(w, W_CCS, log[k + 5])
   local dv = log[k + 4]
   if dv ~= 0 then
-    w.ndevs = w.ndevs - ms_sub(w.devs, dv)
+    w[W_NDEVS] = w[W_NDEVS] - ms_sub(w, W_DEVS, dv)
   end
   if f >= F_CP_NEW then
-    w.newcp24 = w.newcp24 - 1
+    w[W_NEWCP24] = w[W_NEWCP24] - 1
   end
 end
 
 local function add1(w, log, k)
   local f = log[k + 2]
   if band(f, F_OUT) ~= 0 then
-    w.oc1, w.os1 = w.oc1 + 1, w.os1 + log[k + 1]
+    w[W_OC1], w[W_OS1] = w[W_OC1] + 1, w[W_OS1] + log[k + 1]
   end
-  w.ncps1 = w.ncps1 + ms_add(w.cps1, log[k + 3])
-  if band(f, F_SMALL) ~= 0 then
-    w.small1 = w.small1 + 1
-  end
-  if band(f, F_ECOM) ~= 0 then
-    w.ecom1 = w.ecom1 + 1
-  end
-  if band(f, F_RISKY) ~= 0 then
-    w.risky1 = w.risky1 + 1
+  w[W_NCPS1] = w[W_NCPS1] + ms_add(w, W_CPS1, log[k + 3])
+  if f % 16 >= 2 then -- any of small (2), e-commerce (4), risky (8)
+    if band(f, F_SMALL) ~= 0 then
+      w[W_SMALL1] = w[W_SMALL1] + 1
+    end
+    if band(f, F_ECOM) ~= 0 then
+      w[W_ECOM1] = w[W_ECOM1] + 1
+    end
+    if band(f, F_RISKY) ~= 0 then
+      w[W_RISKY1] = w[W_RISKY1] + 1
+    end
   end
 end
 
 local function sub1(w, log, k)
   local f = log[k + 2]
   if band(f, F_OUT) ~= 0 then
-    w.oc1, w.os1 = w.oc1 - 1, w.os1 - log[k + 1]
+    w[W_OC1], w[W_OS1] = w[W_OC1] - 1, w[W_OS1] - log[k + 1]
   end
-  w.ncps1 = w.ncps1 - ms_sub(w.cps1, log[k + 3])
-  if band(f, F_SMALL) ~= 0 then
-    w.small1 = w.small1 - 1
-  end
-  if band(f, F_ECOM) ~= 0 then
-    w.ecom1 = w.ecom1 - 1
-  end
-  if band(f, F_RISKY) ~= 0 then
-    w.risky1 = w.risky1 - 1
+  w[W_NCPS1] = w[W_NCPS1] - ms_sub(w, W_CPS1, log[k + 3])
+  if f % 16 >= 2 then
+    if band(f, F_SMALL) ~= 0 then
+      w[W_SMALL1] = w[W_SMALL1] - 1
+    end
+    if band(f, F_ECOM) ~= 0 then
+      w[W_ECOM1] = w[W_ECOM1] - 1
+    end
+    if band(f, F_RISKY) ~= 0 then
+      w[W_RISKY1] = w[W_RISKY1] - 1
+    end
   end
 end
 
@@ -127,14 +141,14 @@ local function win_scan(log, from, t)
   while k <= n and log[k] <= lo24 do
     k = k + LW
   end
-  w.lo24 = k
+  w[W_LO24] = k
   while k <= n and log[k] <= lo1 do
     if log[k] <= t then
       add24(w, log, k)
     end
     k = k + LW
   end
-  w.lo1 = k
+  w[W_LO1] = k
   while k <= n do
     if log[k] <= t then
       add24(w, log, k)
@@ -149,20 +163,48 @@ end
 -- was just appended (its time t is the newest).
 local function win_slide(w, log, t, k)
   local lo24, lo1 = t - DAY_MS, t - HOUR_MS
-  local i = w.lo24
+  local i = w[W_LO24]
   while i < k and log[i] <= lo24 do
     sub24(w, log, i)
     i = i + LW
   end
-  w.lo24 = i
-  i = w.lo1
+  w[W_LO24] = i
+  i = w[W_LO1]
   while i < k and log[i] <= lo1 do
     sub1(w, log, i)
     i = i + LW
   end
-  w.lo1 = i
+  w[W_LO1] = i
   add24(w, log, k)
   add1(w, log, k)
+end
+
+-- The record at index k leaves the log (pruned by the cap): it leaves the windows too.
+local function win_drop(w, log, k)
+  if k >= w[W_LO24] then
+    sub24(w, log, k)
+    w[W_LO24] = k + LW
+  end
+  if k >= w[W_LO1] then
+    sub1(w, log, k)
+    w[W_LO1] = k + LW
+  end
+end
+
+-- The log was compacted: its records moved `shift` places towards the front.
+local function win_rebase(w, shift)
+  w[W_LO24], w[W_LO1] = w[W_LO24] - shift, w[W_LO1] - shift
+end
+
+-- The window figures of the customer record, in its order (sums in dollars), and out/in.
+local function win_figures(w)
+  local out_in = -1
+  if w[W_IS24] > 0 then
+    out_in = w[W_OS24] / w[W_IS24]
+  end
+  return w[W_OC1], w[W_OS1] / 100, w[W_OC24], w[W_OS24] / 100, w[W_IC24], w[W_IS24] / 100,
+    w[W_NCPS1], w[W_NCPS24], w[W_NCCS], w[W_NDEVS], w[W_NEWCP24],
+    w[W_SMALL1], w[W_ECOM1], w[W_RISKY1], out_in
 end
 
 -- Newest record times before index `skip` (exclusive of it) at or before t: any, and inbound.
