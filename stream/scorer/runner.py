@@ -195,7 +195,12 @@ class ScorerRunner:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
-        log.info("assigned %s", sorted(p.partition for p in partitions))
+        # Cooperative rebalancing hands out increments; log the increment and the result.
+        log.info(
+            "assigned %s, now reading %s",
+            sorted(p.partition for p in partitions),
+            sorted(p for _, p in self._assigned),
+        )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Work in flight for these partitions is dropped, not committed: the new owner gets it

@@ -90,7 +90,12 @@ def start_scorer(tmp_path: Path) -> Iterator[Callable[..., ScorerProcess]]:
     started: list[ScorerProcess] = []
 
     def start(settings: Settings, *args: str, name: str = "scorer") -> ScorerProcess:
-        process = ScorerProcess(settings, tmp_path / f"{name}-{len(started)}.log", list(args))
+        # Each process binds its own metrics port, as replicas in separate containers would.
+        (port,) = free_ports(1)
+        own = settings.model_copy(
+            update={"scorer": settings.scorer.model_copy(update={"metrics_port": port})}
+        )
+        process = ScorerProcess(own, tmp_path / f"{name}-{len(started)}.log", list(args))
         started.append(process.start())
         return process
 
