@@ -272,7 +272,10 @@ def _clause_texts(
     customers = f.cp_customers_7d
     if event.counterparty_type is CounterpartyType.ACCOUNT:
         if customers >= 2:
-            add(("cp_customers", f"{noun} paid by {quantity(customers, 'customers')} this week"))
+            who = quantity(customers, "customers")
+            # the account's customers this week, whichever way the money went
+            text = f"{noun} paid by {who}" if outbound else f"{noun} paid {who}"
+            add(("cp_customers", text + " this week"))
     else:
         level = spec.level("cp_customers_7d", customers)
         add(("cp_customers", f"{entity} used by {CUSTOMER_LEVELS[level]} customers this week"))
