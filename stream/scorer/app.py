@@ -101,7 +101,14 @@ def build_scorer(
         settings.context.namespace,
         settings.scorer.scored_ttl_days * 86_400,
     )
-    watcher = ChampionWatcher(settings, loader_for(settings), pinned_version=pinned_version)
+    watcher = ChampionWatcher(
+        settings,
+        loader_for(settings),
+        pinned_version=pinned_version,
+        # The registry's shadow pointer (set by the trainer's shadow mode) is followed unless
+        # a shadow is pinned by settings or the scorer runs one fixed version.
+        follow_shadow=settings.scorer.shadow_model is None and pinned_version is None,
+    )
     shadow = None
     if settings.scorer.shadow_model is not None:
         shadow = loader_for(settings)(settings.scorer.shadow_model)

@@ -5,7 +5,9 @@ A background thread watches for a new champion - promptly when a notice arrives 
 case a notice is missed - and loads it off the scoring thread. The scoring loop calls
 `swap_if_ready()` between batches, so a batch is scored by exactly one model and every alert
 names the version that scored it. A model that fails to load is logged and skipped: the
-current one keeps scoring.
+current one keeps scoring. With ``follow_shadow`` the registry's shadow pointer is followed the
+same way (`swap_shadow_if_ready()`): a challenger the trainer put in shadow scores beside the
+champion, its alerts going to the shadow topic only.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[[str], LoadedModel]
 
 
-def announce_champion(settings: Settings, version: str, action: str, reason: str = "") -> None:
-    """Tell running scorers (and anyone else listening) that the champion changed."""
+def announce_champion(
+    settings: Settings, version: str, action: str, reason: str = "", *, timeout_s: float = 30.0
+) -> None:
+    """Tell running scorers (and anyone else listening) that the champion (or the shadow)
+    changed; raises KafkaException if the notice is not delivered within ``timeout_s``."""
     notice = {
         "action": action,
         "version": version,
@@ -40,7 +45,7 @@ def announce_champion(settings: Settings, version: str, action: str, reason: str
     }
     producer = Producer(producer_config(settings.kafka))
     producer.produce(settings.topics.models, key=b"champion", value=orjson.dumps(notice))
-    if producer.flush(30) != 0:
+    if producer.flush(timeout_s) != 0:
         raise KafkaException(
             f"model notice for {version} not delivered to {settings.topics.models}"
         )
@@ -57,6 +62,7 @@ class ChampionWatcher:
         pinned_version: str | None = None,
         check_interval_s: float = 5.0,
         listen_for_notices: bool = True,
+        follow_shadow: bool = False,
     ) -> None:
         self._registry = Registry(settings.model.registry_dir)
         self._loader = loader
@@ -67,6 +73,10 @@ class ChampionWatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._failed_versions: set[str] = set()
+        self._follow_shadow = follow_shadow
+        self._shadow_target: str | None = None
+        """The shadow version the scoring loop has, or will have after the next swap."""
+        self._pending_shadow: tuple[LoadedModel | None] | None = None
         self._thread: threading.Thread | None = None
         self._notices: Consumer | None = None
         if listen_for_notices and pinned_version is None:
@@ -104,6 +114,16 @@ class ChampionWatcher:
         log.info("now scoring with model %s (was %s)", pending.version, previous)
         return pending
 
+    def swap_shadow_if_ready(self) -> tuple[LoadedModel | None] | None:
+        """Between batches: ``(model,)`` when the shadow changed (``(None,)``: no shadow any
+        more), None when it did not."""
+        with self._lock:
+            pending, self._pending_shadow = self._pending_shadow, None
+        if pending is not None:
+            name = pending[0].version if pending[0] else "none"
+            log.info("shadow model is now %s", name)
+        return pending
+
     def check_now(self) -> None:
         self._wake.set()
 
@@ -112,6 +132,7 @@ class ChampionWatcher:
             if self._notices is not None:
                 self._drain_notices()
             self._maybe_load()
+            self._maybe_load_shadow()
             self._wake.wait(self._interval_s if self._notices is None else 0.0)
             self._wake.clear()
 
@@ -152,3 +173,26 @@ class ChampionWatcher:
             return
         with self._lock:
             self._pending = loaded
+
+    def _maybe_load_shadow(self) -> None:
+        if not self._follow_shadow:
+            return
+        try:
+            wanted = self._registry.shadow()
+        except OSError as exc:
+            log.warning("cannot read the shadow pointer: %s", exc)
+            return
+        if wanted == self._shadow_target or wanted in self._failed_versions:
+            return
+        loaded = None
+        if wanted is not None:
+            log.info("loading shadow model %s in the background", wanted)
+            try:
+                loaded = self._loader(wanted)
+            except (RiskstreamError, OSError, ValueError, RuntimeError) as exc:
+                self._failed_versions.add(wanted)
+                log.error("shadow model %s failed to load, not scoring in shadow: %s", wanted, exc)
+                return
+        with self._lock:
+            self._pending_shadow = (loaded,)
+            self._shadow_target = wanted

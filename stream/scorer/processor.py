@@ -90,6 +90,15 @@ class BatchProcessor:
         self._alert_mode = alert_mode
         self._top_reasons = top_reasons
 
+    @property
+    def shadow(self) -> LoadedModel | None:
+        return self._shadow
+
+    @shadow.setter
+    def shadow(self, model: LoadedModel | None) -> None:
+        """Between batches only: the challenger that scores in shadow (None: none)."""
+        self._shadow = model
+
     def _narrate(self, model: LoadedModel) -> Narrate:
         if model.version not in self._narrate_cache:
             self._narrate_cache[model.version] = self._narrator(model)

@@ -403,3 +403,6 @@ class ScorerRunner:
         if swapped is not None:
             self.metrics.set_model(swapped.version)
             self.metrics.model_swaps.inc()
+        shadow = self._watcher.swap_shadow_if_ready()
+        if shadow is not None:
+            self._processor.shadow = shadow[0]
