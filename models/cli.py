@@ -224,34 +224,74 @@ def show_command(
         _fail(str(exc))
 
 
+NotifyOption = Annotated[
+    bool,
+    typer.Option(
+        "--notify/--no-notify",
+        help="Announce the change on the models topic so running scorers reload at once "
+        "(they also re-read the champion pointer every few seconds).",
+    ),
+]
+_NOTIFY_TIMEOUT_S = 5.0
+
+
+def _notify_scorers(version: str, action: str, reason: str) -> None:
+    """Best effort: the registry pointer already changed and is what scorers obey; the notice
+    only makes them look now rather than at their next poll."""
+    from confluent_kafka import KafkaException
+
+    from stream.scorer.model_source import announce_champion
+
+    settings = load_settings()
+    try:
+        announce_champion(settings, version, action, reason, timeout_s=_NOTIFY_TIMEOUT_S)
+    except KafkaException as exc:
+        typer.secho(
+            f"warning: scorers not notified ({exc}); they pick the change up from the "
+            "registry within seconds",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        return
+    typer.echo(f"notified scorers on {settings.topics.models}")
+
+
 @model_app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="The version to serve.")],
     reason: Annotated[str, typer.Option(help="Recorded in the promotion history.")] = "",
+    notify: NotifyOption = True,
 ) -> None:
     """Make VERSION the champion (after loading it: a broken version is never promoted)."""
     from models.errors import ModelError
 
     registry = _registry()
+    reason = reason or "promoted by `riskstream model promote`"
     try:
         registry.load(version)
-        registry.promote(version, reason=reason or "promoted by `riskstream model promote`")
+        registry.promote(version, reason=reason)
     except ModelError as exc:
         _fail(str(exc))
         return
     typer.echo(f"champion is now {version}")
+    if notify:
+        _notify_scorers(version, "promote", reason)
 
 
 @model_app.command("rollback")
 def rollback_command(
     reason: Annotated[str, typer.Option(help="Recorded in the promotion history.")] = "",
+    notify: NotifyOption = True,
 ) -> None:
     """Make the previous champion the champion again."""
     from models.errors import ModelError
 
+    reason = reason or "rolled back by `riskstream model`"
     try:
-        version = _registry().rollback(reason=reason or "rolled back by `riskstream model`")
+        version = _registry().rollback(reason=reason)
     except ModelError as exc:
         _fail(str(exc))
         return
     typer.echo(f"champion is now {version}")
+    if notify:
+        _notify_scorers(version, "rollback", reason)
