@@ -192,6 +192,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # two child processes that each load torch and the model: 25-50 s here
 def test_replay_and_report_from_the_command_line(
     replay_settings: Settings,
     stream_sim: Path,
