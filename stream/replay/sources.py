@@ -433,9 +433,10 @@ class TopicSource:
                 error = message.error()
                 partition = message.partition()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and partition in reading:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         # at the high watermark, which is at or past the captured end
-                        finish(partition)
+                        if partition in reading:
+                            finish(partition)
                     elif error.fatal():
                         raise SourceError(f"consumer error on {self.topic}: {error.str()}")
                     else:
