@@ -44,15 +44,16 @@ def _to_utc(value: datetime) -> datetime:
     return value
 
 
-def _format_utc(value: datetime) -> str:
-    # Millisecond precision and a literal Z: what most consumers (and kcat users) expect.
+def format_utc(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a literal Z, as every wire timestamp is written
+    (what most consumers, and kcat users reading by eye, expect)."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 UtcDatetime = Annotated[
     AwareDatetime,
     AfterValidator(_to_utc),
-    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
     Field(description="RFC 3339 timestamp with a UTC offset; stored in UTC."),
 ]
 

@@ -7,6 +7,7 @@ committed data only, so alerts of an aborted exactly-once transaction never show
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 from schemas import Alert, DecodeError, decode
 from stream.kafka.clients import consumer_config
 from stream.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 StartAt = str | datetime  # "now", "beginning", or a moment
 
@@ -62,7 +65,13 @@ def read_alerts(
             message = consumer.poll(0.2)
             if message is None:
                 continue
-            if message.error() is not None:
+            kafka_error = message.error()
+            if kafka_error is not None:
+                # Partition EOF and transient broker errors: librdkafka recovers by itself;
+                # a fatal error would stop every later read, so surface it.
+                if kafka_error.fatal():
+                    raise RuntimeError(f"alert reader failed: {kafka_error.str()}")
+                log.debug("alert reader: %s", kafka_error.str())
                 continue
             last = time.monotonic()
             raw = message.value()

@@ -20,6 +20,7 @@ from stream.devenv.kafka import KafkaBroker
 from stream.devenv.redis_server import (
     REDIS_URL_ENV,
     RedisServer,
+    ensure_debian_tool,
     ensure_redis_server_binary,
     resolve_redis_url,
 )
@@ -72,10 +73,14 @@ def install() -> None:
     try:
         libs = ensure_kafka_jars(home)
         redis_binary = ensure_redis_server_binary()
+        # kcat: the README shows any Kafka client reading the alert topic with it, and a test
+        # runs that recipe; it is not needed by riskstream itself.
+        kcat = ensure_debian_tool("kcat", "kcat")
     except DevEnvError as error:
         raise _fail(error) from error
     typer.echo(f"kafka {kafka_version()} jars: {libs}")
     typer.echo(f"redis-server: {redis_binary}")
+    typer.echo(f"kcat: {kcat}")
 
 
 @app.command()

@@ -6,8 +6,11 @@ package links libssl), so :class:`RedisServer` can also serve ``rediss://`` with
 which the security tests use. A build without TLS is detected at start and reported as
 :class:`~stream.devenv.errors.TlsUnsupportedError`.
 
-The server keeps no data on disk (``save ""``, ``appendonly no``): a restart starts empty,
-like a fresh cache node, which is what riskstream's recovery has to cope with anyway.
+By default the server keeps no data on disk (``save ""``, ``appendonly no``): a restart starts
+empty, like a fresh cache node, which is what riskstream's recovery has to cope with anyway.
+``appendonly=True`` runs it as the compose stack runs production Redis (AOF, fsync every
+second, ``noeviction``): a stop and start then keeps the data set, which is how the fault tests
+take Redis away for a while without losing the context.
 """
 
 from __future__ import annotations
@@ -98,6 +101,17 @@ def _apt_install(package: str) -> None:
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise ToolNotFoundError(f"apt-get install {package} failed:\n{output}")
+
+
+def ensure_debian_tool(binary: str, package: str) -> Path:
+    """``binary`` from PATH, installing Debian's ``package`` when it is missing."""
+    found = shutil.which(binary)
+    if found is None:
+        _apt_install(package)
+        found = shutil.which(binary)
+        if found is None:
+            raise ToolNotFoundError(f"apt-get installed {package} but `{binary}` is not on PATH")
+    return Path(found)
 
 
 def ensure_redis_server_binary() -> Path:
@@ -195,8 +209,10 @@ class RedisServer:
         binary: Path | None = None,
         startup_timeout_s: float = 20.0,
         stop_timeout_s: float = 10.0,
+        appendonly: bool = False,
     ) -> None:
         self.port = port
+        self.appendonly = appendonly
         self.data_dir = data_dir.resolve()
         self.password = SecretStr(password) if isinstance(password, str) else password
         self.tls = tls
@@ -270,7 +286,12 @@ class RedisServer:
             "protected-mode yes",
             f"dir {_quote(str(self.data_dir))}",
             'save ""',
-            "appendonly no",
+            # AOF as in docker-compose.yml; a SIGTERM stop fsyncs it, so stop + start keeps all.
+            *(
+                ["appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"]
+                if self.appendonly
+                else ["appendonly no"]
+            ),
             "daemonize no",
             # Keep argv as we gave it: the config path in /proc/<pid>/cmdline is how a later
             # `dev down` recognises this process (redis would otherwise retitle itself).
@@ -371,9 +392,17 @@ class RedisServer:
         self._process.kill()
 
     def restart(self) -> None:
-        """Stop and start again on the same port; the data set starts empty (no persistence)."""
+        """Stop and start again on the same port; the data set starts empty unless
+        ``appendonly`` is on."""
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, commands hang (see :meth:`ManagedProcess.pause`)."""
+        self._process.pause()
+
+    def resume(self) -> None:
+        self._process.resume()
 
     def __enter__(self) -> RedisServer:
         self.start()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import orjson
@@ -18,6 +18,7 @@ import orjson
 from models.inference import LoadedModel
 from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, alert_id_for, decode
 from schemas.codec import encode
+from schemas.common import format_utc
 from stream.context.features import ContextFeatures
 from stream.kafka.clients import OutgoingMessage
 
@@ -28,6 +29,14 @@ H_SOURCE_TOPIC = "riskstream.source.topic"
 H_SOURCE_PARTITION = "riskstream.source.partition"
 H_SOURCE_OFFSET = "riskstream.source.offset"
 H_FAILED_AT = "riskstream.failed.at"
+H_ORIGINAL_OMITTED = "riskstream.original.omitted"
+
+# A dead letter must itself be producible: librdkafka refuses records over message.max.bytes
+# (1,000,000 by default) and brokers over max.message.bytes (~1 MiB by default) - and a record
+# the producer refuses would fail the batch again on every retry and after every restart, a
+# poison pill. Originals up to this size (16x the largest message the decoder even parses)
+# are copied whole; bigger ones are left at their source position, which the headers name.
+DLQ_MAX_ORIGINAL_BYTES: Final = 512 * 1024
 
 
 class ClauseLike(Protocol):
@@ -209,7 +218,7 @@ def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMes
     body: dict[str, Any] = {
         "event_id": scored.event.event_id,
         "customer_id": scored.event.customer_id,
-        "event_time": scored.event.event_time.isoformat(timespec="milliseconds"),
+        "event_time": format_utc(scored.event.event_time),
         "score": round(scored.score, 6),
         "typology": scored.typology.value,
         "model_version": model.version,
@@ -218,19 +227,34 @@ def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMes
     return OutgoingMessage(topic, orjson.dumps(body), scored.event.customer_id.encode())
 
 
+def original_size(incoming: Incoming) -> int:
+    """Bytes of key, value and headers: what copying the original into a record costs."""
+    headers = sum(len(name.encode()) + len(value) for name, value in incoming.headers)
+    return len(incoming.key or b"") + len(incoming.value or b"") + headers
+
+
 def dead_letter_message(dead: DeadLetter, topic: str, failed_at: datetime) -> OutgoingMessage:
     """The original key, value and headers unchanged, plus headers saying what went wrong
-    and where the message came from - so it can be inspected and replayed as it was."""
+    and where the message came from - so it can be inspected and replayed as it was.
+
+    An original over ``DLQ_MAX_ORIGINAL_BYTES`` is not copied (no key, value or original
+    headers; ``riskstream.original.omitted`` gives its size): the dead letter then points at
+    the source position instead of failing to be produced."""
     source = dead.incoming
+    size = original_size(source)
+    copied = size <= DLQ_MAX_ORIGINAL_BYTES
+    original_headers = source.headers if copied else ((H_ORIGINAL_OMITTED, str(size).encode()),)
     headers = (
-        *source.headers,
+        *original_headers,
         (H_ERROR, dead.reason.encode()),
         (H_ERROR_TYPE, dead.error_type.encode()),
         (H_SOURCE_TOPIC, source.topic.encode()),
         (H_SOURCE_PARTITION, str(source.partition).encode()),
         (H_SOURCE_OFFSET, str(source.offset).encode()),
-        (H_FAILED_AT, failed_at.astimezone(UTC).isoformat(timespec="milliseconds").encode()),
+        (H_FAILED_AT, format_utc(failed_at).encode()),
     )
+    if not copied:
+        return OutgoingMessage(topic=topic, value=None, key=None, headers=headers)
     # A tombstone (None value) stays None: empty bytes would be a different message.
     return OutgoingMessage(topic=topic, value=source.value, key=source.key, headers=headers)
 

@@ -40,8 +40,6 @@ OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
 # only hide an absence, never a wrong option).
 PENDING_COMMANDS: dict[tuple[str, ...], str] = {
     ("run", "trainer"): "issue 7 (the trainer worker) has not landed",
-    ("replay",): "issue 8 (replays and backtests) has not landed",
-    ("backtest",): "issue 8 (replays and backtests) has not landed",
 }
 
 
