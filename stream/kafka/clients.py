@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,9 @@ def producer_config(
     }
     if transactional_id is not None:
         config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = 60_000
+        # librdkafka requires delivery.timeout.ms <= transaction.timeout.ms; the broker caps the
+        # latter at transaction.max.timeout.ms (15 minutes by default).
+        config["transaction.timeout.ms"] = config["delivery.timeout.ms"]
     config.update(overrides or {})
     return config
 
@@ -97,9 +99,14 @@ class _Ledger:
 class TrackedProducer:
     """A confluent-kafka Producer whose deliveries are accounted for, batch by batch."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self, config: dict[str, Any], *, on_queue_full: Callable[[], None] | None = None
+    ) -> None:
+        """``on_queue_full`` is called each time a produce waits for room in the local queue
+        (a metric hook: backpressure should be visible, not only survived)."""
         self._producer = Producer(config)
         self._ledger = _Ledger()
+        self._on_queue_full = on_queue_full
 
     @property
     def raw(self) -> Producer:
@@ -127,6 +134,8 @@ class TrackedProducer:
             except BufferError:
                 # Backpressure: the local queue is full because the broker is slow or away.
                 # Serving delivery reports frees room; the loop retries the same message.
+                if self._on_queue_full is not None:
+                    self._on_queue_full()
                 self._producer.poll(backoff_s)
                 continue
             self._ledger.pending += 1

@@ -196,3 +196,22 @@ def read_at(settings: Settings, topic: str, partition: int, offset: int) -> byte
         return message.value()
     finally:
         consumer.close()
+
+
+def test_exactly_once_mode_scores_everything_once_for_a_read_committed_reader(
+    scorer_settings: Settings, stream_sim: Path, start_scorer: Callable[..., ScorerProcess]
+) -> None:
+    settings = scorer_settings
+    values = read_jsonl(stream_sim / "events.jsonl")[:600]
+    expected = {orjson.loads(v)["event_id"] for v in values}
+    produce_values(settings.kafka, settings.topics.transactions, values)
+    scorer = start_scorer(settings, "--delivery", "exactly_once")
+    scores = consume_all(
+        settings.kafka,
+        settings.topics.scores,
+        until=lambda ms: {orjson.loads(m.value())["event_id"] for m in ms} >= expected,
+    )
+    assert scorer.terminate() == 0, scorer.log()
+    assert "exactly_once" in scorer.log()
+    ids = [orjson.loads(m.value())["event_id"] for m in scores]
+    assert sorted(ids) == sorted(expected), "each event's score is committed exactly once"
