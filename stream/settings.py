@@ -178,6 +178,12 @@ class ScorerSettings(_Section):
     shadow_model: str | None = Field(
         None, description="Challenger version that also scores; alerts go to the shadow topic."
     )
+    producer_queue_max_messages: int = Field(
+        100_000,
+        ge=1,
+        description="Messages the producer may hold unacknowledged; when full, scoring waits "
+        "(backpressure), nothing is dropped.",
+    )
 
 
 class TrainerSettings(_Section):

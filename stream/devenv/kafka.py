@@ -14,6 +14,14 @@ Layout of a broker's ``data_dir``::
     stdout.log          JVM stdout/stderr: crashes before logging starts end up here
     kafka.pid           pid of the running JVM
     kraft/              log.dirs: topic data and the KRaft metadata log; survives restarts
+    sasl_ssl.pem        with a SASL_SSL listener: the server's private key + certificate (0600)
+
+With :class:`SaslSslListener` the broker opens a second, authenticated and encrypted listener
+beside PLAINTEXT (which the broker itself, admin set-up and the health probe keep using):
+TLS from PEM files, SASL/PLAIN users from the constructor. PLAIN rather than SCRAM because its
+users live in the listener's JAAS config, so they exist from the first start without a format-
+time step or an admin round trip; over TLS the password is as protected as SCRAM's proof. The
+JAAS config holds the passwords, so ``server.properties`` is written 0600.
 """
 
 from __future__ import annotations
@@ -21,23 +29,28 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
+from stream.devenv.certs import TlsFiles
 from stream.devenv.errors import DevEnvError, ServerStartError
 from stream.devenv.jars import ensure_kafka_jars, find_java, kafka_version
 from stream.devenv.process import LOOPBACK, ManagedProcess, require_free_ports, tail
 from stream.settings import KafkaSettings
 
-__all__ = ["KafkaBroker", "ensure_kafka_jars", "kafka_version"]
+__all__ = ["KafkaBroker", "SaslSslListener", "ensure_kafka_jars", "kafka_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +89,45 @@ def _read_properties(path: Path) -> dict[str, str]:
     return entries
 
 
+_JAAS_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~+=/@!")
+
+
+# A name also becomes part of a JAAS option key (user_<name>=...).
+_USER_NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _jaas_quote(value: str) -> str:
+    """A JAAS option value in double quotes.
+
+    The value passes through two parsers (java.util.Properties, then JAAS), each with its own
+    escapes; rather than escape twice, only characters neither treats specially are accepted -
+    enough for user names and generated passwords (``secrets.token_urlsafe``)."""
+    if not value or not set(value) <= _JAAS_SAFE:
+        raise DevEnvError(
+            "SASL user names and passwords of the dev broker may only hold letters, digits and "
+            "_ . - ~ + = / @ !"
+        )
+    return f'"{value}"'
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A SASL_SSL listener on ``port``: TLS with ``tls``'s server certificate (no client
+    certificates), SASL/PLAIN with ``users`` (name -> password)."""
+
+    port: int
+    tls: TlsFiles
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise DevEnvError("a SASL_SSL listener needs at least one user")
+        for name, password in self.users.items():  # fail at construction, not at start
+            if not name or not set(name) <= _USER_NAME_SAFE:
+                raise DevEnvError(f"SASL user name {name!r}: only letters, digits, _ . -")
+            _jaas_quote(password)
+
+
 class KafkaBroker:
     """One KRaft broker+controller JVM bound to 127.0.0.1, with its data in ``data_dir``.
 
@@ -94,6 +146,7 @@ class KafkaBroker:
         controller_port: int = 9093,
         startup_timeout_s: float = 90.0,
         stop_timeout_s: float = 30.0,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.libs_dir = libs_dir.resolve()
@@ -105,6 +158,8 @@ class KafkaBroker:
         self.log4j_file = self.data_dir / "log4j2.properties"
         self.server_log = self.data_dir / "server.log"
         self.log_dir = self.data_dir / "kraft"
+        self.sasl_ssl = sasl_ssl
+        self.sasl_ssl_keystore = self.data_dir / "sasl_ssl.pem"
         self._process = ManagedProcess(
             "kafka broker",
             pid_file=self.data_dir / "kafka.pid",
@@ -128,6 +183,22 @@ class KafkaBroker:
         """riskstream's :class:`KafkaSettings` pointing at this broker."""
         return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
 
+    def sasl_ssl_settings(self, username: str, password: str | None = None) -> KafkaSettings:
+        """:class:`KafkaSettings` for the SASL_SSL listener as ``username`` (with the user's
+        own password unless ``password`` overrides it, e.g. to try a wrong one)."""
+        if self.sasl_ssl is None:
+            raise DevEnvError("this broker has no SASL_SSL listener")
+        return KafkaSettings(
+            bootstrap_servers=f"{LOOPBACK}:{self.sasl_ssl.port}",
+            security_protocol="SASL_SSL",
+            sasl_mechanism="PLAIN",
+            sasl_username=username,
+            sasl_password=SecretStr(
+                password if password is not None else self.sasl_ssl.users[username]
+            ),
+            ssl_ca_location=self.sasl_ssl.tls.ca_cert,
+        )
+
     def is_running(self) -> bool:
         """Whether our broker process is alive (not whether it answers; see :meth:`start`)."""
         return self._process.is_alive()
@@ -137,6 +208,14 @@ class KafkaBroker:
         listeners = (
             f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}"
         )
+        advertised = f"PLAINTEXT://{LOOPBACK}:{self.port}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        sasl_lines: list[str] = []
+        if self.sasl_ssl is not None:
+            listeners += f",SASL_SSL://{LOOPBACK}:{self.sasl_ssl.port}"
+            advertised += f",SASL_SSL://{LOOPBACK}:{self.sasl_ssl.port}"
+            protocols += ",SASL_SSL:SASL_SSL"
+            sasl_lines = self._sasl_ssl_properties(self.sasl_ssl)
         return "\n".join(
             [
                 "# Written by stream/devenv/kafka.py on every start; edits are overwritten.",
@@ -147,8 +226,8 @@ class KafkaBroker:
                 # dir to its controller port forever; static voters come from this file.
                 f"controller.quorum.voters=1@{LOOPBACK}:{self.controller_port}",
                 f"listeners={listeners}",
-                f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"advertised.listeners={advertised}",
+                f"listener.security.protocol.map={protocols}",
                 "inter.broker.listener.name=PLAINTEXT",
                 "controller.listener.names=CONTROLLER",
                 f"log.dirs={self.log_dir}",
@@ -174,9 +253,39 @@ class KafkaBroker:
                 # (default 2 s) must come well within the session.
                 "broker.heartbeat.interval.ms=500",
                 "broker.session.timeout.ms=3000",
+                *sasl_lines,
                 "",
             ]
         )
+
+    def _sasl_ssl_properties(self, listener: SaslSslListener) -> list[str]:
+        users = " ".join(
+            f"user_{name}={_jaas_quote(password)}" for name, password in listener.users.items()
+        )
+        # PLAIN's login module wants the broker's own username/password too, although it only
+        # uses them for inter-broker traffic (which stays on PLAINTEXT here): give it a user.
+        own_name, own_password = next(iter(listener.users.items()))
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f"username={_jaas_quote(own_name)} password={_jaas_quote(own_password)} {users};"
+        )
+        prefix = "listener.name.sasl_ssl."
+        return [
+            "sasl.enabled.mechanisms=PLAIN",
+            f"{prefix}plain.sasl.jaas.config={jaas}",
+            # PEM straight from generate_tls_files(): one file with the PKCS#8 key and the
+            # certificate (Kafka >= 2.7 reads PEM key stores; no keytool, no JKS passwords).
+            f"{prefix}ssl.keystore.type=PEM",
+            f"{prefix}ssl.keystore.location={self.sasl_ssl_keystore}",
+            f"{prefix}ssl.client.auth=none",
+        ]
+
+    def _write_private(self, path: Path, text: str) -> None:
+        # Created 0600 before anything is written: the text holds passwords or a private key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        path.chmod(0o600)
 
     def _log4j2_config(self) -> str:
         # Kafka 4 logs through log4j2; a size cap keeps a long-lived dev broker from filling
@@ -261,9 +370,16 @@ class KafkaBroker:
             )
             self._wait_ready(self._cluster_id(), started + self.startup_timeout_s)
             return
-        require_free_ports("the Kafka broker", self.port, self.controller_port)
+        extra_ports = (self.sasl_ssl.port,) if self.sasl_ssl else ()
+        require_free_ports("the Kafka broker", self.port, self.controller_port, *extra_ports)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(self.properties(), "utf-8")
+        self._write_private(self.properties_file, self.properties())
+        if self.sasl_ssl is not None:
+            tls = self.sasl_ssl.tls
+            self._write_private(
+                self.sasl_ssl_keystore,
+                tls.server_key.read_text("utf-8") + tls.server_cert.read_text("utf-8"),
+            )
         self.log4j_file.write_text(self._log4j2_config(), "utf-8")
         cluster_id = self._format_once()
         self._process.spawn(
@@ -362,6 +478,14 @@ class KafkaBroker:
     def kill(self) -> None:
         """SIGKILL the JVM, as a crash would; the next start recovers the logs."""
         self._process.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP the JVM: clients' connections stay open but nothing answers (see
+        :meth:`ManagedProcess.pause`); :meth:`resume` lets it go on."""
+        self._process.pause()
+
+    def resume(self) -> None:
+        self._process.resume()
 
     def restart(self) -> None:
         """Stop cleanly and start again on the same ports and data."""

@@ -214,6 +214,21 @@ class ManagedProcess:
                 self._kill_and_wait(pid)
         self.pid_file.unlink(missing_ok=True)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server freezes with its sockets open, as a host under a long GC pause,
+        a VM migration or a stalled disk looks to its clients (connections hang, nothing is
+        refused). Fault tests use it; :meth:`resume` undoes it."""
+        pid = self.pid
+        if pid is None:
+            raise RuntimeError(f"{self.name} is not running; nothing to pause")
+        self._signal_group(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        pid = self.pid
+        if pid is not None:
+            self._signal_group(pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL without a chance to clean up: what a crash or an OOM kill looks like."""
         pid = self.pid

@@ -91,6 +91,11 @@ class ScorerMetrics:
             registry=r,
         )
         self.commits = Counter("riskstream_commits", "Offset commits that succeeded.", registry=r)
+        self.producer_queue_full = Counter(
+            "riskstream_producer_queue_full",
+            "Waits for room in the producer's local queue (backpressure; nothing is dropped).",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "riskstream_consumer_lag",
             "Messages behind the partition end, from librdkafka statistics.",

@@ -135,7 +135,12 @@ class ScorerRunner:
             f"{self._s.transactional_id}-{uuid.uuid4().hex[:12]}" if self._exactly_once else None
         )
         self._producer = TrackedProducer(
-            producer_config(settings.kafka, transactional_id=transactional_id)
+            producer_config(
+                settings.kafka,
+                transactional_id=transactional_id,
+                overrides={"queue.buffering.max.messages": self._s.producer_queue_max_messages},
+            ),
+            on_queue_full=metrics.producer_queue_full.inc,
         )
         metrics.set_model(watcher.current.version)
 
