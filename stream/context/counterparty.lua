@@ -108,16 +108,20 @@ local function count_24h(st, h, t)
       n24 = n24 + hours[k + 1]
     end
   end
+  -- drop the hours no on-time event can need, in place (the list is sorted)
   local oldest = floor(h[H_NEWEST] / HOUR_MS) - KEEP_HOURS
   if hours[1] < oldest then
-    local kept, m = {}, 0
-    for k = 1, #hours, 2 do
-      if hours[k] >= oldest then
-        kept[m + 1], kept[m + 2] = hours[k], hours[k + 1]
-        m = m + 2
-      end
+    local n, first = #hours, 1
+    while first < n and hours[first] < oldest do
+      first = first + 2
     end
-    st.hours = kept
+    local shift = first - 1
+    for k = first, n do
+      hours[k - shift] = hours[k]
+    end
+    for k = n - shift + 1, n do
+      hours[k] = nil
+    end
   end
   return n24
 end
