@@ -1,0 +1,83 @@
+"""The whole model pipeline on simulated days: simulator → real ContextStore (Redis) →
+narratives → tiny student → thresholds → registry → load → scores and reasons."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.dataset import build_split
+from models.inference import load_model
+from models.reasons import explain
+from models.registry import Registry
+from models.train import preset
+from models.workflow import Targets, train_and_register
+from stream.settings import ModelSettings, RedisSettings, Settings
+from stream.simulate.config import SimulationConfig
+from stream.simulate.engine import simulate
+from stream.simulate.writers import write_files
+
+
+class _Clause:
+    def __init__(self, clause_id: str, text: str) -> None:
+        self.id, self.text = clause_id, text
+
+
+class _Narrative:
+    def __init__(self, text: str, clauses: list[tuple[str, str]]) -> None:
+        self.text = text
+        self.clauses = [_Clause(c, t) for c, t in clauses]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_tiny_model_on_simulated_days_beats_a_constant_predictor(
+    tmp_path: Path, redis_settings: RedisSettings
+) -> None:
+    sim_dir = tmp_path / "sim"
+    config = SimulationConfig(customers=250, days=30, seed=4, prevalence=0.03)
+    write_files(simulate(config), sim_dir, progress=False)
+    settings = Settings(
+        home=tmp_path / "home",
+        redis=redis_settings,
+        model=ModelSettings(registry_dir=tmp_path / "registry", device="cpu"),
+    )
+    split = build_split(sim_dir, settings, progress=False)
+    assert max(split.train.days) < min(split.validation.days)
+    assert max(split.validation.days) < min(split.test.days)
+    assert split.narrative_version == split.narrative_spec["version"]
+    assert split.test.labels.sum() >= 20
+
+    registry = Registry(settings.model.registry_dir)
+    run = train_and_register(
+        split,
+        # One thread: the test must stay quick on a CI machine shared with a broker and Redis.
+        preset("tiny", hybrid=True, seed=1, max_steps=200, cpu_threads=1),
+        registry,
+        targets=Targets("alert_rate", 0.03, 0.5),
+        progress=False,
+    )
+    # A constant predictor's average precision is the prevalence.
+    assert run.report.average_precision > max(3 * run.report.prevalence, 0.2)
+    assert run.version is not None
+    registry.promote(run.version)
+
+    model = load_model(settings.model)
+    assert model.version == run.version
+    assert model.narrative_version == split.narrative_version
+    scores = model.predict_batch(split.test.texts, split.test.features).scores
+    np.testing.assert_allclose(
+        scores,
+        run.model.predict_batch(split.test.texts, split.test.features).scores,
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    alerted = np.flatnonzero(scores >= model.alert_threshold)[:8]
+    assert len(alerted) > 0
+    narratives = [_Narrative(split.test.texts[i], split.test.clauses[i]) for i in alerted]
+    reasons = explain(model, narratives, split.test.features[alerted], top_k=3)
+    assert any(reasons)
+    for narrative, found in zip(narratives, reasons, strict=True):
+        for reason in found:
+            assert reason.clause in {c.id for c in narrative.clauses}
+            assert reason.text in narrative.text
