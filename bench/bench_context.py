@@ -23,6 +23,11 @@ times; best and median reported, the best being the least disturbed by other job
 of 256 ``HINCRBY`` per round trip through the same redis-py client, in commands per second -
 the cheapest thing a batch of 256 can make Redis do.
 
+Each run also reports CPU times (this process, and the Redis server from ``INFO cpu``) and the
+rate they imply with a core each, which other jobs on a shared machine disturb far less than
+wall time; and ``lua_calibration_us``, the Redis CPU time of one ``redis.call`` plus one small
+table inside Lua, to compare machines and loads.
+
 Redis: ``--redis-url``, or a temporary ``redis-server`` started here on a free port (no
 persistence, 127.0.0.1 only) and stopped at the end.
 """
@@ -188,6 +193,27 @@ def reference_rate(client: redis.Redis[bytes], round_trips: int, clock: Clock) -
     return clock.rates(round_trips * BATCH, overlapped=False)
 
 
+_CALIBRATION = """
+local n = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], 1, 'a', 2, 'b', 3, 'c')
+local t
+for i = 1, n do
+  redis.call('ZCOUNT', KEYS[1], 2, '+inf')
+  t = { i, i + 1, i + 2 }
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def lua_calibration(client: redis.Redis[bytes], clock: Clock, n: int = 50_000) -> float:
+    """Redis CPU microseconds per (one redis.call + one small table) inside Lua: how fast this
+    machine runs the kind of work the scripts do, to compare runs on different machines/loads."""
+    with clock:
+        client.eval(_CALIBRATION, 1, "bench-context-calibration", n)
+    return 1e6 * clock.redis / n
+
+
 def memory(client: redis.Redis[bytes], namespace: str, customers: set[str]) -> dict[str, Any]:
     """Bytes per entity, summed over its keys (MEMORY USAGE, all samples)."""
     per_entity: dict[str, dict[str, int]] = {"c": {}, "p": {}, "t": {}}
@@ -276,11 +302,13 @@ def main() -> int:
             }
             chunks = iter(range(0, needed, args.measure_batches))
             clock = Clock(client)
+            results["lua_calibration_us"] = [lua_calibration(client, clock)]
             for _ in tqdm(range(args.repeat), desc="measure", unit="round"):
                 for mode, run in (("sequential", run_sequential), ("pipelined", run_pipelined)):
                     start = next(chunks)
                     runs[mode].append(run(store, rest[start : start + args.measure_batches], clock))
                 runs["reference"].append(reference_rate(client, args.measure_batches, clock))
+                results["lua_calibration_us"].append(lua_calibration(client, clock))
             store.drop_namespace()
     for name, measured in runs.items():
         results[name] = {

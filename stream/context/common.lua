@@ -27,7 +27,7 @@ local MONTH_MS = 30 * DAY_MS
 -- Past days kept: the 30-day window of an event up to a day older than the newest.
 local KEEP_DAYS = 31
 
-local cfg = { sunpack('<dddddddddd', ARGV[1]) }
+local cfg = { sunpack('<ddddddddd', ARGV[1]) }
 local TTL_MS = cfg[1]           -- every window-bearing key (35 days by default)
 local PROFILE_TTL_MS = cfg[2]   -- the state blob with the long-memory profile (400 days)
 local TOL_MS = cfg[3]           -- out-of-order tolerance

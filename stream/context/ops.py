@@ -44,7 +44,7 @@ _CUSTOMER_HEAD: Final = struct.Struct("<ddHIIH8s")
 _COUNTERPARTY_HEAD: Final = struct.Struct("<d8s")
 _LENGTH: Final = struct.Struct("<H")
 _LABEL_TIMES: Final = struct.Struct("<dd")
-CONFIG: Final = struct.Struct("<dddddddddd")
+CONFIG: Final = struct.Struct("<ddddddddd")  # see ContextStore.__init__ and common.lua
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -222,7 +222,6 @@ class ContextStore:
             float(lim.set_cap),
             float(lim.dedupe_cap),
             float(lim.dedupe_span_s * 1000),
-            0.0,
         )
         self._labels_config = _LABELS_CONFIG.pack(float(self._ttl_ms), float(lim.labels_cap))
         self._sources = {
