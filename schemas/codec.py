@@ -6,6 +6,7 @@ them to the dead-letter topic unchanged; nothing here ever raises anything else 
 
 from __future__ import annotations
 
+import re
 from typing import Final, TypeVar
 
 import orjson
@@ -49,11 +50,23 @@ def decode(model: type[M], raw: bytes | None) -> M:
         raise DecodeError(describe_validation_error(exc), raw) from None
 
 
+# A field name is shown in a reason only when it looks like one. An unexpected key is part of
+# the payload: it could hold personal data, a newline that forges a log line, or 60 KiB of
+# text copied into every log and dead-letter header.
+_SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _location_part(part: str | int) -> str:
+    if isinstance(part, int) or _SHOWN_NAME.fullmatch(part):
+        return str(part)
+    return f"<name of {len(part)} characters, not shown>"
+
+
 def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     """One line naming each bad field and its problem, without echoing the input values."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False)[:limit]:
-        location = ".".join(str(part) for part in error["loc"]) or "(message)"
+        location = ".".join(_location_part(part) for part in error["loc"]) or "(message)"
         problems.append(f"field '{location}': {error['msg']}")
     more = exc.error_count() - limit
     if more > 0:
