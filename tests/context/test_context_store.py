@@ -303,3 +303,21 @@ def test_namespaces_never_share_state(make_event, make_store) -> None:
     assert first_in_b.features.out_count_1h == 1
     assert first_in_b.features.seconds_since_previous == -1
     assert b.drop_namespace() > 0
+
+
+def test_calls_split_into_chunks_compute_the_same(make_event, make_store) -> None:
+    events = [
+        make_event(i * 2.0, customer=f"cus-{i % 4}", counterparty=f"mer-{i % 3}")
+        for i in range(100)
+    ]
+    whole = make_store().update_batch(events)
+    chunked = make_store("-chunked", limits=ContextLimits(ops_per_call=16)).update_batch(events)
+    assert [c.features for c in chunked] == [c.features for c in whole]
+
+
+def test_pipelined_submissions_keep_their_order(make_event, make_store) -> None:
+    store = make_store()
+    batches = [[make_event(k * 10 + i, customer="cus-p") for i in range(5)] for k in range(4)]
+    pending = [store.submit_batch(b) for b in batches]  # all in flight at once
+    counts = [c.features.out_count_24h for p in pending for c in p.result()]
+    assert counts == list(range(1, 21))
