@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
+import redis
 
 from models.errors import ModelError
 from models.inference import LoadedModel, load_model
@@ -21,6 +22,7 @@ from stream.context.store import ContextStore
 from stream.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
 from stream.redis_client import connect
 from stream.scorer.core import AlertMode, Narrate
+from stream.scorer.errors import ScorerFatal
 from stream.scorer.metrics import Health, MetricsServer, ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher, ModelLoader
 from stream.scorer.records import ScoredRecordStore
@@ -60,13 +62,22 @@ def loader_for(settings: Settings) -> ModelLoader:
 
 
 def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> ContextStore:
-    """Open the context store, waiting for Redis to come up (containers start in any order)."""
+    """Open the context store, waiting for Redis to come up (containers start in any order).
+
+    Raises ScorerFatal at once if Redis refuses the password: that is configuration, not a
+    server still starting."""
     client = connect(settings.redis)
     started = time.monotonic()
     while True:
         try:
             return ContextStore(client, settings.context)
         except ContextUnavailable as exc:
+            if isinstance(exc.__cause__, redis.AuthenticationError):
+                # Redis answered and said no: waiting will not change its mind.
+                raise ScorerFatal(
+                    f"Redis refused the credentials for {settings.redis.safe_url()}: "
+                    f"{exc.__cause__}"
+                ) from exc
             if time.monotonic() - started > deadline_s:
                 raise
             log.warning("waiting for Redis at %s: %s", settings.redis.safe_url(), exc)

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 # Exit code when the shutdown bound is blown: the supervisor sees a failure, and the batch in
 # flight was not committed, so it is reprocessed.
 EXIT_SHUTDOWN_TIMEOUT = 3
+# Exit code when the scorer cannot start or go on (wrong credentials, fenced): as ScorerRunner.run.
+EXIT_FATAL = 2
 
 
 def scorer(
@@ -46,6 +48,7 @@ def scorer(
     scorer.shutdown_timeout_s + 10 s, in which case nothing uncommitted was lost either).
     """
     from stream.scorer.app import build_scorer
+    from stream.scorer.errors import ScorerFatal
 
     settings = load_settings()
     overrides = {
@@ -61,9 +64,13 @@ def scorer(
         settings = settings.model_copy(
             update={"scorer": settings.scorer.model_copy(update=overrides)}
         )
-    app = build_scorer(
-        settings, pinned_version=model_version, accept_context_loss=accept_context_loss
-    )
+    try:
+        app = build_scorer(
+            settings, pinned_version=model_version, accept_context_loss=accept_context_loss
+        )
+    except ScorerFatal as exc:
+        log.critical("scorer cannot start: %s", exc)
+        raise typer.Exit(EXIT_FATAL) from None
     hard_limit_s = settings.scorer.shutdown_timeout_s + 10
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -67,6 +67,10 @@ _LOST_OWNERSHIP = {
     KafkaError.FENCED_INSTANCE_ID,
     KafkaError._ASSIGNMENT_LOST,
 }
+# Client errors that waiting cannot fix: the broker refused our credentials. librdkafka would
+# retry them forever and the scorer would sit there, "up" but doing nothing; ending it instead
+# makes the misconfiguration visible at once (nothing uncommitted is lost by exiting).
+_CREDENTIAL_ERRORS = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 
 
 def _position(message: Message) -> tuple[str, int, int]:
@@ -121,6 +125,7 @@ class ScorerRunner:
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
         self._assigned: set[tuple[str, int]] = set()
+        self._client_failure: KafkaError | None = None
         self._consumer = Consumer(
             consumer_config(
                 settings.kafka,
@@ -128,6 +133,7 @@ class ScorerRunner:
                 overrides={
                     "stats_cb": metrics.record_librdkafka_stats,
                     "statistics.interval.ms": 5000,
+                    "error_cb": self._on_client_error,
                 },
             )
         )
@@ -138,7 +144,10 @@ class ScorerRunner:
             producer_config(
                 settings.kafka,
                 transactional_id=transactional_id,
-                overrides={"queue.buffering.max.messages": self._s.producer_queue_max_messages},
+                overrides={
+                    "queue.buffering.max.messages": self._s.producer_queue_max_messages,
+                    "error_cb": self._on_client_error,
+                },
             ),
             on_queue_full=metrics.producer_queue_full.inc,
         )
@@ -162,9 +171,6 @@ class ScorerRunner:
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        if self._exactly_once:
-            self._producer.raw.init_transactions(30)
-        self.health.set_ready("starting")
         log.info(
             "scoring %s as group %s (%s, batches of <= %d, <= %d ms), model %s",
             topic, self._s.group_id, self._s.delivery, self._s.batch_max_size,
@@ -172,10 +178,14 @@ class ScorerRunner:
         )  # fmt: skip
         code = 0
         try:
+            if self._exactly_once:
+                self._init_transactions()
+            self.health.set_ready("starting")
             while not self._stop.is_set():
                 self.health.beat()
                 self._swap_model_if_ready()
                 batch = self._fill_batch()
+                self._check_clients()
                 if batch:
                     self._process_until_done(batch)
         except ShutdownIncomplete as exc:
@@ -187,6 +197,32 @@ class ScorerRunner:
         finally:
             self._close()
         return code
+
+    def _init_transactions(self) -> None:
+        try:
+            self._producer.raw.init_transactions(30)
+        except KafkaException as exc:
+            self._check_clients()  # the likely reason, if it was the credentials
+            raise ScorerFatal(f"cannot start transactions: {exc.args[0].str()}") from exc
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """``error_cb`` of the consumer and the producer (served from their poll calls).
+
+        librdkafka reports connection-level trouble here; it retries that itself, and logs it,
+        so only what retrying cannot fix is kept, for ``_check_clients`` to act on."""
+        if error.code() in _CREDENTIAL_ERRORS or error.fatal():
+            self._client_failure = error
+
+    def _check_clients(self) -> None:
+        error = self._client_failure
+        if error is None:
+            return
+        if error.code() in _CREDENTIAL_ERRORS:
+            raise ScorerFatal(
+                f"Kafka refused the credentials of user {self._settings.kafka.sasl_username!r} "
+                f"at {self._settings.kafka.bootstrap_servers}: {error.str()}"
+            )
+        raise ScorerFatal(f"Kafka client failed: {error.str()}")
 
     def _close(self) -> None:
         try:
@@ -244,6 +280,9 @@ class ScorerRunner:
         error = message.error()
         if error is None:
             return True
+        if error.code() in _CREDENTIAL_ERRORS:
+            self._client_failure = error
+            self._check_clients()
         if error.fatal():
             raise ScorerFatal(f"consumer error: {error.str()}")
         log.warning("consumer: %s", error.str())
@@ -309,6 +348,7 @@ class ScorerRunner:
         try:
             while time.monotonic() < deadline:
                 self.health.beat()
+                self._check_clients()
                 message = self._consumer.poll(min(0.1, max(deadline - time.monotonic(), 0)))
                 if message is not None and message.error() is None:
                     # Cannot happen for paused partitions; a newly assigned one could deliver.

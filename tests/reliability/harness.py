@@ -223,6 +223,14 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
+def wait_for_log(scorer: ScorerProcess, text: str, timeout_s: float = 120) -> None:
+    def logged() -> bool:
+        assert scorer.alive(), scorer.log()
+        return text in scorer.log()
+
+    wait_until(logged, timeout_s, f"{text!r} in the scorer's log", poll_s=0.2)
+
+
 def wait_for_assignment(scorer: ScorerProcess, timeout_s: float = 180) -> None:
     def assigned() -> bool:
         assert scorer.alive(), scorer.log()
