@@ -242,6 +242,45 @@ def test_redis_stopped_10s_mid_stream_pauses_resumes_and_counts_nothing_twice(
     assert double_counted == 0, "context after the outage differs from a fault-free run"
 
 
+def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_loss_resumes(
+    make_settings: MakeSettings,
+    stream_values: list[bytes],
+    start_scorer: ScorerStarter,
+    fault_redis: RedisServer,
+) -> None:
+    # Redis back without its data (no persistence, FLUSHALL, eviction): the context store sees
+    # its namespace marker gone and the scorer stops rather than score from nothing.
+    settings = make_settings()
+    stream = Stream(settings, stream_values)
+    scorer = start_scorer(settings, name="stopped")
+    wait_for_assignment(scorer)
+    stream.go_live()
+    wait_mid_batch(scorer, at_least_scored=150)
+    with fault_redis.client() as client:
+        client.flushall()
+    assert scorer.process is not None
+    assert scorer.process.wait(timeout=120) == 2, scorer.log()
+    assert "lost its marker key" in scorer.log()
+
+    restarted = start_scorer(settings, "--accept-context-loss", name="accepting")
+    recovery_s = first_commit_of(restarted)
+    ids = stream.finish()
+    assert restarted.terminate() == 0, restarted.log()
+    accounting = account(settings, ids)
+    report(
+        "redis_emptied",
+        fault="Redis emptied mid-stream (FLUSHALL): scorer stops with ContextStateLost (exit 2); "
+        "restarted with --accept-context-loss",
+        mode="at_least_once",
+        accounting=accounting,
+        recovery_s=recovery_s,
+        inputs=f"{len(ids)} simulated events: {BACKLOG} backlog + {LIVE} live at {RATE:.0f}/s",
+        command=REPRODUCE.format("redis_emptied"),
+        notes="recovery: operator restart to first commit; context restarts empty, by decision",
+    )
+    assert_nothing_lost(accounting)
+
+
 def count_context_differences(settings: Settings, values: list[bytes], ids: list[str]) -> int:
     """How many events' context features (as the scorer stored them with the score) differ
     from a reference computed in one pass, in the same order, with no fault: a double-counted
