@@ -17,6 +17,7 @@ from stream.replay.cli import replay_command
 from stream.scorer.cli import scorer
 from stream.settings import load_settings
 from stream.simulate.cli import simulate
+from stream.trainer.cli import trainer, trainer_app
 
 app = typer.Typer(
     name="riskstream",
@@ -31,6 +32,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(trainer_app, name="trainer")
 app.add_typer(backtest_app, name="backtest")
 app.command("simulate")(simulate)
 app.command("demo")(demo)
@@ -41,6 +43,7 @@ run_app = typer.Typer(
 )
 app.add_typer(run_app, name="run")
 run_app.command("scorer")(scorer)
+run_app.command("trainer")(trainer)
 
 
 @app.callback()

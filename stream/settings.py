@@ -187,21 +187,82 @@ class ScorerSettings(_Section):
 
 
 class TrainerSettings(_Section):
-    """The feedback-loop worker (`riskstream run trainer`)."""
+    """The feedback-loop worker (`riskstream run trainer`); see docs/feedback-loop.md."""
 
     group_id: str = Field("riskstream-trainer", description="Kafka consumer group.")
-    finetune_every_labels: int = Field(500, ge=1, description="Fine-tune after this many labels.")
-    finetune_every_minutes: float = Field(60.0, gt=0, description="...or after this long.")
-    min_labels_per_class: int = Field(20, ge=1, description="Guardrail before any fine-tune.")
-    replay_buffer_size: int = Field(
-        20_000, ge=0, description="Older cases kept to avoid forgetting."
+    finetune_every_labels: int = Field(
+        500, ge=1, description="Fine-tune after this many new labelled cases (joined labels)."
     )
-    promotion_metric: Literal["average_precision", "roc_auc"] = Field("average_precision")
+    finetune_every_minutes: float = Field(
+        60.0, gt=0, description="...or after this long, if at least one case is new."
+    )
+    min_labels_per_class: int = Field(
+        20, ge=1, description="Guardrail: suspicious and legitimate labels stored before training."
+    )
+    min_holdout_per_class: int = Field(
+        5, ge=1, description="Guardrail: suspicious and legitimate cases the holdout must hold."
+    )
+    replay_buffer_size: int = Field(
+        20_000, ge=0, description="Older cases replayed in each fine-tune, to avoid forgetting."
+    )
+    max_cases: int = Field(
+        50_000, ge=100, description="Labelled cases kept in Redis at most (oldest go first)."
+    )
+    cases_ttl_days: int = Field(180, ge=1, description="TTL of the stored cases.")
+    unjoined_keep_hours: float = Field(
+        24.0, gt=0, description="How long a label whose event was not (yet) scored is retried."
+    )
+    holdout_share: float = Field(
+        0.25, gt=0, lt=1, description="Latest share of suspicious cases: the decision holdout."
+    )
+    validation_share: float = Field(
+        0.15, gt=0, lt=1, description="The share before: early stopping, thresholds."
+    )
+    negative_maturity_days: float = Field(
+        7.0, ge=0, description="Unlabelled scored events older than this count as legitimate."
+    )
+    max_presumed_negatives: int = Field(
+        4000, ge=0, description="Presumed-legitimate scored events sampled per fine-tune."
+    )
+    records_scan_budget: int = Field(
+        200_000, ge=1000, description="Scored-record keys scanned per sample, at most."
+    )
+    finetune_steps: int = Field(300, ge=1, description="Optimizer steps of one fine-tune.")
+    finetune_learning_rate: float | None = Field(
+        None, gt=0, description="Peak LR; default the champion's own training peak LR."
+    )
+    finetune_batch_size: int = Field(32, ge=1)
+    finetune_threads: int = Field(1, ge=1, description="torch threads of the fine-tune process.")
+    finetune_seed: int = Field(0, description="Seed of every random draw of a fine-tune.")
+    challenger_init: Literal["champion", "random"] = Field(
+        "champion",
+        description="champion: fine-tune its weights. random: fresh weights - only useful to "
+        "exercise the rejection path (a deliberately bad challenger).",
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, description="Challenger must beat the champion's metric by more than this."
+    )
+    shadow_mode: bool = Field(
+        False, description="A winning challenger first scores in shadow, then is re-judged."
+    )
+    shadow_minutes: float = Field(60.0, gt=0, description="Time in shadow before the re-check.")
+    check_every_s: float = Field(10.0, gt=0, description="How often the trigger is checked.")
+    drift_every_minutes: float = Field(10.0, gt=0, description="How often drift is measured.")
+    drift_sample_size: int = Field(
+        3000, ge=100, description="Recent scored events sampled for drift and calibration."
+    )
+    drift_window_hours: float = Field(
+        24.0, gt=0, description="'Recent' traffic: event times this close to the newest."
+    )
+    promotion_metric: Literal["average_precision", "roc_auc"] = Field(
+        "average_precision", description="What the challenger must improve on the holdout."
+    )
     max_precision_loss: float = Field(
         0.02, ge=0, le=1, description="Allowed drop of precision at the alert threshold."
     )
     metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics.")
-    metrics_port: int = Field(9465, ge=0, le=65535)
+    metrics_port: int = Field(9465, ge=0, le=65535, description="0 picks a free port.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on a graceful shutdown.")
 
 
 class LogSettings(_Section):

@@ -1,0 +1,79 @@
+"""`riskstream run trainer` (the feedback-loop worker) and `riskstream trainer status`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from stream.settings import load_settings
+
+trainer_app = typer.Typer(help="The feedback loop: labels, fine-tunes, promotions.")
+
+
+def trainer(
+    shadow: Annotated[
+        bool | None,
+        typer.Option(
+            "--shadow/--no-shadow", help="Override trainer.shadow_mode: winners score in shadow."
+        ),
+    ] = None,
+) -> None:
+    """Consume labels, fine-tune challengers periodically and promote better ones, until
+    SIGTERM/SIGINT.
+
+    On a signal a running fine-tune is stopped (nothing half-written is left), acknowledged
+    labels are committed, and the process exits 0; 2 if it stopped on an error it cannot
+    retry (the label in hand is read again after a restart); 3 if stopping took longer than
+    trainer.shutdown_timeout_s + 10 s."""
+    from stream.trainer.app import TrainerWorker
+
+    settings = load_settings()
+    if shadow is not None:
+        settings = settings.model_copy(
+            update={"trainer": settings.trainer.model_copy(update={"shadow_mode": shadow})}
+        )
+    raise typer.Exit(TrainerWorker(settings).run())
+
+
+@trainer_app.command("status")
+def status() -> None:
+    """Print the trainer's persisted state: stored cases, label outcomes, the last fine-tune,
+    the champion and shadow pointers, and the last decisions."""
+    from models.registry import Registry
+    from stream.redis_client import connect
+    from stream.trainer.store import MAX_UNJOINED, CaseStore
+
+    settings = load_settings()
+    client = connect(settings.redis)
+    store = CaseStore(
+        client,
+        settings.context.namespace,
+        max_cases=settings.trainer.max_cases,
+        ttl_s=settings.trainer.cases_ttl_days * 86_400,
+        max_unjoined=MAX_UNJOINED,
+    )
+    state = store.state()
+    registry = Registry(settings.model.registry_dir)
+    decisions = [
+        {k: entry.get(k) for k in ("at", "action", "version", "previous", "reason")}
+        for entry in registry.history()[-5:]
+    ]
+    typer.echo(
+        json.dumps(
+            {
+                "cases": {"suspicious": state.suspicious, "legitimate": state.legitimate},
+                "new_cases": state.new_cases,
+                "label_outcomes": state.outcomes,
+                "unjoined_labels": len(store.unjoined()),
+                "last_finetune_at_ms": state.finetune_at_ms or None,
+                "stream_clock_ms": state.clock_ms or None,
+                "champion": registry.champion(),
+                "shadow": registry.shadow(),
+                "last_decisions": decisions,
+            },
+            indent=2,
+        )
+    )
+    client.close()
