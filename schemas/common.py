@@ -38,7 +38,9 @@ _EARLIEST_YEAR, _LATEST_YEAR = 2000, 2100
 
 
 def _to_utc(value: datetime) -> datetime:
-    value = value.astimezone(UTC)
+    # Milliseconds are what the wire format carries: keeping microseconds would make an event
+    # differ from its own re-encoding (and its alert's copy of it).
+    value = value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
     if not _EARLIEST_YEAR <= value.year <= _LATEST_YEAR:
         raise ValueError(f"year {value.year} is outside {_EARLIEST_YEAR}-{_LATEST_YEAR}")
     return value
@@ -54,7 +56,7 @@ UtcDatetime = Annotated[
     AwareDatetime,
     AfterValidator(_to_utc),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
-    Field(description="RFC 3339 timestamp with a UTC offset; stored in UTC."),
+    Field(description="RFC 3339 timestamp with a UTC offset; stored in UTC, to the millisecond."),
 ]
 
 

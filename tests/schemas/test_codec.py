@@ -174,3 +174,9 @@ def test_alerts_round_trip() -> None:
         emitted_at=now,
     )
     assert decode(Alert, encode(alert)) == alert
+
+
+def test_timestamps_keep_milliseconds_so_an_event_equals_its_own_re_encoding() -> None:
+    event = decode(TransactionEvent, raw(event_time="2026-03-01T10:15:00.123456+02:00"))
+    assert event.event_time == datetime(2026, 3, 1, 8, 15, 0, 123000, tzinfo=UTC)
+    assert decode(TransactionEvent, encode(event)) == event
