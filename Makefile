@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup setup-test lint clean
 
 $(VENV)/.installed: pyproject.toml ops/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"riskstream needs Python 3.11, $(PYTHON) is {sys.version.split()[0]}"'
@@ -21,13 +21,16 @@ $(VENV)/.installed: pyproject.toml ops/constraints.txt
 setup: $(VENV)/.installed
 	$(BIN)/riskstream dev install
 
+setup-test: $(VENV)/.installed
+	$(BIN)/riskstream dev install --test-tools
+
 ## Run the main job on the embedded default: local Kafka + Redis, a small model,
 ## synthetic traffic streaming in, alerts printed as they arrive. Ctrl-C stops it all.
 demo: setup
 	$(BIN)/riskstream demo
 
 ## The whole test suite, integration tests included (they start their own broker and Redis).
-test: setup lint
+test: setup-test lint
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; set -e; \
 	if [ $$status -eq 5 ]; then \
 		echo "pytest collected no tests: the suite is broken, failing on purpose" >&2; exit 1; \
@@ -37,9 +40,6 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-
-bench: setup
-	$(BIN)/python -m bench.run_all
 
 clean:
 	$(BIN)/riskstream dev down || true

@@ -63,7 +63,15 @@ def _fail(error: StreamError) -> typer.Exit:
 
 
 @app.command()
-def install() -> None:
+def install(
+    test_tools: Annotated[
+        bool,
+        typer.Option(
+            help="Also the tools only the test suite uses: kcat (the README's alert-reading "
+            "recipe is run by a test) and promtool (checks the Prometheus config)."
+        ),
+    ] = False,
+) -> None:
     """Install what the broker and Redis need: Kafka jars from Maven Central, Debian's redis-server.
 
     Idempotent and cached: a second run only checks. `make setup` runs it so a fresh machine
@@ -73,14 +81,18 @@ def install() -> None:
     try:
         libs = ensure_kafka_jars(home)
         redis_binary = ensure_redis_server_binary()
-        # kcat: the README shows any Kafka client reading the alert topic with it, and a test
-        # runs that recipe; it is not needed by riskstream itself.
-        kcat = ensure_debian_tool("kcat", "kcat")
+        tools = (
+            {"kcat": ensure_debian_tool("kcat", "kcat"),
+             "promtool": ensure_debian_tool("promtool", "prometheus")}
+            if test_tools
+            else {}
+        )  # fmt: skip
     except DevEnvError as error:
         raise _fail(error) from error
     typer.echo(f"kafka {kafka_version()} jars: {libs}")
     typer.echo(f"redis-server: {redis_binary}")
-    typer.echo(f"kcat: {kcat}")
+    for name, path in tools.items():
+        typer.echo(f"{name}: {path}")
 
 
 @app.command()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from stream.devenv.redis_server import ensure_debian_tool
 from stream.scorer.metrics import Health, MetricsServer, ScorerMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -129,10 +129,10 @@ def test_prometheus_runs_this_config(compose: Any) -> None:
     assert any(p.endswith(f":{listen_port}") for p in service["ports"])
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_config() -> None:
+    promtool = ensure_debian_tool("promtool", "prometheus")  # `make test` installed it
     result = subprocess.run(
-        ["promtool", "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)],
+        [str(promtool), "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)],
         capture_output=True,
         text=True,
         timeout=60,
