@@ -35,13 +35,6 @@ ENV_EXAMPLE = REPO_ROOT / "ops" / "compose.env.example"
 ENV_FILE = "ops/compose.env"
 OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
 
-# Commands the stack or the manual uses whose issue has not landed yet. A missing one is
-# skipped with its reason; once it exists it is checked like any other (so entries here can
-# only hide an absence, never a wrong option).
-PENDING_COMMANDS: dict[tuple[str, ...], str] = {
-    ("run", "trainer"): "issue 7 (the trainer worker) has not landed",
-}
-
 
 # -- compose interpolation (the subset of compose's shell-like syntax) ------------------------
 
@@ -175,16 +168,12 @@ def settings_variables(model: type[BaseModel] = Settings, prefix: str = "RISKSTR
 # -- the riskstream CLI -----------------------------------------------------------------------
 
 
-class CommandPending(Exception):
-    """The command belongs to an issue that has not landed (see PENDING_COMMANDS)."""
-
-
 def check_riskstream_args(args: list[str]) -> str:
     """Resolve ``riskstream ARGS`` against the real command tree and parse its options as the
     command would (types, ranges, required arguments); return the command path.
 
-    Raises AssertionError for an unknown command or option or a bad value, CommandPending for
-    a command of an issue still being built. Nothing is executed."""
+    Raises AssertionError for an unknown command or option or a bad value. Nothing is
+    executed."""
     command: Any = typer.main.get_command(app)
     path: list[str] = []
     rest = list(args)
@@ -196,9 +185,6 @@ def check_riskstream_args(args: list[str]) -> str:
             return " ".join(path)
         sub = command.commands.get(token)
         if sub is None:
-            for pending, why in PENDING_COMMANDS.items():
-                if tuple([*path, token])[: len(pending)] == pending:
-                    raise CommandPending(f"riskstream {' '.join([*path, token])}: {why}")
             raise AssertionError(
                 f"`riskstream {' '.join([*path, token])}` is not a command "
                 f"(known under `riskstream {' '.join(path)}`: {sorted(command.commands)})"
@@ -398,15 +384,8 @@ def settings_names() -> set[str]:
 
 @pytest.fixture(scope="session")
 def riskstream_args() -> Callable[[list[str]], str]:
-    """`check_riskstream_args`, skipping (with the reason) a command of a pending issue."""
-
-    def check(args: list[str]) -> str:
-        try:
-            return check_riskstream_args(args)
-        except CommandPending as pending:
-            pytest.skip(str(pending))
-
-    return check
+    """`check_riskstream_args`, as a fixture."""
+    return check_riskstream_args
 
 
 @pytest.fixture(scope="session")
