@@ -10,7 +10,8 @@ is released) and hands batches to the live scorer's ``BatchProcessor``.
   would have sent (null columns left out, timestamps as RFC 3339 in UTC); nothing is validated
   here, so bad rows become dead letters exactly as bad messages do in the live scorer.
 * Topic: each partition is read from a start offset to an end offset captured when the source
-  is opened (later appends are not part of the run). Partitions are merged by
+  is opened (later appends, and transactions still open then, are not part of the run: a
+  read_committed consumer's high watermark is the last stable offset). Partitions are merged by
   (event time parsed from the value, else the broker timestamp; partition; offset) with a
   k-way merge over per-partition buffers: an event is released only when every partition still
   being read has a buffered head, so the order is a function of the data alone - never of how
@@ -460,7 +461,7 @@ class TopicSource:
                 raise SourceError(
                     f"{self.topic}: partitions {sorted(reading)} delivered nothing for "
                     f"{self._stall_timeout_s:.0f}s before their end offsets (last buffered: "
-                    f"{positions}); an open transaction, or the broker is away"
+                    f"{positions}); is the broker away?"
                 )
 
     def close(self) -> None:
