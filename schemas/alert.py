@@ -13,6 +13,10 @@ from schemas.transaction import TransactionEvent
 # Namespace for deterministic alert ids (uuid5). Never change it: ids would stop matching.
 ALERT_ID_NAMESPACE = uuid.UUID("6f1d3a52-4c1e-4a8e-9a43-2f0c6c1b7e19")
 
+# Kafka header carrying the alert id on every alert message, so a subscriber can drop repeats
+# without parsing the value.
+ALERT_ID_HEADER = "riskstream.alert_id"
+
 
 def alert_id_for(event_id: str, model_version: str) -> str:
     """The same event scored by the same model always gets the same alert id, so a reprocessed

@@ -5,7 +5,6 @@ themselves are computed in `report`."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +14,14 @@ from typing import Literal
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from schemas import LabelEvent, Typology
+from schemas.alert import ALERT_ID_HEADER
 from stream.backtest.errors import BacktestError
 from stream.backtest.report import AlertTiming, ScoreTable, TruthRow
-from stream.kafka.clients import consumer_config
+from stream.replay.errors import SourceError
 from stream.replay.manifest import ALERTS_FILE, SCORES_FILE, RunManifest, run_dir
+from stream.replay.sources import TopicSource, from_ms, to_ms
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def load_run(home: Path, run_id: str) -> RunData:
     columns = pq.read_table(scores_path).sort_by("seq").to_pydict()
     table = ScoreTable(
         event_ids=columns["event_id"],
-        event_time_ms=np.array(
-            [int(t.timestamp() * 1000) for t in columns["event_time"]], dtype=np.int64
-        ),
+        event_time_ms=np.array([to_ms(t) for t in columns["event_time"]], dtype=np.int64),
         scores=np.asarray(columns["score"], dtype=np.float64),
         alerted=np.array([a is not None for a in columns["alert_id"]], dtype=np.bool_),
         predicted=columns["typology"],
@@ -90,8 +88,6 @@ def read_alert_timings(path: Path) -> tuple[list[AlertTiming], list[str]]:
 def with_landing_times(
     alerts: list[AlertTiming], alert_ids: list[str], landed_ms: dict[str, int]
 ) -> list[AlertTiming]:
-    from stream.replay.sources import from_ms
-
     return [
         AlertTiming(a.received_at, a.scored_at, a.emitted_at, from_ms(landed_ms[i]))
         if i in landed_ms
@@ -104,49 +100,27 @@ def broker_timestamps(
     kafka: KafkaSettings, topic: str, *, timeout_s: float = 30.0
 ) -> dict[str, int]:
     """alert id -> broker timestamp (ms) of its first copy on ``topic``; raises BacktestError
-    when the topic is gone (e.g. deleted, or past retention)."""
-    consumer = Consumer(
-        consumer_config(
-            kafka,
-            f"riskstream-report-{uuid.uuid4().hex[:8]}",
-            overrides={"enable.partition.eof": True},
-        )
-    )
+    when the topic is gone (e.g. deleted, or past retention) or stops delivering."""
     try:
-        info = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if info is None or info.error is not None:
-            raise BacktestError(f"topic {topic!r} does not exist")
-        assignment, open_partitions = [], set()
-        for partition in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=30, cached=False
-            )
-            if high > low:
-                assignment.append(TopicPartition(topic, partition, low))
-                open_partitions.add(partition)
-        landed: dict[str, int] = {}
-        if not assignment:
-            return landed
-        consumer.assign(assignment)
-        deadline = time.monotonic() + timeout_s
-        while open_partitions and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(message.partition())
-                    continue
-                headers = dict(message.headers() or [])
-                raw_id = headers.get("riskstream.alert_id")
-                alert_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                _, ts = message.timestamp()
-                if alert_id and ts > 0:
-                    landed.setdefault(alert_id, ts)
-        if open_partitions:
-            log.warning("%s: partitions %s not read to the end", topic, sorted(open_partitions))
-        return landed
+        source = TopicSource(
+            kafka,
+            topic,
+            group_id=f"riskstream-report-{uuid.uuid4().hex[:8]}",
+            stall_timeout_s=timeout_s,
+        )
+    except SourceError as error:
+        raise BacktestError(str(error)) from error
+    landed: dict[str, int] = {}
+    try:
+        for record in source.records():
+            alert_id = dict(record.headers).get(ALERT_ID_HEADER)
+            if alert_id and record.timestamp_ms is not None and record.timestamp_ms > 0:
+                landed.setdefault(alert_id.decode(errors="replace"), record.timestamp_ms)
+    except SourceError as error:
+        raise BacktestError(str(error)) from error
     finally:
-        consumer.close()
+        source.close()
+    return landed
 
 
 # -- truth ------------------------------------------------------------------------------------

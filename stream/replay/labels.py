@@ -21,18 +21,14 @@ event), plus the delay.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
 from schemas import DecodeError, LabelEvent, decode
-from stream.kafka.clients import consumer_config
-from stream.replay.errors import LabelSourceError
-from stream.replay.sources import JSONL_SUFFIXES, PARQUET_SUFFIXES, parquet_row_json
+from stream.replay.errors import LabelSourceError, SourceError
+from stream.replay.sources import JSONL_SUFFIXES, PARQUET_SUFFIXES, TopicSource, parquet_row_json
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -113,56 +109,18 @@ def read_label_topic(
 ) -> list[LabelEvent]:
     """Every label on ``topic`` up to its end when called (labels are few: a share of events).
     Read without a consumer group commit; the schedule decides when each one counts."""
-    consumer = Consumer(
-        consumer_config(
-            kafka,
-            f"riskstream-replay-labels-{uuid.uuid4().hex[:8]}",
-            overrides={"enable.partition.eof": True},
-        )
-    )
     try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            raise LabelSourceError(f"label topic {topic!r} does not exist")
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=30, cached=False
-            )
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        values: list[tuple[str, bytes | None]] = []
-        if assignment:
-            consumer.assign(assignment)
-        open_partitions = set(ends)
-        idle_since: float | None = None
-        while open_partitions:
-            messages = consumer.consume(500, timeout=0.5)
-            if not messages:
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > timeout_s:
-                    raise LabelSourceError(
-                        f"label topic {topic!r}: partitions {sorted(open_partitions)} stalled"
-                    )
-                continue
-            idle_since = None
-            for message in messages:
-                partition = message.partition()
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(partition or 0)
-                    continue
-                offset = message.offset() or 0
-                if partition in open_partitions and offset < ends[partition or 0]:
-                    raw = message.value()
-                    value = raw.encode() if isinstance(raw, str) else raw
-                    values.append((f"{topic}[{partition}]@{offset}", value))
-                    if offset >= ends[partition or 0] - 1:
-                        open_partitions.discard(partition or 0)
-        return list(_decoded(values))
+        source = TopicSource(
+            kafka,
+            topic,
+            group_id=f"riskstream-replay-labels-{uuid.uuid4().hex[:8]}",
+            stall_timeout_s=timeout_s,
+        )
+    except SourceError as error:
+        raise LabelSourceError(f"label {error}") from error
+    try:
+        return list(_decoded((record.source, record.value) for record in source.records()))
+    except SourceError as error:
+        raise LabelSourceError(f"label {error}") from error
     finally:
-        consumer.close()
+        source.close()

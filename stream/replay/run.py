@@ -52,6 +52,7 @@ from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
 from stream.replay.sources import ReplaySource, SourceRecord, from_ms
 from stream.scorer.app import loader_for, narrator_for
+from stream.scorer.core import Incoming
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics, utc_now
 from stream.scorer.records import RecordsUnavailable
@@ -131,6 +132,20 @@ def batches(
             batch, first_ms = [], None
     if batch:
         yield batch
+
+
+def incoming(record: SourceRecord, received_at: datetime) -> Incoming:
+    """A source record as the scorer's processor takes it, read at ``received_at``."""
+    return Incoming(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        timestamp_ms=record.timestamp_ms,
+        received_at=received_at,
+    )
 
 
 class Pacer:
@@ -330,7 +345,7 @@ class Replay:
                         _retrying(partial(store.apply_labels, due), "applying labels", _nothing)
                         self.manifest.labels.revealed = labels.revealed
                 received_at = utc_now()
-                batch = [record.incoming(received_at) for record in chunk]
+                batch = [incoming(record, received_at) for record in chunk]
                 outputs = _retrying(
                     partial(processor.process, batch, self.model), "batch", records.discard
                 )

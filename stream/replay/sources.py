@@ -2,7 +2,8 @@
 
 A source yields :class:`SourceRecord` values in a deterministic order; the replay loop turns
 them into :class:`~stream.scorer.core.Incoming` messages (stamping ``received_at`` when a batch
-is released) and hands batches to the live scorer's ``BatchProcessor``.
+is released) and hands batches to the live scorer's ``BatchProcessor``. Nothing here imports
+the scorer (and with it torch): reports and label readers use these readers too.
 
 * File: every line (JSONL) or row (Parquet) is one message of topic ``file:<name>``, partition
   0, offset = its 1-based line / row number (so a dead letter's source points at the line an
@@ -32,9 +33,9 @@ from typing import Any, Final, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from schemas.common import format_utc
 from stream.kafka.clients import consumer_config
 from stream.replay.errors import SourceError
-from stream.scorer.core import Incoming
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,10 @@ class SourceRecord:
         when = self.event_time_ms if self.event_time_ms is not None else self.timestamp_ms
         return (when if when is not None else -1, self.partition, self.offset)
 
-    def incoming(self, received_at: datetime) -> Incoming:
-        return Incoming(
-            topic=self.topic,
-            partition=self.partition,
-            offset=self.offset,
-            key=self.key,
-            value=self.value,
-            headers=self.headers,
-            timestamp_ms=self.timestamp_ms,
-            received_at=received_at,
-        )
+    @property
+    def source(self) -> str:
+        """``topic[partition]@offset``, as the scorer names where a message came from."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 class ReplaySource(Protocol):
@@ -124,8 +118,8 @@ class ReplaySource(Protocol):
 
 def _json_value(value: object) -> object:
     if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # a timestamp column without a zone holds UTC, as the simulator writes it
+        return format_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
     return value
 
 

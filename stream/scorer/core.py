@@ -17,6 +17,7 @@ import orjson
 
 from models.inference import LoadedModel
 from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, alert_id_for, decode
+from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.common import format_utc
 from stream.context.features import ContextFeatures
@@ -209,7 +210,7 @@ def alert_message(alert: Alert, topic: str) -> OutgoingMessage:
         topic=topic,
         key=alert.event.customer_id.encode(),
         value=encode(alert),
-        headers=(("riskstream.alert_id", alert.alert_id.encode()),),
+        headers=((ALERT_ID_HEADER, alert.alert_id.encode()),),
     )
 
 

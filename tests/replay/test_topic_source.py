@@ -1,6 +1,7 @@
 """TopicSource on the real broker with transactional input, which leaves more in a partition
 than data: commit and abort markers, and transactions not decided yet. A range still ends at
-the offsets captured when it opened, and the read finishes there."""
+the offsets captured when it opened, and the read finishes there. Also the readers built on
+it: labels from a topic (replays, reports) and the broker timestamps of a run's alerts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from schemas.alert import ALERT_ID_HEADER
+from stream.backtest.data import broker_timestamps
+from stream.backtest.errors import BacktestError
+from stream.replay.errors import LabelSourceError
+from stream.replay.labels import read_label_topic
 from stream.replay.sources import PartitionRange, TopicSource
 from stream.settings import KafkaSettings
 
@@ -110,3 +116,60 @@ def test_an_aborted_transaction_is_skipped_to_the_end_of_the_range(
     transactional.abort_transaction(30)
     produce_plain(kafka_settings, topic, range(3, 5))
     assert numbers_read(kafka_settings, topic) == [0, 1, 3, 4]
+
+
+# -- the other whole-topic readers built on TopicSource ----------------------------------------
+
+
+def label_json(n: int, *, label_hours: int) -> bytes:
+    return orjson.dumps(
+        {
+            "label_id": f"lb-{n}",
+            "event_id": f"ev-{n}",
+            "customer_id": f"cus-{n}",
+            "event_time": "2026-03-01T08:00:00Z",
+            "label_time": f"2026-03-01T{8 + label_hours:02d}:00:00Z",
+            "source": "chargeback",
+            "is_suspicious": True,
+            "typology": "stolen_card",
+        }
+    )
+
+
+def test_labels_are_read_from_every_partition_of_a_topic_and_bad_ones_skipped(
+    kafka_settings: KafkaSettings, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(2, "labels")
+    producer = Producer(kafka_settings.client_config())
+    for n in range(6):
+        producer.produce(topic, label_json(n, label_hours=n), partition=n % 2)
+    producer.produce(topic, b'{"label_id": "half a label"}', partition=0)
+    assert producer.flush(30) == 0
+
+    labels = read_label_topic(kafka_settings, topic, timeout_s=10)
+    assert sorted(lb.label_id for lb in labels) == [f"lb-{n}" for n in range(6)]
+    with pytest.raises(LabelSourceError, match="does not exist"):
+        read_label_topic(kafka_settings, f"{topic}-missing")
+
+
+def test_broker_timestamps_of_alerts_keep_each_alert_ids_first_copy(
+    kafka_settings: KafkaSettings, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(2, "alerts")
+    producer = Producer(kafka_settings.client_config())
+    copies = [("a1", 0, 1_000), ("a2", 1, 2_000), ("a1", 0, 3_000)]  # a1 redelivered later
+    for alert_id, partition, ms in copies:
+        producer.produce(
+            topic,
+            b"{}",
+            partition=partition,
+            timestamp=1_772_000_000_000 + ms,
+            headers=[(ALERT_ID_HEADER, alert_id.encode())],
+        )
+    producer.produce(topic, b"{}", partition=1)  # no alert id: not an alert
+    assert producer.flush(30) == 0
+
+    landed = broker_timestamps(kafka_settings, topic, timeout_s=10)
+    assert landed == {"a1": 1_772_000_001_000, "a2": 1_772_000_002_000}
+    with pytest.raises(BacktestError, match="does not exist"):
+        broker_timestamps(kafka_settings, f"{topic}-missing")
