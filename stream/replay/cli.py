@@ -156,6 +156,8 @@ def replay_command(
             if label_choice is not None:
                 schedule = LabelSchedule(loaded, delay)
                 typer.echo(f"labels: {len(schedule):,} from {kind} {where}, revealed {delay} late")
+        if file is not None:  # checked before the model is loaded, which takes a while
+            source = FileSource(file, start=start, end=end)
         run = prepare_replay(
             settings,
             ReplayOptions(
@@ -169,17 +171,19 @@ def replay_command(
                 progress=progress,
             ),
         )
-        if file is not None:
-            source = FileSource(file, start=start, end=end)
-        else:
-            source = TopicSource(
-                settings.kafka,
-                topic or settings.topics.transactions,
-                group_id=run.group_id,
-                start=OffsetBound.parse(from_offset) if from_offset else start,
-                end=OffsetBound.parse(to_offset) if to_offset else end,
-                partitions=partition,
-            )
+        if source is None:
+            try:
+                source = TopicSource(
+                    settings.kafka,
+                    topic or settings.topics.transactions,
+                    group_id=run.group_id,
+                    start=OffsetBound.parse(from_offset) if from_offset else start,
+                    end=OffsetBound.parse(to_offset) if to_offset else end,
+                    partitions=partition,
+                )
+            except BaseException:
+                run.abandon()
+                raise
         manifest = run.run(source)
     except RiskstreamError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)

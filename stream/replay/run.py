@@ -263,6 +263,11 @@ class Replay:
         self.directory.mkdir(parents=True)
         self.manifest.write(self.directory)
 
+    def abandon(self) -> None:
+        """Release what :func:`prepare_replay` opened, for a run that will not start (its
+        source could not be opened); :meth:`run` releases it itself."""
+        self._client.close()
+
     @property
     def group_id(self) -> str:
         """The consumer group a topic source should use: the run's own."""
@@ -444,7 +449,12 @@ def prepare_replay(settings: Settings, options: ReplayOptions) -> Replay:
     run_id = check_run_id(
         options.run_id or new_run_id(model.version, utc_now(), secrets.token_hex(2))
     )
-    return Replay(settings, options, model, run_id, connect(settings.redis))
+    client = connect(settings.redis)
+    try:
+        return Replay(settings, options, model, run_id, client)
+    except BaseException:  # e.g. the broker does not answer for the alert topic's partitions
+        client.close()
+        raise
 
 
 def replay(settings: Settings, source: ReplaySource, options: ReplayOptions) -> RunManifest:

@@ -9,8 +9,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from schemas import LabelEvent, LabelSource, TransactionEvent, Typology, decode
+from stream.cli import app
 from stream.replay.errors import ReplayError, SourceError
 from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import check_run_id
@@ -229,3 +231,16 @@ def test_run_ids_fit_a_redis_namespace_and_a_topic_name() -> None:
     for bad in ("", "-x", "a/b", "x" * 56, "a b"):
         with pytest.raises(ReplayError):
             check_run_id(bad)
+
+
+def test_a_missing_input_file_is_reported_before_any_model_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry is empty: had the model been looked up first, that would be the error.
+    monkeypatch.setenv("RISKSTREAM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RISKSTREAM_MODEL__REGISTRY_DIR", str(tmp_path / "registry"))
+    result = CliRunner().invoke(
+        app, ["replay", "--file", str(tmp_path / "missing.jsonl"), "--no-labels"]
+    )
+    assert result.exit_code == 1
+    assert "missing.jsonl is not a file" in result.output
