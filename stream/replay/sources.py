@@ -351,18 +351,26 @@ class TopicSource:
             for p in partitions
         }
         return clamp_ranges(
-            watermarks, self._offsets(self._start, partitions), self._offsets(self._end, partitions)
+            watermarks,
+            self._offsets(self._start, watermarks),
+            self._offsets(self._end, watermarks),
         )
 
-    def _offsets(self, bound: Bound, partitions: list[int]) -> dict[int, int | None]:
+    def _offsets(
+        self, bound: Bound, watermarks: Mapping[int, tuple[int, int]]
+    ) -> dict[int, int | None]:
         if bound is None:
-            return dict.fromkeys(partitions)
+            return dict.fromkeys(watermarks)
         if isinstance(bound, OffsetBound):
-            return {p: bound.for_partition(p) for p in partitions}
-        wanted = [TopicPartition(self.topic, p, to_ms(bound)) for p in partitions]
+            return {p: bound.for_partition(p) for p in watermarks}
+        wanted = [TopicPartition(self.topic, p, to_ms(bound)) for p in watermarks]
         found = self._consumer.offsets_for_times(wanted, timeout=30)
-        # -1: nothing at or after that time in the partition, i.e. its end (None = high mark)
-        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+        # -1: nothing at or after that time in the partition, so the time falls at its end -
+        # for a start as for an end (None would mean "not given": the low mark for a start)
+        return {
+            tp.partition: tp.offset if tp.offset >= 0 else watermarks[tp.partition][1]
+            for tp in found
+        }
 
     @property
     def total(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from stream.backtest.data import broker_timestamps
 from stream.backtest.errors import BacktestError
 from stream.replay.errors import LabelSourceError
 from stream.replay.labels import read_label_topic
-from stream.replay.sources import PartitionRange, TopicSource
+from stream.replay.sources import PartitionRange, TopicSource, to_ms
 from stream.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -173,3 +174,32 @@ def test_broker_timestamps_of_alerts_keep_each_alert_ids_first_copy(
     assert landed == {"a1": 1_772_000_001_000, "a2": 1_772_000_002_000}
     with pytest.raises(BacktestError, match="does not exist"):
         broker_timestamps(kafka_settings, f"{topic}-missing")
+
+
+def test_a_partition_with_nothing_since_the_start_time_contributes_nothing(
+    kafka_settings: KafkaSettings, new_topic: Callable[..., str]
+) -> None:
+    # Regression: the broker answers -1 when a partition holds nothing at or after a time.
+    # For the start of a range that was read as "no start given", so such a partition was
+    # replayed from its beginning: old events the range was chosen to leave out.
+    topic = new_topic(2, "times")
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    producer = Producer(kafka_settings.client_config())
+    for hours in range(4):  # partition 0: 08:00 to 11:00
+        producer.produce(topic, event(hours), partition=0, timestamp=to_ms(t0) + hours * 3600_000)
+    for n in range(3):  # partition 1: two days earlier only
+        producer.produce(topic, event(n), partition=1, timestamp=to_ms(t0 - timedelta(days=2)))
+    assert producer.flush(30) == 0
+
+    opened = TopicSource(
+        kafka_settings,
+        topic,
+        group_id=f"g-{uuid.uuid4().hex[:10]}",
+        start=t0 + timedelta(minutes=90),
+        stall_timeout_s=3,
+    )
+    try:
+        assert [(r.partition, r.start, r.end) for r in opened.ranges] == [(0, 2, 4), (1, 3, 3)]
+        assert [(r.partition, r.offset) for r in opened.records()] == [(0, 2), (0, 3)]
+    finally:
+        opened.close()
