@@ -121,6 +121,7 @@ def produce(
         label_keys = renderer.customer_ids[sim.events["cust"][sim.labels.rows]].tolist()
     next_label, sent = 0, 0
     started = time.perf_counter()
+    seconds_per_event = 1 / rate if rate else 0.0
     pace_every = max(1, int(rate / 100)) if rate else 0
     with (
         gc_paused(),
@@ -132,9 +133,9 @@ def produce(
             hi = min(n_events, lo + JSON_CHUNK)
             lines = renderer.events_json(lo, hi)
             keys = renderer.customer_ids[sim.events["cust"][lo:hi]].tolist()
-            # due[i]: how many labels have become known by the time of event lo + i
-            due = np.searchsorted(label_ms, t_ms[lo:hi], side="right").tolist()
-            for line, key, labels_due in zip(lines, keys, due, strict=True):
+            # labels_known[i]: how many labels have become known by the time of event lo + i
+            labels_known = np.searchsorted(label_ms, t_ms[lo:hi], side="right").tolist()
+            for line, key, labels_due in zip(lines, keys, labels_known, strict=True):
                 while next_label < labels_due:
                     send(labels_topic, labels[next_label], label_keys[next_label])
                     next_label += 1
@@ -143,9 +144,9 @@ def produce(
                 if sent % POLL_EVERY == 0:
                     producer.poll(0)
                 if pace_every and sent % pace_every == 0:
-                    due = started + sent / rate  # type: ignore[operator]
-                    # poll() returns early when it serves a delivery report: loop until due.
-                    while (ahead := due - time.perf_counter()) > 0:
+                    send_at = started + sent * seconds_per_event
+                    # poll() returns early when it serves a delivery report: loop until then.
+                    while (ahead := send_at - time.perf_counter()) > 0:
                         producer.poll(ahead)
             bar.update(hi - lo)
         while next_label < n_labels:  # labels known only after the simulated period
