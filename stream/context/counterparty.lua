@@ -4,8 +4,8 @@
 -- Appended to common.lua by store.py; the record order is COUNTERPARTY_RECORD in features.py.
 --
 -- Keys under the base "<ns>:{p:<counterparty_id>}" or "<ns>:{t:<terminal_id>}":
---   :s  state blob: header | hour list | dedupe FIFO with snapshots
---   :d  hash day -> that day's count (7d/30d windows; touched about once per active day)
+--   :s  state blob: header | hour list | past-day ring (7d/30d windows) | dedupe FIFO with
+--       snapshots
 --   :u  zset customer -> latest event time with this counterparty
 --   :b  zset of fraud labels: member = packed event time .. event id, score = label time
 --       (written by labels.lua, read here)
@@ -13,8 +13,14 @@
 -- header (doubles): 1 layout version, then
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
-local DAYS = { day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, unit = 'f', count = 11 }
-local H_NU, H_HOURN, H_FIFON = 9, 10, 12 -- (11: stored past days, see DAYS)
+-- (past days: ring slots of stamp and count, kept in the blob once written)
+local DAYS = {
+  day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, slot_fmt = '<II', slot = 8, caps = false,
+  ring = function(st)
+    return st.ring
+  end,
+}
+local H_NU, H_HOURN, H_RING, H_FIFON = 9, 10, 11, 12 -- H_RING: 1 once the ring exists
 local H_LABELS = 13 -- 1 once a fraud label exists (set by labels.lua), so most skip the lookup
 local H_TTL_AT = 14 -- wall clock of the last TTL refresh
 local N_HDR = 14
@@ -25,12 +31,13 @@ local N_REC = 7
 local REC_FMT = rep_fmt('f', N_REC)
 local FIFO_W = 16 + 4 * N_REC
 local ONE = { 1 }
+local RING_BYTES = RING_DAYS * DAYS.slot
 -- Hours kept: the 24-hour window of an event up to the tolerance older than the newest.
 local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
 local function load_state(base)
   local st = {
-    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b', dkey = base .. ':d',
+    skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b',
     dirty = false, rolled = false, created = false, u_created = false,
   }
   local raw = rcall('GET', st.skey)
@@ -52,6 +59,10 @@ local function load_state(base)
   else
     st.hours = {}
   end
+  if h[H_RING] == 1 then
+    st.ring = ssub(raw, pos, pos + RING_BYTES - 1)
+    pos = pos + RING_BYTES
+  end
   st.fifo_n = h[H_FIFON]
   fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
   return st
@@ -62,10 +73,12 @@ local function save_state(st)
   refresh_due(st, h, H_TTL_AT)
   fifo_prune(st, h[H_NEWEST])
   h[H_HOURN], h[H_FIFON] = #st.hours / 2, st.fifo_n
+  h[H_RING] = st.ring and 1 or 0
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
   local blob = tconcat({
     spack(HDR_FMT, unpack(h)),
     pack_records(HOUR_UNIT, st.hours, 2, 1),
+    st.ring or '',
     fifo_encode(st),
   })
   if ttl2 then
@@ -75,9 +88,6 @@ local function save_state(st)
   end
   if st.refresh or st.u_created then
     rcall('PEXPIRE', st.ukey, TTL_MS)
-  end
-  if st.refresh or st.d_created then
-    rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
 

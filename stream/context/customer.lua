@@ -4,7 +4,8 @@
 --
 -- Keys under the base "<ns>:{c:<customer_id>}":
 --   :s  state blob: header | recent-event log | recent outbound | dedupe FIFO
---   :d  hash day -> that day's totals (7d/30d windows; touched about once per active day)
+--   :d  string: ring of past days' totals (7d/30d windows; read and written about once per
+--       active day, see common.lua)
 --   :k  hash of first-seen times: 'p'..counterparty, 'd'..device, 'k'..country -> packed double
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
 
@@ -14,14 +15,22 @@ local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
 local H_LAST_IN = 15                  -- newest inbound time
 -- 16 newest day, 17..22 its totals, 23..28 totals of the 6 days before, 29..34 of the 29 before
--- a past day's totals (30 bytes): out count, out sum, in count, in sum, near-threshold cash
--- deposits, cash-in sum (sums in cents, exact: see "Money" below)
+-- a past day's totals in the ':d' ring (slot: stamp, then out count, out sum, in count, in sum,
+-- near-threshold cash deposits, cash-in sum; sums in cents as 6-byte integers: exact to $1.4
+-- trillion a day)
+local function customer_ring(st)
+  if not st.ring_loaded then
+    st.ring = rcall('GET', st.dkey) or nil
+    st.ring_loaded = true
+  end
+  return st.ring
+end
 local DAYS = {
-  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, unit = 'HdHdHd', count = 39,
-  caps = { 65535, false, 65535, false, 65535, false },
+  day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, slot_fmt = '<IHi6Hi6Hi6', slot = 28,
+  caps = { 65535, false, 65535, false, 65535, false }, ring = customer_ring,
 }
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
-local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: stored past days, see DAYS)
+local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: unused)
 local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
 local N_HDR = 42
 local HDR_FMT = rep_fmt('d', N_HDR)
@@ -113,7 +122,9 @@ local function save_state(st)
   if st.refresh or st.z_created then
     rcall('PEXPIRE', st.zkey, TTL_MS)
   end
-  if st.refresh or st.d_created then
+  if st.ring_dirty then
+    rcall('SET', st.dkey, st.ring, 'PX', TTL_MS)
+  elseif st.refresh then
     rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
