@@ -57,6 +57,12 @@ def _broker(dev_dir: Path, port: int, controller_port: int) -> KafkaBroker:
     return KafkaBroker(dev_dir / "kafka", libs, port=port, controller_port=controller_port)
 
 
+def _recorded_broker(dev_dir: Path, state: dict[str, Any]) -> KafkaBroker:
+    """The broker a previous `up` recorded in the state file (default ports without one)."""
+    kafka_state = state.get("kafka", {})
+    return _broker(dev_dir, kafka_state.get("port", 9092), kafka_state.get("controller_port", 9093))
+
+
 def _fail(error: StreamError) -> typer.Exit:
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
@@ -160,10 +166,7 @@ def down() -> None:
     """
     dev_dir = _dev_dir()
     state = _read_state(dev_dir)
-    kafka_state = state.get("kafka", {})
-    broker = _broker(
-        dev_dir, kafka_state.get("port", 9092), kafka_state.get("controller_port", 9093)
-    )
+    broker = _recorded_broker(dev_dir, state)
     redis_state = state.get("redis", {})
     redis_server = RedisServer(redis_state.get("port", 6379), dev_dir / "redis")
     servers: list[tuple[str, KafkaBroker | RedisServer]] = [("Kafka", broker)]
@@ -180,10 +183,7 @@ def down() -> None:
 def is_up() -> bool:
     """Whether the broker of a previous `up` runs and answers (the demo reuses it then)."""
     dev_dir = _dev_dir()
-    kafka_state = _read_state(dev_dir).get("kafka", {})
-    broker = _broker(
-        dev_dir, kafka_state.get("port", 9092), kafka_state.get("controller_port", 9093)
-    )
+    broker = _recorded_broker(dev_dir, _read_state(dev_dir))
     return broker.pid is not None and broker.answers()
 
 
@@ -192,10 +192,7 @@ def status() -> None:
     """Show whether the broker and redis-server of `up` run and answer, with their addresses."""
     dev_dir = _dev_dir()
     state = _read_state(dev_dir)
-    kafka_state = state.get("kafka", {})
-    broker = _broker(
-        dev_dir, kafka_state.get("port", 9092), kafka_state.get("controller_port", 9093)
-    )
+    broker = _recorded_broker(dev_dir, state)
     if broker.pid is None:
         typer.echo(f"Kafka  stopped (data {broker.data_dir})")
     else:

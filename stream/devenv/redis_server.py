@@ -333,16 +333,19 @@ class RedisServer:
                     "with a different configuration; stop it first"
                 )
             logger.info("reusing the running redis-server at %s (pid %s)", self.url, self.pid)
-        else:
-            binary = self.binary or ensure_redis_server_binary()
-            require_free_ports("redis-server", self.port)
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._write_config()
-            self._process.spawn([str(binary), str(self.config_file)])
+            # Not ours to kill if it does not answer (paused, or loading a large AOF): as
+            # with the broker, the caller decides.
+            self._wait_ready(started + self.startup_timeout_s)
+            return
+        binary = self.binary or ensure_redis_server_binary()
+        require_free_ports("redis-server", self.port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self._process.spawn([str(binary), str(self.config_file)])
         try:
             self._wait_ready(started + self.startup_timeout_s)
         except BaseException:
-            self._process.kill()
+            self._process.kill()  # never leave a half-started server behind
             raise
         logger.info(
             "redis-server up at %s in %.2f s (pid %s)",

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from stream.devenv import cli, jars
 from stream.devenv.certs import generate_tls_files
-from stream.devenv.errors import DevEnvError, JarResolveError, PortInUseError
+from stream.devenv.errors import DevEnvError, JarResolveError, PortInUseError, ServerStartError
 from stream.devenv.jars import ensure_kafka_jars
 from stream.devenv.kafka import KafkaBroker
 from stream.devenv.process import free_ports, port_is_free
@@ -281,6 +281,26 @@ def test_redis_start_ping_restart_stop(tmp_path: Path, redis_binary: Path) -> No
     assert server.pid is None
     assert port_is_free(port)
     assert "bind 127.0.0.1" in server.config_file.read_text()
+
+
+@integration
+def test_a_running_redis_that_does_not_answer_is_reported_not_killed(
+    tmp_path: Path, redis_binary: Path
+) -> None:
+    # Regression: start() reused a running server of the same directory, and SIGKILLed it
+    # when it did not answer in time (paused, or loading a large AOF): not its to kill.
+    (port,) = free_ports(1)
+    with RedisServer(port, tmp_path / "redis", binary=redis_binary) as server:
+        pid = server.pid
+        server.pause()
+        try:
+            again = RedisServer(port, tmp_path / "redis", binary=redis_binary, startup_timeout_s=1)
+            with pytest.raises(ServerStartError, match="did not answer"):
+                again.start()
+            assert server.pid == pid
+        finally:
+            server.resume()
+        assert server.ping()
 
 
 @integration
