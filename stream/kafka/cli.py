@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from stream.kafka.topics import TopicError, ensure_topics, retention_configs, standard_topics
+from stream.kafka.topics import (
+    DEFAULT_PARTITIONS,
+    TRANSACTIONS_PARTITIONS,
+    TopicError,
+    ensure_topics,
+    retention_configs,
+    standard_topics,
+)
 from stream.settings import load_settings
 
 topics_app = typer.Typer(help="Manage riskstream's Kafka topics.", no_args_is_help=True)
@@ -17,8 +24,10 @@ topics_app = typer.Typer(help="Manage riskstream's Kafka topics.", no_args_is_he
 def create(
     transactions_partitions: Annotated[
         int, typer.Option(min=1, help="Partitions of the transactions topic (scorer parallelism).")
-    ] = 6,
-    partitions: Annotated[int, typer.Option(min=1, help="Partitions of every other topic.")] = 3,
+    ] = TRANSACTIONS_PARTITIONS,
+    partitions: Annotated[
+        int, typer.Option(min=1, help="Partitions of every other topic.")
+    ] = DEFAULT_PARTITIONS,
     replication_factor: Annotated[
         int, typer.Option(min=1, help="Replicas per partition (3 in production).")
     ] = 1,
