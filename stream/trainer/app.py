@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import KafkaError as AIOKafkaError
 from faust.types import EventT, StreamT
 
 from schemas import LabelEvent, decode
@@ -210,7 +211,7 @@ class TrainerWorker:
         while True:
             try:
                 result = await fn(*args)
-            except RETRIABLE as exc:
+            except (*RETRIABLE, AIOKafkaError) as exc:  # Redis or the broker away: try again
                 attempt += 1
                 delay = min(0.1 * 2**attempt, MAX_BACKOFF_S)
                 self.health.set_not_ready("retrying", f"{type(exc).__name__}: {exc}")

@@ -93,6 +93,7 @@ class FeedbackLoop:
         self._clock = clock
         self._registry = Registry(settings.model.registry_dir)
         self._cycle: asyncio.Task[None] | None = None
+        self._drift: asyncio.Task[None] | None = None
         self._child: asyncio.subprocess.Process | None = None
         self._last_drift = 0.0
 
@@ -113,9 +114,20 @@ class FeedbackLoop:
                 reason = due(state, now_ms, self._settings)
                 if reason is not None:
                     self._start_cycle("finetune", reason, seq=state.seq, now_ms=now_ms)
-        if self._clock() - self._last_drift >= self._ts.drift_every_minutes * 60:
+        drift_running = self._drift is not None and not self._drift.done()
+        if (
+            not drift_running
+            and self._clock() - self._last_drift >= self._ts.drift_every_minutes * 60
+        ):
+            # In the background: a SCAN over millions of records must not hold up the timer.
             self._last_drift = self._clock()
+            self._drift = asyncio.create_task(self._measure_drift_logged(), name="drift")
+
+    async def _measure_drift_logged(self) -> None:
+        try:
             await asyncio.to_thread(self.measure_drift)
+        except Exception:  # drift is a report: a failure must not take the worker down
+            log.exception("drift measurement failed")
 
     @property
     def cycle_running(self) -> bool:
@@ -141,7 +153,9 @@ class FeedbackLoop:
                 await self._cycle
 
     async def stop(self) -> None:
-        """Cancel a running cycle (its child process is terminated)."""
+        """Cancel a running cycle (its child process is terminated) and drift measurement."""
+        if self._drift is not None and not self._drift.done():
+            self._drift.cancel()
         if self._cycle is not None and not self._cycle.done():
             self._cycle.cancel()
             await self.wait_for_cycle()
