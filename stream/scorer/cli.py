@@ -49,6 +49,9 @@ def scorer(
     """
     from stream.scorer.app import build_scorer
     from stream.scorer.errors import ScorerFatal
+    from stream.scorer.memory import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the model allocates anything; see stream/scorer/memory.py
 
     settings = load_settings()
     overrides = {
