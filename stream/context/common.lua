@@ -114,9 +114,10 @@ end
 --
 -- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values per
 -- day), L.slot_fmt (struct format of a slot: stamp, then the values), L.slot (its bytes),
--- L.caps (per-value maxima, false for none) and L.ring(st), which returns the entity's ring
--- string or nil (loading it if it lives in its own key). A changed ring is left in st.ring
--- with st.ring_dirty set, for the entity's save_state to write.
+-- L.pack(stamp, vals, from) (a slot's bytes, counts saturated to their field), L.ring(st),
+-- which returns the entity's ring string or nil (loading it if it lives in its own key), and
+-- L.put(st, offset, bytes), which stores one slot (a key's slot is written in place with
+-- SETRANGE: a 28-byte write instead of re-sending the whole ring).
 
 local RING_DAYS = 32 -- at least KEEP_DAYS + 1
 
@@ -129,9 +130,10 @@ local function zeros(n)
 end
 local W7, W30 = {}, {} -- add_to_day's results (reused: read at once by the caller)
 
--- Add day k's stored totals (if its slot holds day k) times `sign` into acc[from..from+nv-1].
-local function ring_add(L, ring, k, acc, from, sign)
-  local off = (k % RING_DAYS) * L.slot + 1
+-- Add day k's stored totals (if its slot holds day k) times `sign` into acc[from..from+nv-1];
+-- the ring starts after byte `at` of the string `ring`.
+local function ring_add(L, ring, at, k, acc, from, sign)
+  local off = at + (k % RING_DAYS) * L.slot + 1
   if #ring < off then
     return
   end
@@ -144,31 +146,20 @@ local function ring_add(L, ring, k, acc, from, sign)
 end
 
 -- Day k's stored totals (a table of L.nv values; zeros when none).
-local function ring_get(L, ring, k)
+local function ring_get(L, ring, at, k)
   local day = {}
   for j = 1, L.nv do
     day[j] = 0
   end
   if ring then
-    ring_add(L, ring, k, day, 1, 1)
+    ring_add(L, ring, at, k, day, 1, 1)
   end
   return day
 end
 
 -- Store `vals` (array, or header values from index `from`) as day k's totals.
 local function ring_put(st, L, k, vals, from)
-  local ring = L.ring(st) or srep(schar(0), RING_DAYS * L.slot)
-  local caps, out = L.caps, { k + 1 }
-  for j = 1, L.nv do
-    local v = vals[from + j - 1]
-    if caps and caps[j] and v > caps[j] then
-      v = caps[j] -- a 16-bit count saturates instead of wrapping
-    end
-    out[j + 1] = v
-  end
-  local off = (k % RING_DAYS) * L.slot
-  st.ring = ssub(ring, 1, off) .. spack(L.slot_fmt, unpack(out)) .. ssub(ring, off + L.slot + 1)
-  st.ring_dirty = true
+  L.put(st, (k % RING_DAYS) * L.slot, L.pack(k + 1, vals, from))
 end
 
 -- Make day d the newest: the old newest day's totals are stored, caches slide to d.
@@ -189,14 +180,14 @@ local function roll_day(st, L, d)
       h[c30 + j] = h[c30 + j] + v
       h[c7 + j] = gap <= 6 and h[c7 + j] + v or 0
     end
-    local ring = L.ring(st)
+    local ring, at = L.ring(st)
     if ring then
       for k = old - 29, d - 30 do
-        ring_add(L, ring, k, h, c30, -1)
+        ring_add(L, ring, at, k, h, c30, -1)
       end
       if gap <= 6 then
         for k = old - 6, d - 7 do
-          ring_add(L, ring, k, h, c7, -1)
+          ring_add(L, ring, at, k, h, c7, -1)
         end
       end
     end
@@ -238,7 +229,8 @@ local function add_to_day(st, L, d, vals)
   -- A late event in a past day: applied to that day (if still kept) and to the caches that
   -- cover it; its own windows are computed as of its day from the stored days.
   if d >= newest - KEEP_DAYS then
-    local day = ring_get(L, L.ring(st), d)
+    local ring, at = L.ring(st)
+    local day = ring_get(L, ring, at, d)
     for j = 1, nv do
       day[j] = day[j] + vals[j]
       if d >= newest - 29 then
@@ -253,12 +245,12 @@ local function add_to_day(st, L, d, vals)
   for j = 1, nv do
     W7[j], W30[j] = 0, 0
   end
-  local ring = L.ring(st)
+  local ring, at = L.ring(st)
   if ring then
     for k = d - 29, d do
-      ring_add(L, ring, k, W30, 1, 1)
+      ring_add(L, ring, at, k, W30, 1, 1)
       if k >= d - 6 then
-        ring_add(L, ring, k, W7, 1, 1)
+        ring_add(L, ring, at, k, W7, 1, 1)
       end
     end
   end
@@ -278,26 +270,37 @@ end
 -- (C speed) checked for entry alignment. (Keeping the records in a separate hash was
 -- measured: an HSET, an HDEL and a PEXPIRE per event cost more than a few records in the blob.)
 
-local function fifo_load(st, raw, width)
+-- Redis' Lua hashes every byte of every string it creates (~1.1 us per KiB on the benchmark
+-- machine: GET results, string.sub, .., struct.pack), so the FIFO is never copied out of the
+-- blob or assembled into intermediate strings: the stored entries are searched in place in the
+-- blob read by load_state (from fifo_pos to fifo_end), new ones are kept as their parts (flat
+-- array: id hash, stamp, record; from fifo_a on), and save_state's single concatenation takes
+-- the kept stored range and the new parts.
+
+local function fifo_load(st, raw, pos, n, width)
   st.fifo_raw = raw
-  st.fifo_pos = 1
+  st.fifo_pos = pos
+  st.fifo_end = pos + n * width
   st.fifo_add = {}
+  st.fifo_a = 1
+  st.fifo_n = n
   st.fifo_w = width
 end
 
 local function fifo_push(st, idh, stamp, record)
   local add = st.fifo_add
-  add[#add + 1] = idh .. spack('<d', stamp) .. record
+  local m = #add
+  add[m + 1], add[m + 2], add[m + 3] = idh, stamp, record
   st.fifo_n = st.fifo_n + 1
 end
 
 -- The record stored for idh, or nil.
 local function fifo_find(st, idh)
-  local raw, base, width = st.fifo_raw, st.fifo_pos, st.fifo_w
+  local raw, base, stop, width = st.fifo_raw, st.fifo_pos, st.fifo_end, st.fifo_w
   local from = base
   while true do
     local s = sfind(raw, idh, from, true)
-    if not s then
+    if not s or s >= stop then
       break
     end
     if (s - base) % width == 0 then
@@ -306,10 +309,9 @@ local function fifo_find(st, idh)
     from = s + 1
   end
   local add = st.fifo_add
-  for i = 1, #add do
-    local e = add[i]
-    if ssub(e, 1, 8) == idh then
-      return ssub(e, 17)
+  for i = st.fifo_a, #add, 3 do
+    if add[i] == idh then
+      return add[i + 2]
     end
   end
   return nil
@@ -317,16 +319,21 @@ end
 
 local function fifo_prune(st, newest)
   local floor_stamp = newest - DEDUPE_SPAN_MS
-  local width = st.fifo_w
+  local width, raw, add = st.fifo_w, st.fifo_raw, st.fifo_add
   while st.fifo_n > 0 do
-    if st.fifo_pos > #st.fifo_raw then
-      st.fifo_raw = tconcat(st.fifo_add)
-      st.fifo_add = {}
-      st.fifo_pos = 1
+    local stored = st.fifo_pos < st.fifo_end
+    local stamp
+    if stored then
+      stamp = sunpack('<d', raw, st.fifo_pos + 8)
+    else
+      stamp = add[st.fifo_a + 1]
     end
-    local stamp = sunpack('<d', st.fifo_raw, st.fifo_pos + 8)
     if st.fifo_n > DEDUPE_CAP or stamp < floor_stamp then
-      st.fifo_pos = st.fifo_pos + width
+      if stored then
+        st.fifo_pos = st.fifo_pos + width
+      else
+        st.fifo_a = st.fifo_a + 3
+      end
       st.fifo_n = st.fifo_n - 1
     else
       break
@@ -334,8 +341,19 @@ local function fifo_prune(st, newest)
   end
 end
 
-local function fifo_encode(st)
-  return ssub(st.fifo_raw, st.fifo_pos) .. tconcat(st.fifo_add)
+-- Append the FIFO's bytes to the array `parts` (for one table.concat).
+local function fifo_encode(st, parts)
+  local n = #parts
+  if st.fifo_pos < st.fifo_end then
+    n = n + 1
+    parts[n] = ssub(st.fifo_raw, st.fifo_pos, st.fifo_end - 1)
+  end
+  local add = st.fifo_add
+  for i = st.fifo_a, #add, 3 do
+    parts[n + 1], parts[n + 2], parts[n + 3] = add[i], spack('<d', add[i + 1]), add[i + 2]
+    n = n + 3
+  end
+  return parts
 end
 
 -- Zsets smaller than this are not pruned by time (their TTL bounds them); bigger ones are,

@@ -14,10 +14,25 @@
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
 -- (past days: ring slots of stamp and count, kept in the blob once written)
+local RING_BYTES = RING_DAYS * 8
 local DAYS = {
-  day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, slot_fmt = '<II', slot = 8, caps = false,
+  day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, slot_fmt = '<II', slot = 8,
+  pack = function(stamp, vals, from)
+    return spack('<II', stamp, vals[from])
+  end,
+  -- the ring rides in the blob: read in place (st.ring is the blob read, the ring from byte
+  -- st.ring_at + 1) until a slot changes, written by save_state
   ring = function(st)
-    return st.ring
+    return st.ring, st.ring_at
+  end,
+  put = function(st, off, bytes)
+    local ring, at = st.ring, st.ring_at
+    if ring then
+      st.ring = ssub(ring, at + 1, at + off) .. bytes .. ssub(ring, at + off + 9, at + RING_BYTES)
+    else
+      st.ring = srep(schar(0), off) .. bytes .. srep(schar(0), RING_BYTES - off - 8)
+    end
+    st.ring_at = 0
   end,
 }
 local H_NU, H_HOURN, H_RING, H_FIFON = 9, 10, 11, 12 -- H_RING: 1 once the ring exists
@@ -31,7 +46,6 @@ local N_REC = 7
 local REC_FMT = rep_fmt('f', N_REC)
 local FIFO_W = 16 + 4 * N_REC
 local ONE = { 1 }
-local RING_BYTES = RING_DAYS * DAYS.slot
 -- Hours kept: the 24-hour window of an event up to the tolerance older than the newest.
 local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
@@ -48,8 +62,8 @@ local function load_state(base)
     h[DAYS.day] = -1
     -- labels may precede the first event seen here (a replay, a late start)
     h[H_LABELS] = rcall('EXISTS', st.bkey)
-    st.hdr, st.hours, st.fifo_n = h, {}, 0
-    fifo_load(st, '', FIFO_W)
+    st.hdr, st.hours = h, {}
+    fifo_load(st, '', 1, 0, FIFO_W)
     return st
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
@@ -60,11 +74,10 @@ local function load_state(base)
     st.hours = {}
   end
   if h[H_RING] == 1 then
-    st.ring = ssub(raw, pos, pos + RING_BYTES - 1)
+    st.ring, st.ring_at = raw, pos - 1
     pos = pos + RING_BYTES
   end
-  st.fifo_n = h[H_FIFON]
-  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
+  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W)
   return st
 end
 
@@ -75,12 +88,15 @@ local function save_state(st)
   h[H_HOURN], h[H_FIFON] = #st.hours / 2, st.fifo_n
   h[H_RING] = st.ring and 1 or 0
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
-  local blob = tconcat({
+  local ring, at = st.ring, st.ring_at
+  if ring and at > 0 then
+    ring = ssub(ring, at + 1, at + RING_BYTES)
+  end
+  local blob = tconcat(fifo_encode(st, {
     spack(HDR_FMT, unpack(h)),
     pack_records(HOUR_UNIT, st.hours, 2, 1),
-    st.ring or '',
-    fifo_encode(st),
-  })
+    ring or '',
+  }))
   if ttl2 then
     rcall('SET', st.skey, blob, ttl1, ttl2)
   else

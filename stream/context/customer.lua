@@ -23,14 +23,41 @@ local function customer_ring(st)
     st.ring = rcall('GET', st.dkey) or nil
     st.ring_loaded = true
   end
-  return st.ring
+  return st.ring, 0
+end
+local H_D_TTL = 39 -- 1 once the ':d' key was created (with its TTL) by customer_ring_put
+local RING_BYTES = RING_DAYS * 28
+-- A slot is written in place with SETRANGE, which keeps the key's TTL. The key is created
+-- whole (SET of all RING_BYTES with PX), never grown by SETRANGE: Redis grows a string
+-- greedily, up to twice what it holds. SETRANGE returns the length: anything but RING_BYTES
+-- means the key had expired (35 days after its last refresh; a refresh is then due too).
+local function customer_ring_put(st, off, bytes)
+  local h = st.hdr
+  if h[H_D_TTL] == 1 and rcall('SETRANGE', st.dkey, off, bytes) == RING_BYTES then
+    st.ring_loaded = false -- a whole ring read earlier in this call is stale now
+    return
+  end
+  local ring = srep(schar(0), off) .. bytes .. srep(schar(0), RING_BYTES - off - 28)
+  if h[H_D_TTL] == 1 then
+    rcall('SET', st.dkey, ring, 'PX', TTL_MS) -- over the fragment the SETRANGE created
+  elseif not rcall('SET', st.dkey, ring, 'PX', TTL_MS, 'NX') then
+    rcall('SETRANGE', st.dkey, off, bytes) -- a ring written before the flag existed
+    rcall('PEXPIRE', st.dkey, TTL_MS)
+  end
+  h[H_D_TTL] = 1
+  st.ring_loaded = false
 end
 local DAYS = {
   day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, slot_fmt = '<IHi6Hi6Hi6', slot = 28,
-  caps = { 65535, false, 65535, false, 65535, false }, ring = customer_ring,
+  -- counts saturate at their 16-bit field instead of wrapping
+  pack = function(stamp, v, i)
+    return spack('<IHi6Hi6Hi6', stamp, mmin(v[i], 65535), v[i + 1], mmin(v[i + 2], 65535),
+      v[i + 3], mmin(v[i + 4], 65535), v[i + 5])
+  end,
+  ring = customer_ring, put = customer_ring_put,
 }
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
-local H_LOGN, H_RON, H_FIFON = 38, 40, 41 -- (39: unused)
+local H_LOGN, H_RON, H_FIFON = 38, 40, 41
 local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
 local N_HDR = 42
 local HDR_FMT = rep_fmt('d', N_HDR)
@@ -65,8 +92,7 @@ local function load_state(base)
     h[1] = 1
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
     st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
-    st.fifo_n = 0
-    fifo_load(st, '', FIFO_W)
+    fifo_load(st, '', 1, 0, FIFO_W)
     return st
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
@@ -84,8 +110,7 @@ local function load_state(base)
   else
     st.ro = {}
   end
-  st.fifo_n = h[H_FIFON]
-  fifo_load(st, ssub(raw, pos, pos + FIFO_W * st.fifo_n - 1), FIFO_W)
+  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W)
   return st
 end
 
@@ -104,12 +129,11 @@ local function save_state(st)
   local log_n = #st.log / LW - st.log_first + 1
   h[H_LOGN], h[H_RON], h[H_FIFON] = log_n, #ro / RW - ro_first + 1, st.fifo_n
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
-  local blob = tconcat({
+  local blob = tconcat(fifo_encode(st, {
     spack(HDR_FMT, unpack(h)),
     pack_records(LOG_UNIT, st.log, LW, st.log_first),
     pack_records(RO_UNIT, ro, RW, ro_first),
-    fifo_encode(st),
-  })
+  }))
   if ttl2 then
     rcall('SET', st.skey, blob, ttl1, ttl2)
   else
@@ -122,9 +146,7 @@ local function save_state(st)
   if st.refresh or st.z_created then
     rcall('PEXPIRE', st.zkey, TTL_MS)
   end
-  if st.ring_dirty then
-    rcall('SET', st.dkey, st.ring, 'PX', TTL_MS)
-  elseif st.refresh then
+  if st.refresh then
     rcall('PEXPIRE', st.dkey, TTL_MS)
   end
 end
