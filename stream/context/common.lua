@@ -61,6 +61,17 @@ local function refresh_due(st, h, stamp_index)
   st.refresh = st.created or NOW_MS - h[stamp_index] >= REFRESH_MS
 end
 
+-- The first header double of a state blob is its layout version (LAYOUT_VERSION of the entity's
+-- script, raised whenever the stored layout changes). A blob of another layout is never read as
+-- this one: main.lua checks every entity of a call before any op is applied, and the call
+-- fails with an error reply (code LAYOUT, mapped to ContextLayoutMismatch by store.py) having
+-- written nothing.
+local function layout_error(key, found, expected)
+  return string.format('LAYOUT riskstream context layout %g found in %s, this code writes %d: '
+    .. 'use a fresh namespace (RISKSTREAM_CONTEXT__NAMESPACE) or drop the old one',
+    found, key, expected)
+end
+
 local fmt_cache = {}
 -- '<' followed by `unit` repeated n times (memoised per unit and count).
 local function rep_fmt(unit, n)

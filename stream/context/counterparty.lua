@@ -11,6 +11,7 @@
 --       (written by labels.lua, read here)
 
 -- header (doubles): 1 layout version, then
+local LAYOUT_VERSION = 2 -- 2: the day ring rides in the blob, flagged by header slot 11
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
 -- (past days: ring slots of stamp and count, kept in the blob once written)
@@ -49,6 +50,7 @@ local ONE = { 1 }
 -- Hours kept: the 24-hour window of an event up to the tolerance older than the newest.
 local KEEP_HOURS = 24 + math.ceil(TOL_MS / HOUR_MS)
 
+-- The entity's state; nil and an error message if its blob has another layout version.
 local function load_state(base)
   local st = {
     skey = base .. ':s', ukey = base .. ':u', bkey = base .. ':b',
@@ -58,13 +60,17 @@ local function load_state(base)
   if not raw then
     st.created = true
     local h = zeros(N_HDR)
-    h[1] = 1
+    h[1] = LAYOUT_VERSION
     h[DAYS.day] = -1
     -- labels may precede the first event seen here (a replay, a late start)
     h[H_LABELS] = rcall('EXISTS', st.bkey)
     st.hdr, st.hours = h, {}
     fifo_load(st, '', 1, 0, FIFO_W)
     return st
+  end
+  local version = sunpack('<d', raw) -- first: an older header may be shorter
+  if version ~= LAYOUT_VERSION then
+    return nil, layout_error(st.skey, version, LAYOUT_VERSION)
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
   st.hdr = h

@@ -10,6 +10,7 @@
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
 
 -- header (doubles): 1 layout version, then
+local LAYOUT_VERSION = 2 -- 2: ':d' is a string ring (was a hash of day -> totals)
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum (4 values each)
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
@@ -80,6 +81,7 @@ local SD_FLOOR = 0.25        -- ln units: a customer paying the same amount has 
 local Z_LIMIT = 50
 local ROUND_TRIP_TOLERANCE = 0.05
 
+-- The entity's state; nil and an error message if its blob has another layout version.
 local function load_state(base)
   local st = {
     skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z', dkey = base .. ':d',
@@ -89,11 +91,15 @@ local function load_state(base)
   if not raw then
     st.created = true
     local h = zeros(N_HDR)
-    h[1] = 1
+    h[1] = LAYOUT_VERSION
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
     st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
     fifo_load(st, '', 1, 0, FIFO_W)
     return st
+  end
+  local version = sunpack('<d', raw) -- first: an older header may be shorter
+  if version ~= LAYOUT_VERSION then
+    return nil, layout_error(st.skey, version, LAYOUT_VERSION)
   end
   local h, pos = unpack_at(HDR_FMT, raw, 1)
   st.hdr = h

@@ -28,3 +28,14 @@ class ContextStateLost(ContextError):
     call every counterparty new, silently; stopping makes an operator decide (restore Redis, or
     accept the reset with :meth:`ContextStore.initialize_namespace`).
     """
+
+
+class ContextLayoutMismatch(ContextError):
+    """The namespace holds state written in another layout than this code's (an upgrade onto
+    an existing namespace): the scripts refuse to read it, and the call wrote nothing.
+
+    Not retriable: no retry changes the stored layout. Stop, and point the scorer at a fresh
+    namespace (``RISKSTREAM_CONTEXT__NAMESPACE``) or drop the old one.
+    """
+
+    retriable = False

@@ -29,7 +29,12 @@ from redis.crc import key_slot
 from schemas.label import LabelEvent
 from schemas.transaction import TransactionEvent
 from stream.context import keys
-from stream.context.errors import ContextError, ContextStateLost, ContextUnavailable
+from stream.context.errors import (
+    ContextError,
+    ContextLayoutMismatch,
+    ContextStateLost,
+    ContextUnavailable,
+)
 from stream.context.features import (
     COUNTERPARTY_RECORD,
     CUSTOMER_RECORD,
@@ -61,6 +66,9 @@ _RETRIABLE: Final = (
     rexc.MasterDownError,
     rexc.ReadOnlyError,
 )
+# The scripts' error reply for a state blob of another layout version (see common.lua); a
+# pipeline prefixes the command to the message, so it is searched for, not matched at the start.
+_LAYOUT_MISMATCH: Final = "riskstream context layout "
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +262,8 @@ class ContextStore:
         """Apply ``events`` in order and return each one's context, in the same order.
 
         Raises :class:`ContextUnavailable` (retry the whole batch later),
-        :class:`ContextStateLost` or :class:`ContextError`.
+        :class:`ContextStateLost`, :class:`ContextLayoutMismatch` (state of another layout
+        version; the script call that met it wrote nothing) or :class:`ContextError`.
         """
         return self.submit_batch(events).result()
 
@@ -419,6 +428,9 @@ class ContextStore:
                 f"Redis unavailable for the context store: {type(exc).__name__}: {exc}"
             ) from exc
         except rexc.RedisError as exc:
+            at = str(exc).find(_LAYOUT_MISMATCH)
+            if isinstance(exc, rexc.ResponseError) and at >= 0:
+                raise ContextLayoutMismatch(str(exc)[at:]) from exc
             if str(exc).startswith("OOM"):
                 raise ContextError(
                     "Redis is out of memory (maxmemory reached, policy noeviction): "

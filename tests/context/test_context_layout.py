@@ -1,0 +1,89 @@
+"""State of another layout version is refused, on the real Redis, before anything is written."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import redis
+
+from stream.context import keys
+from stream.context.errors import ContextError, ContextLayoutMismatch
+
+pytestmark = pytest.mark.integration
+
+LAYOUT_VERSION = 2  # the first header double of every state blob (customer.lua, counterparty.lua)
+VERSION = struct.Struct("<d")  # the header's format: little-endian doubles from byte 0
+
+
+def entity_dump(client: redis.Redis[bytes], namespace: str, kind: str) -> dict[bytes, object]:
+    """Every key of the namespace's entities of ``kind`` with its value and type."""
+    dump: dict[bytes, object] = {}
+    for key in client.scan_iter(match=keys.namespace_pattern(namespace), count=1000):
+        if f"{{{kind}:".encode() not in key:
+            continue
+        kind_of = client.type(key)
+        if kind_of == b"string":
+            dump[key] = client.get(key)
+        elif kind_of == b"hash":
+            dump[key] = client.hgetall(key)
+        elif kind_of == b"zset":
+            dump[key] = client.zrange(key, 0, -1, withscores=True)
+        else:
+            dump[key] = kind_of
+    return dump
+
+
+@pytest.mark.parametrize("kind", [keys.CUSTOMER, keys.COUNTERPARTY])
+def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
+    kind, make_event, make_store, redis_client
+) -> None:
+    store = make_store()
+    ns = store.namespace
+    # two entities of each kind, each with a past day (the customer's ':d' ring, the
+    # counterparty's in-blob ring)
+    store.update_batch(
+        [
+            make_event(day * 1440 + i, customer=f"cus-{i}", counterparty=f"mer-{i}")
+            for day in (0, 1)
+            for i in (1, 2)
+        ]
+    )
+    for i in (1, 2):
+        for base in (keys.customer_base(ns, f"cus-{i}"), keys.counterparty_base(ns, f"mer-{i}")):
+            blob = redis_client.get(base + ":s")
+            assert blob is not None
+            assert VERSION.unpack_from(blob) == (LAYOUT_VERSION,)
+
+    # entity 2's blob as the previous scripts wrote it: layout version 1 (SETRANGE keeps the TTL)
+    old = keys.entity_base(ns, kind, f"{'cus' if kind == keys.CUSTOMER else 'mer'}-2")
+    redis_client.setrange(old + ":s", 0, VERSION.pack(1))
+    if kind == keys.CUSTOMER:
+        # version 1 kept past days in a hash: a GET of it would fail with WRONGTYPE
+        redis_client.delete(old + ":d")
+        redis_client.hset(old + ":d", "20150", b"\0" * 28)
+    before = entity_dump(redis_client, ns, kind)
+    assert len(before) >= 4  # both entities' keys
+
+    # entity 1 comes first in the call and rolls a day: the old driver applied it before
+    # loading entity 2; now every entity of the call is checked before any op runs
+    first, second = (
+        make_event(3 * 1440 + i, customer=f"cus-{i}", counterparty=f"mer-{i}") for i in (1, 2)
+    )
+    batch = [first, second, first]
+    for _ in range(2):  # not transient: the retry a scorer might attempt fails the same way
+        with pytest.raises(ContextLayoutMismatch) as raised:
+            store.update_batch(batch)
+        message = str(raised.value)
+        assert message.startswith(
+            f"riskstream context layout 1 found in {old}:s, this code writes {LAYOUT_VERSION}: "
+            "use a fresh namespace (RISKSTREAM_CONTEXT__NAMESPACE)"
+        ), message
+        assert isinstance(raised.value, ContextError)
+        assert not raised.value.retriable
+
+        assert entity_dump(redis_client, ns, kind) == before
+
+    # a fresh namespace takes the same batch
+    fresh = make_store("-fresh")
+    assert [c.duplicate for c in fresh.update_batch(batch)] == [False, False, True]
