@@ -29,7 +29,7 @@ from datetime import datetime
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from models.inference import LoadedModel
-from stream.context.errors import ContextStateLost, ContextUnavailable
+from stream.context.errors import ContextLayoutMismatch, ContextStateLost, ContextUnavailable
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
@@ -191,8 +191,9 @@ class ScorerRunner:
         except ShutdownIncomplete as exc:
             log.error("%s", exc)
             code = 1
-        except (ScorerFatal, ContextStateLost) as exc:
+        except (ScorerFatal, ContextStateLost, ContextLayoutMismatch) as exc:
             # ContextStateLost: Redis came back empty; an operator decides (docs/scorer.md).
+            # ContextLayoutMismatch: the namespace holds state of an older layout.
             # The batch in hand is not committed, so nothing is skipped either way.
             log.critical("scorer cannot continue: %s", exc)
             code = 2
