@@ -210,7 +210,7 @@ def lua_calibration(client: redis.Redis[bytes], clock: Clock, n: int = 50_000) -
     """Redis CPU microseconds per (one redis.call + one small table) inside Lua: how fast this
     machine runs the kind of work the scripts do, to compare runs on different machines/loads."""
     with clock:
-        client.eval(_CALIBRATION, 1, "bench-context-calibration", n)
+        client.eval(_CALIBRATION, 1, "bench-context-calibration", n)  # type: ignore[no-untyped-call]
     return 1e6 * clock.redis / n
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     train = e["t_ms"] < world.start_ms + 18 * DAY_MS
     model = lgb.LGBMClassifier(n_estimators=300, learning_rate=0.05, num_leaves=31, verbose=-1)
     model.fit(features[train], target[train])
-    score = model.predict_proba(features[~train])[:, 1]
+    score = np.asarray(model.predict_proba(features[~train]))[:, 1]
     typology = e["typology"][~train]
     print(f"single-event average precision, all typologies: "
           f"{average_precision_score(target[~train], score):.3f} "
