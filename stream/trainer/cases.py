@@ -9,6 +9,7 @@ clause ids and feature vector, kept by ``stream.scorer.records``). This module d
 * what one event is when several labels speak about it (:func:`resolve_by_event`);
 * which older cases are replayed beside the new ones (:func:`replay_sample`);
 * which unlabelled scored events may stand in as legitimate (:func:`presumed_negatives`);
+* which labelled events are old enough for their labels to be complete (:func:`labels_complete`);
 * how cases split in time into train / validation / holdout (:func:`split_by_time`).
 
 No Redis, Kafka or torch here; ``store`` persists cases and ``finetune`` trains on them.
@@ -251,6 +252,48 @@ def presumed_negatives(
         )
         for r in eligible
     ]
+
+
+def labels_complete(
+    cases: Iterable[LabelledCase], *, clock_ms: int, maturity_ms: int
+) -> tuple[list[LabelledCase], list[LabelledCase]]:
+    """(complete, waiting): cases whose event is at least ``maturity_ms`` old at ``clock_ms``,
+    and the younger ones.
+
+    Only for the older events is the labelling *complete*: every fraud among them has had time
+    to be charged back or confirmed, whether the champion alerted it or not. Among younger
+    events the labels that have already arrived are mostly analysts' dispositions of the
+    champion's own alerts (a day) rather than chargebacks of what it missed (days to weeks),
+    so a holdout that includes them is stacked in the champion's favour - and it has no
+    presumed negatives there either (they obey the same maturity). A cycle therefore splits
+    only the complete cases; the waiting ones join a later cycle once they have matured."""
+    horizon = clock_ms - maturity_ms
+    complete: list[LabelledCase] = []
+    waiting: list[LabelledCase] = []
+    for c in cases:
+        (complete if c.event_time_ms <= horizon else waiting).append(c)
+    return complete, waiting
+
+
+def composition(cases: Iterable[LabelledCase]) -> dict[str, Any]:
+    """What a part of the split is made of (for reports): suspicious cases by label source and
+    by typology, and how many of them the live model had alerted."""
+    by_source: dict[str, int] = {}
+    by_typology: dict[str, int] = {}
+    alerted = legitimate = 0
+    for c in cases:
+        if not c.is_suspicious:
+            legitimate += 1
+            continue
+        by_source[c.source] = by_source.get(c.source, 0) + 1
+        by_typology[c.typology] = by_typology.get(c.typology, 0) + 1
+        alerted += c.alerted
+    return {
+        "suspicious_by_source": dict(sorted(by_source.items())),
+        "suspicious_by_typology": dict(sorted(by_typology.items())),
+        "suspicious_alerted": alerted,
+        "legitimate": legitimate,
+    }
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ from stream.trainer.cases import (
     CaseSplit,
     LabelledCase,
     class_counts,
+    composition,
+    labels_complete,
     presumed_negatives,
     replay_sample,
     resolve_by_event,
@@ -243,6 +245,8 @@ class CaseData:
     """A random sample of recent scored events (thresholds, drift reference)."""
     seq: int
     finetune_seq: int
+    clock_ms: int
+    """The stream clock (newest label time) the presumed negatives were aged against."""
 
 
 def read_cases(settings: Settings) -> CaseData:
@@ -283,6 +287,7 @@ def read_cases(settings: Settings) -> CaseData:
         traffic=recent[: ts.drift_sample_size],
         seq=state.seq,
         finetune_seq=state.finetune_seq,
+        clock_ms=clock_ms,
     )
 
 
@@ -333,7 +338,15 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
             data=counts,
             seq=data.seq,
         )
-    split = split_by_time(data.labelled + data.negatives, ts.holdout_share, ts.validation_share)
+    # Only events whose labels are complete are split (see ``labels_complete``): the same
+    # maturity the presumed negatives obey, so holdout positives are not mostly the
+    # champion's own quickly-dispositioned alerts. Younger labelled events wait.
+    complete, waiting = labels_complete(
+        data.labelled,
+        clock_ms=data.clock_ms,
+        maturity_ms=int(ts.negative_maturity_days * 86_400_000),
+    )
+    split = split_by_time(complete + data.negatives, ts.holdout_share, ts.validation_share)
     problem = check_split(split, ts)
     new = [
         c for c in split.train if data.seq_by_label.get(c.label_id, data.seq) > data.finetune_seq
@@ -345,6 +358,7 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
     train_cases = sorted(new + replay, key=lambda c: (c.event_time_ms, c.event_id))
     counts.update(
         presumed_negatives=len(data.negatives),
+        labelled_waiting=len(waiting),
         train_new=len(new),
         train_replay=len(replay),
         validation=len(split.validation),
@@ -352,6 +366,8 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
         holdout_suspicious=class_counts(split.holdout)[0],
         traffic_sample=len(data.traffic),
         holdout_start=datetime.fromtimestamp(split.holdout_start_ms / 1000, UTC).isoformat(),
+        train_composition=composition(train_cases),
+        holdout_composition=composition(split.holdout),
     )
     if problem is not None:
         return _skipped("finetune", problem, champion=champion_version, data=counts, seq=data.seq)

@@ -11,7 +11,9 @@ from stream.trainer.cases import (
     PRESUMED,
     LabelledCase,
     class_counts,
+    composition,
     join_labels,
+    labels_complete,
     presumed_negatives,
     replay_sample,
     resolve_by_event,
@@ -101,6 +103,33 @@ def test_presumed_negatives_are_old_unlabelled_and_unalerted() -> None:
     limited = presumed_negatives(many, set(), clock_ms=clock, maturity_ms=0, limit=7, seed=1)
     assert len(limited) == 7
     assert len({n.event_id for n in limited}) == 7
+
+
+def test_only_events_old_enough_for_complete_labels_are_split() -> None:
+    # At the clock, a young fraud the champion alerted is already labelled (an analyst looks
+    # within a day) while a young one it missed is not (its chargeback is still to come):
+    # judging on young events would favour the champion, so they wait for a later cycle.
+    clock = ms(T0 + timedelta(days=10))
+    old = case("old", suspicious=True, at=T0)
+    edge = case("edge", at=T0 + timedelta(days=3))
+    young = case("young", suspicious=True, at=T0 + timedelta(days=9))
+    complete, waiting = labels_complete([young, old, edge], clock_ms=clock, maturity_ms=7 * DAY_MS)
+    assert complete == [old, edge]
+    assert waiting == [young]
+
+
+def test_composition_counts_suspicious_cases_by_source_typology_and_alert() -> None:
+    cases = [
+        case("a", suspicious=True, source="analyst"),
+        case("b", suspicious=True, source="chargeback"),
+        case("c", source=PRESUMED),
+    ]
+    assert composition(cases) == {
+        "suspicious_by_source": {"analyst": 1, "chargeback": 1},
+        "suspicious_by_typology": {"card_testing": 2},
+        "suspicious_alerted": 2,
+        "legitimate": 1,
+    }
 
 
 def test_split_by_time_puts_the_latest_cases_in_the_holdout() -> None:
