@@ -265,9 +265,15 @@ class ScorerRunner:
 
     def _fill_batch(self) -> list[Incoming]:
         max_size = self._s.batch_max_size
-        messages = self._consumer.consume(max_size, timeout=IDLE_POLL_S)
+        # consume(n, timeout) returns only when it has n messages or the timeout ran out, so
+        # asking for a whole batch with the idle timeout held every live batch ~200 ms before
+        # max_wait even started (measured: p50 event->score 650 ms at half the maximum rate).
+        # Take what is already fetched; otherwise wait for one message only; then max_wait.
+        messages = self._consumer.consume(max_size, timeout=0)
         if not messages:
-            return []
+            messages = self._consumer.consume(1, timeout=IDLE_POLL_S)
+            if not messages:
+                return []
         deadline = time.monotonic() + self._s.batch_max_wait_ms / 1000
         while len(messages) < max_size and not self._stop.is_set():
             remaining = deadline - time.monotonic()
