@@ -67,6 +67,7 @@ from stream.devenv import (
 from stream.narrative import build_narrative, default_spec
 from stream.redis_client import connect
 from stream.scorer.app import build_scorer, narrator_for
+from stream.scorer.memory import freeze_startup_objects
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
@@ -321,6 +322,7 @@ def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, fl
         }
     )
     app = build_scorer(settings, serve_metrics=False)
+    freeze_startup_objects()  # as `riskstream run scorer` does before it starts
     thread = threading.Thread(target=app.runner.run, daemon=True)
     thread.start()
     time.sleep(3)  # join the group before traffic starts

@@ -49,7 +49,7 @@ def scorer(
     """
     from stream.scorer.app import build_scorer
     from stream.scorer.errors import ScorerFatal
-    from stream.scorer.memory import fix_mmap_threshold
+    from stream.scorer.memory import fix_mmap_threshold, freeze_startup_objects
 
     fix_mmap_threshold()  # before the model allocates anything; see stream/scorer/memory.py
 
@@ -86,6 +86,7 @@ def scorer(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    freeze_startup_objects()
     try:
         code = app.runner.run()
     finally:
