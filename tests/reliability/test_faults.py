@@ -164,11 +164,13 @@ def test_kill_9_of_the_scorer_mid_batch_then_restart_loses_nothing(
         assert accounting.duplicate_alerts == 0
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
 def test_broker_restart_mid_stream_the_scorer_recovers_on_its_own(
     make_settings: MakeSettings,
     stream_values: list[bytes],
     start_scorer: ScorerStarter,
     fault_broker: KafkaBroker,
+    how: str,
 ) -> None:
     settings = make_settings()
     stream = Stream(settings, stream_values)
@@ -178,21 +180,27 @@ def test_broker_restart_mid_stream_the_scorer_recovers_on_its_own(
     with MetricsSampler(scorer) as sampler:
         wait_mid_batch(scorer, at_least_scored=150)
         fault_started = time.monotonic()
-        fault_broker.restart()  # controlled shutdown, then start on the same data
+        if how == "stop":
+            fault_broker.stop()  # controlled shutdown
+        else:
+            fault_broker.kill()  # SIGKILL: a crash; the next start recovers its logs
+        fault_broker.start()  # same ports, same data
         fault_ended = time.monotonic()
         ids = stream.finish()
         recovery_s = sampler.first_commit_after(fault_ended)
     assert scorer.alive(), "the scorer must ride out a broker restart without help"
     assert scorer.terminate() == 0, scorer.log()
     accounting = account(settings, ids)
+    what = "stopped (SIGTERM)" if how == "stop" else "killed (SIGKILL)"
     report(
-        "broker_restart",
-        fault=f"Kafka broker stopped and started mid-stream ({fault_ended - fault_started:.0f} s)",
+        f"broker_{how}",
+        fault=f"Kafka broker {what} and started again mid-stream "
+        f"({fault_ended - fault_started:.0f} s down)",
         mode="at_least_once",
         accounting=accounting,
         recovery_s=recovery_s,
         inputs=f"{len(ids)} simulated events: {BACKLOG} backlog + {LIVE} live at {RATE:.0f}/s",
-        command=REPRODUCE.format("broker_restart"),
+        command=REPRODUCE.format(f"'broker_restart and {how}'"),
         notes="recovery: broker answering again to the scorer's next commit",
     )
     assert_nothing_lost(accounting)
