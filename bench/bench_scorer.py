@@ -29,6 +29,7 @@ Broker and Redis: temporary ones from ``stream.devenv`` on free loopback ports.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import statistics
@@ -342,6 +343,7 @@ def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, fl
     count = next(s.value for s in samples if s.name.endswith("_count"))
     total_s = next(s.value for s in samples if s.name.endswith("_sum"))
     app.close()
+    gc.unfreeze()  # as the CLI does at exit (frozen objects are never freed otherwise)
     batch_sizes = next(iter(app.runner.metrics.batch_size.collect())).samples
     n_batches = next(s.value for s in batch_sizes if s.name.endswith("_count"))
     sum_sizes = next(s.value for s in batch_sizes if s.name.endswith("_sum"))

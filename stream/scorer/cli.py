@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -91,4 +92,7 @@ def scorer(
         code = app.runner.run()
     finally:
         app.close()
+        # Frozen objects are not freed at exit; native bindings (triton's nanobind) then report
+        # hundreds of "leaked" functions on stderr. Hand them back to the collector first.
+        gc.unfreeze()
     raise typer.Exit(code)
