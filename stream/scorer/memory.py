@@ -13,8 +13,8 @@ per batch (mmap/munmap and page faults), a few percent of a full batch.
 
 Fixing the threshold (which also turns the dynamic adjustment off) sends every block of 1 MiB
 or more - the activations - to mmap, handed back to the kernel when freed. Bucketing tensor
-shapes in the model's batching would bound the growth too, without the system time; that is a
-change to models/inference.py, noted in RELIABILITY.md.
+shapes in the model's batching (rounding batch size and padded length up) would bound the
+growth too, without the system time; that change to models/inference.py was not made.
 """
 
 from __future__ import annotations
