@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from schemas import Channel, CounterpartyType, Direction, TransactionEvent
+from stream.context import keys
 from stream.context.store import ContextLimits, ContextStore
 from stream.settings import ContextSettings
 
@@ -86,3 +87,33 @@ def make_store(redis_client: redis.Redis[bytes], redis_namespace: str) -> Iterat
         store.close()
         if store.namespace != redis_namespace:
             store.drop_namespace()
+
+
+KeyDump = Callable[..., dict[bytes, object]]
+
+
+@pytest.fixture
+def dump_keys() -> KeyDump:
+    """``dump_keys(client, namespace, kind=None)``: every key of the namespace (the marker
+    excluded) with its value, or its type where it is not a string, hash or zset; ``kind``
+    (e.g. ``keys.CUSTOMER``) keeps only that kind's entities. For "nothing changed" checks."""
+
+    def dump(
+        client: redis.Redis[bytes], namespace: str, kind: str | None = None
+    ) -> dict[bytes, object]:
+        out: dict[bytes, object] = {}
+        for key in client.scan_iter(match=keys.namespace_pattern(namespace), count=1000):
+            if key.endswith(b"marker") or (kind and f"{{{kind}:".encode() not in key):
+                continue
+            kind_of = client.type(key)
+            if kind_of == b"string":
+                out[key] = client.get(key)
+            elif kind_of == b"hash":
+                out[key] = client.hgetall(key)
+            elif kind_of == b"zset":
+                out[key] = client.zrange(key, 0, -1, withscores=True)
+            else:
+                out[key] = kind_of
+        return out
+
+    return dump

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-import redis
 
 from stream.context import keys
 from stream.context.errors import ContextError, ContextLayoutMismatch
@@ -16,27 +15,9 @@ LAYOUT_VERSION = 2  # the first header double of every state blob (customer.lua,
 VERSION = struct.Struct("<d")  # the header's format: little-endian doubles from byte 0
 
 
-def entity_dump(client: redis.Redis[bytes], namespace: str, kind: str) -> dict[bytes, object]:
-    """Every key of the namespace's entities of ``kind`` with its value and type."""
-    dump: dict[bytes, object] = {}
-    for key in client.scan_iter(match=keys.namespace_pattern(namespace), count=1000):
-        if f"{{{kind}:".encode() not in key:
-            continue
-        kind_of = client.type(key)
-        if kind_of == b"string":
-            dump[key] = client.get(key)
-        elif kind_of == b"hash":
-            dump[key] = client.hgetall(key)
-        elif kind_of == b"zset":
-            dump[key] = client.zrange(key, 0, -1, withscores=True)
-        else:
-            dump[key] = kind_of
-    return dump
-
-
 @pytest.mark.parametrize("kind", [keys.CUSTOMER, keys.COUNTERPARTY])
 def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
-    kind, make_event, make_store, redis_client
+    kind, make_event, make_store, redis_client, dump_keys
 ) -> None:
     store = make_store()
     ns = store.namespace
@@ -62,7 +43,7 @@ def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
         # version 1 kept past days in a hash: a GET of it would fail with WRONGTYPE
         redis_client.delete(old + ":d")
         redis_client.hset(old + ":d", "20150", b"\0" * 28)
-    before = entity_dump(redis_client, ns, kind)
+    before = dump_keys(redis_client, ns, kind)
     assert len(before) >= 4  # both entities' keys
 
     # entity 1 comes first in the call and rolls a day: the old driver applied it before
@@ -82,7 +63,7 @@ def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
         assert isinstance(raised.value, ContextError)
         assert not raised.value.retriable
 
-        assert entity_dump(redis_client, ns, kind) == before
+        assert dump_keys(redis_client, ns, kind) == before
 
     # a fresh namespace takes the same batch
     fresh = make_store("-fresh")

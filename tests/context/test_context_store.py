@@ -18,24 +18,6 @@ from stream.narrative import build_narrative, default_spec
 pytestmark = pytest.mark.integration
 
 
-def namespace_dump(client: redis.Redis[bytes], namespace: str) -> dict[bytes, Any]:
-    """Every key of the namespace with its value (the marker excluded)."""
-    dump: dict[bytes, Any] = {}
-    for key in client.scan_iter(match=keys.namespace_pattern(namespace), count=1000):
-        kind = client.type(key)
-        if key.endswith(b"marker"):
-            continue
-        if kind == b"string":
-            dump[key] = client.get(key)
-        elif kind == b"hash":
-            dump[key] = client.hgetall(key)
-        elif kind == b"zset":
-            dump[key] = client.zrange(key, 0, -1, withscores=True)
-        else:
-            dump[key] = kind
-    return dump
-
-
 def test_windows_follow_event_time_not_arrival(make_event, make_store) -> None:
     store = make_store()
     # all sent within a second of wall clock; event times span 40 days
@@ -78,7 +60,7 @@ def test_events_later_than_the_tolerance_still_count_and_are_flagged(make_event,
 
 
 def test_reprocessing_a_batch_changes_nothing_and_returns_the_same_context(
-    make_event, make_store, redis_client, redis_namespace
+    make_event, make_store, redis_client, redis_namespace, dump_keys
 ) -> None:
     store = make_store()
     batch = [
@@ -86,13 +68,13 @@ def test_reprocessing_a_batch_changes_nothing_and_returns_the_same_context(
         for i in range(40)
     ]
     first = store.update_batch(batch)
-    state = namespace_dump(redis_client, redis_namespace)
+    state = dump_keys(redis_client, redis_namespace)
     ttl_before = {k: redis_client.pttl(k) for k in state}
     again = store.update_batch(batch)
     assert all(c.duplicate for c in again)
     assert not any(c.duplicate for c in first)
     assert [c.features for c in again] == [c.features for c in first]
-    assert namespace_dump(redis_client, redis_namespace) == state
+    assert dump_keys(redis_client, redis_namespace) == state
     # not even a TTL was refreshed
     assert all(redis_client.pttl(k) <= ttl_before[k] for k in state)
 
