@@ -99,10 +99,19 @@ def infrastructure(workdir: Path) -> Iterator[tuple[KafkaBroker, RedisServer]]:
         yield broker, redis_server
 
 
-def event_lines(workdir: Path, customers: int, days: int) -> list[bytes]:
+def event_lines(
+    workdir: Path,
+    customers: int,
+    days: int,
+    *,
+    seed: int = 5,
+    start_date: str = "2026-04-01",
+    progress: bool = False,
+) -> list[bytes]:
+    """Simulated events as JSON lines (written under ``workdir/sim``), in time order."""
     out = workdir / "sim"
-    config = build_config(customers=customers, days=days, seed=5, start_date="2026-04-01")
-    write_files(simulate(config), out, progress=False)
+    config = build_config(customers=customers, days=days, seed=seed, start_date=start_date)
+    write_files(simulate(config), out, progress=progress)
     return [line for line in (out / "events.jsonl").read_bytes().splitlines() if line]
 
 

@@ -42,6 +42,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
 from bench.bench_model import machine
+from bench.bench_scorer import event_lines
 from stream.devenv import (
     KafkaBroker,
     RedisServer,
@@ -60,19 +61,9 @@ from stream.settings import (
     load_settings,
     to_env,
 )
-from stream.simulate.config import build_config
-from stream.simulate.engine import simulate
-from stream.simulate.writers import write_files
 
 SAMPLE_EVERY_S = 10.0
 PARTITIONS = 6
-
-
-def event_lines(workdir: Path, customers: int, days: int) -> list[bytes]:
-    out = workdir / "sim"
-    config = build_config(customers=customers, days=days, seed=31, start_date="2026-05-01")
-    write_files(simulate(config), out, progress=True)
-    return [line for line in (out / "events.jsonl").read_bytes().splitlines() if line]
 
 
 def settings_for(broker: KafkaBroker, redis: RedisServer, registry: Path, home: Path) -> Settings:
@@ -308,7 +299,9 @@ def main() -> int:
     info = {**machine(), "load_average_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         workdir = Path(tmp)
-        lines = event_lines(workdir, args.customers, args.days)
+        lines = event_lines(
+            workdir, args.customers, args.days, seed=31, start_date="2026-05-01", progress=True
+        )
         kafka_port, controller_port, redis_port = free_ports(3)
         libs = ensure_kafka_jars(Path(".riskstream").resolve())
         with (
