@@ -8,6 +8,7 @@ validate and test on later ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -101,20 +102,7 @@ class SplitData:
         """One Parquet file per split plus ``meta.json`` (feature names, narrative spec)."""
         directory.mkdir(parents=True, exist_ok=True)
         for name in SPLITS:
-            part: NarrativeSet = getattr(self, name)
-            table = pa.table(
-                {
-                    "event_id": part.event_ids,
-                    "day": pa.array(part.days, type=pa.date32()),
-                    "text": part.texts,
-                    "clauses": [orjson.dumps(c).decode() for c in part.clauses],
-                    "features": pa.array(
-                        list(part.features.astype(np.float32)), type=pa.list_(pa.float32())
-                    ),
-                    "typology": [t.value for t in part.typologies],
-                }
-            )
-            pq.write_table(table, directory / f"{name}.parquet")
+            write_narrative_set(getattr(self, name), directory / f"{name}.parquet")
         meta = {"feature_names": list(self.feature_names), "narrative_spec": self.narrative_spec}
         (directory / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
@@ -122,7 +110,7 @@ class SplitData:
     def load(cls, directory: Path) -> SplitData:
         try:
             meta = orjson.loads((directory / "meta.json").read_bytes())
-            parts = {name: _read_split(directory / f"{name}.parquet") for name in SPLITS}
+            parts = {name: read_narrative_set(directory / f"{name}.parquet") for name in SPLITS}
         except (OSError, orjson.JSONDecodeError, pa.ArrowException) as exc:
             raise DatasetError(f"cannot read a cached dataset from {directory}: {exc}") from exc
         return cls(
@@ -132,7 +120,25 @@ class SplitData:
         )
 
 
-def _read_split(path: Path) -> NarrativeSet:
+def write_narrative_set(part: NarrativeSet, path: Path) -> None:
+    """One Parquet file (row weights are not stored: a written set is a set of examples)."""
+    table = pa.table(
+        {
+            "event_id": part.event_ids,
+            "day": pa.array(part.days, type=pa.date32()),
+            "text": part.texts,
+            "clauses": [orjson.dumps(c).decode() for c in part.clauses],
+            "features": pa.array(
+                list(part.features.astype(np.float32)), type=pa.list_(pa.float32())
+            ),
+            "typology": [t.value for t in part.typologies],
+        }
+    )
+    pq.write_table(table, path)
+
+
+def read_narrative_set(path: Path) -> NarrativeSet:
+    """A set written by :func:`write_narrative_set` (pyarrow raises on a damaged file)."""
     table = pq.read_table(path).to_pydict()
     width_rows = [np.asarray(row, dtype=np.float32) for row in table["features"]]
     features = np.stack(width_rows) if width_rows else np.zeros((0, 0), np.float32)
@@ -144,6 +150,45 @@ def _read_split(path: Path) -> NarrativeSet:
         features=features,
         typologies=[Typology(t) for t in table["typology"]],
     )
+
+
+def concat(parts: Sequence[NarrativeSet]) -> NarrativeSet:
+    """The rows of ``parts`` in order (row weights kept; 1 where a part has none)."""
+    weighted = any(p.weights is not None for p in parts)
+    widths = {p.features.shape[1] for p in parts if len(p)}
+    if len(widths) > 1:
+        raise DatasetError(f"cannot concatenate narrative sets of feature widths {sorted(widths)}")
+    width = widths.pop() if widths else 0
+    return NarrativeSet(
+        event_ids=[e for p in parts for e in p.event_ids],
+        days=[d for p in parts for d in p.days],
+        texts=[t for p in parts for t in p.texts],
+        clauses=[c for p in parts for c in p.clauses],
+        features=np.concatenate(
+            [p.features.reshape(len(p), width) for p in parts] or [np.zeros((0, 0), np.float32)]
+        ).astype(np.float32),
+        typologies=[t for p in parts for t in p.typologies],
+        weights=np.concatenate([p.row_weights() for p in parts]) if weighted else None,
+    )
+
+
+def training_sample(
+    part: NarrativeSet, max_suspicious: int, max_legitimate: int, seed: int
+) -> NarrativeSet:
+    """A bounded sample of ``part`` kept with a model so that fine-tunes of it can replay what
+    it learned from (a fine-tune on recent cases alone forgets typologies absent from them):
+    the latest ``max_suspicious`` suspicious rows (all, usually) and ``max_legitimate``
+    legitimate rows drawn at random, in their original order, unweighted."""
+    labels = part.labels
+    suspicious = np.flatnonzero(labels)[-max_suspicious:] if max_suspicious else np.zeros(0, int)
+    legitimate = np.flatnonzero(~labels)
+    if len(legitimate) > max_legitimate:
+        rng = np.random.default_rng(seed)
+        legitimate = rng.choice(legitimate, size=max_legitimate, replace=False)
+    rows = np.sort(np.concatenate([suspicious, legitimate]).astype(np.int64))
+    sample = part.subset(rows)
+    sample.weights = None
+    return sample
 
 
 def split_by_day(

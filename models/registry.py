@@ -11,6 +11,8 @@ Layout under ``settings.model.registry_dir``::
     <version>/thresholds.json        calibrated alert thresholds
     <version>/reference_stats.json   optional: input and score distributions at training time,
                                      the reference the feedback loop measures drift against
+    <version>/replay.parquet         optional: a bounded sample of the data it was trained on,
+                                     which fine-tunes of it replay so they do not forget
     <version>/manifest.json          sha256 of every file above
     CHAMPION                         the serving version's name
     SHADOW                           optional: a challenger scoring beside it (shadow alerts)
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -45,6 +48,7 @@ from transformers import BertTokenizer
 from models.backbones import load_tokenizer
 from models.classifier import ClassifierConfig, RiskClassifier
 from models.errors import ModelLoadError, RegistryError, UnsafeModelFormat
+from models.examples import NarrativeSet, read_narrative_set, write_narrative_set
 from models.thresholds import Thresholds
 
 WEIGHTS_FILE = "model.safetensors"
@@ -53,6 +57,7 @@ CHAMPION_FILE = "CHAMPION"
 SHADOW_FILE = "SHADOW"
 HISTORY_FILE = "promotions.jsonl"
 REFERENCE_STATS_FILE = "reference_stats.json"
+REPLAY_FILE = "replay.parquet"
 _MANIFEST = "manifest.json"
 _REQUIRED = (
     WEIGHTS_FILE,
@@ -62,10 +67,10 @@ _REQUIRED = (
     "metrics.json",
     "thresholds.json",
 )
-# What a version directory may contain: safetensors weights, JSON, and the tokenizer's text
-# vocabulary. Everything else is refused rather than ignored: an unexpected file is either a
-# mistake or a payload.
-_SAFE_SUFFIXES = frozenset({".safetensors", ".json", ".txt"})
+# What a version directory may contain: safetensors weights, JSON, the tokenizer's text
+# vocabulary and the Parquet replay sample (a columnar data format: reading it runs no code).
+# Everything else is refused rather than ignored: an unexpected file is a mistake or a payload.
+_SAFE_SUFFIXES = frozenset({".safetensors", ".json", ".txt", ".parquet"})
 _CODE_EXECUTING_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
 # First bytes of the formats torch.save and the pickle protocol produce.
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
@@ -179,11 +184,13 @@ class Registry:
         thresholds: Thresholds,
         name: str | None = None,
         reference_stats: dict[str, Any] | None = None,
+        replay: NarrativeSet | None = None,
     ) -> str:
         """Write a new version and return its name (``<UTC time>-<backbone>[-name]``).
 
         ``reference_stats`` (optional) is stored as ``reference_stats.json``: what the inputs
-        and scores looked like when the version was trained, for drift monitoring."""
+        and scores looked like when the version was trained, for drift monitoring. ``replay``
+        (optional) is stored as ``replay.parquet``: training examples fine-tunes replay."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{secrets.token_hex(6)}"
         staging.mkdir()
@@ -198,6 +205,8 @@ class Registry:
             _write_json(staging / "thresholds.json", thresholds.model_dump(mode="json"))
             if reference_stats is not None:
                 _write_json(staging / REFERENCE_STATS_FILE, reference_stats)
+            if replay is not None:
+                write_narrative_set(replay, staging / REPLAY_FILE)
             # save_pretrained may add files we do not want to vouch for (e.g. a chat template);
             # keep the tokenizer to the safe formats, then record every file's digest.
             for extra in (staging / TOKENIZER_DIR).iterdir():
@@ -321,6 +330,19 @@ class Registry:
             raise ModelLoadError(f"{path / REFERENCE_STATS_FILE} changed since it was registered")
         stats: dict[str, Any] = _read_json(path / REFERENCE_STATS_FILE)
         return stats
+
+    def replay(self, version: str) -> NarrativeSet | None:
+        """``replay.parquet`` of ``version`` (digest checked), or None if it has none."""
+        path = self.path(version)
+        if not (path / REPLAY_FILE).is_file():
+            return None
+        manifest = _read_json(path / _MANIFEST) if (path / _MANIFEST).is_file() else {}
+        if manifest.get(REPLAY_FILE) != _sha256(path / REPLAY_FILE):
+            raise ModelLoadError(f"{path / REPLAY_FILE} changed since it was registered")
+        try:
+            return read_narrative_set(path / REPLAY_FILE)
+        except (OSError, pa.ArrowException) as exc:
+            raise ModelLoadError(f"cannot read {path / REPLAY_FILE}: {exc}") from exc
 
     def describe(self, version: str) -> dict[str, Any]:
         """Metadata of ``version`` without loading its weights (for ``model show``)."""

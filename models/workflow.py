@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from models.evaluate import EvalReport, evaluate, write_plots
-from models.examples import NarrativeSet, SplitData
+from models.examples import NarrativeSet, SplitData, training_sample
 from models.inference import LoadedModel, from_classifier
 from models.registry import Registry, TrainingRecord
 from models.thresholds import TargetKind, Thresholds
 from models.train import TrainConfig, TrainResult, calibrate_on, train
+
+# Kept with every registered version (``replay.parquet``) for its fine-tunes to replay. 4,000
+# legitimate rows beside all suspicious ones is what the feedback-loop experiment measured
+# (docs/feedback-loop.md): enough to stop a fine-tune forgetting typologies absent from the
+# recent cases, small enough (~2 MB) to store with each version.
+REPLAY_MAX_SUSPICIOUS = 5_000
+REPLAY_MAX_LEGITIMATE = 4_000
 
 
 @dataclass
@@ -136,6 +143,9 @@ def train_and_register(
             metrics=report.model_dump(mode="json"),
             thresholds=thresholds,
             name=name,
+            replay=training_sample(
+                split.train, REPLAY_MAX_SUSPICIOUS, REPLAY_MAX_LEGITIMATE, seed=config.seed
+            ),
         )
         loaded.version = version
     return RegisteredRun(

@@ -11,7 +11,7 @@ from models.classifier import RiskClassifier
 from models.errors import ModelLoadError, RegistryError, UnsafeModelFormat
 from models.examples import NarrativeSet
 from models.inference import from_classifier, load_model
-from models.registry import Registry
+from models.registry import Registry, TrainingRecord
 from models.thresholds import Thresholds
 from stream.settings import ModelSettings
 
@@ -115,3 +115,35 @@ def test_half_written_versions_are_invisible(
         p.name.startswith(".tmp") and p.name != ".tmp-crashed" for p in tmp_path.iterdir()
     )
     assert os.listdir(tmp_path / version)
+
+
+def test_keeps_a_training_sample_for_fine_tunes_to_replay(
+    tmp_path: Path,
+    untrained_hybrid: RiskClassifier,
+    make_narratives: Callable[..., NarrativeSet],
+    thresholds: Thresholds,
+    record: Callable[[str | None], TrainingRecord],
+    save: Save,
+) -> None:
+    registry = Registry(tmp_path)
+    sample = make_narratives(30, seed=2)
+    version = registry.save(
+        model=untrained_hybrid,
+        tokenizer=load_tokenizer(),
+        narrative_spec={"version": "test-1"},
+        training=record(None),
+        metrics={},
+        thresholds=thresholds,
+        replay=sample,
+    )
+    replayed = registry.replay(version)
+    assert replayed is not None
+    assert replayed.texts == sample.texts
+    assert replayed.typologies == sample.typologies
+    np.testing.assert_array_equal(replayed.features, sample.features)
+    registry.load(version)  # a Parquet sample is an allowed file, digest-checked
+    assert registry.replay(save(registry, untrained_hybrid)) is None  # none stored: none
+    # an edited sample would teach the next fine-tune something nobody registered
+    (tmp_path / version / "replay.parquet").write_bytes(b"PAR1 not what was registered")
+    with pytest.raises(ModelLoadError, match="changed"):
+        registry.replay(version)
