@@ -202,6 +202,12 @@ class TrainerSettings(_Section):
     min_holdout_per_class: int = Field(
         5, ge=1, description="Guardrail: suspicious and legitimate cases the holdout must hold."
     )
+    replay_champion_data: bool = Field(
+        True,
+        description="Replay the champion's stored sample of its training data in each "
+        "fine-tune (replay.parquet in its registry version), so typologies absent from recent "
+        "cases are not forgotten.",
+    )
     replay_buffer_size: int = Field(
         20_000, ge=0, description="Older cases replayed in each fine-tune, to avoid forgetting."
     )

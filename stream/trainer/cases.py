@@ -17,8 +17,7 @@ No Redis, Kafka or torch here; ``store`` persists cases and ``finetune`` trains 
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final
@@ -298,51 +297,97 @@ def composition(cases: Iterable[LabelledCase]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CaseSplit:
-    """Cases split by event time: train < validation < holdout."""
+    """Cases split by event time: within each group (a typology's suspicious cases, or the
+    legitimate ones), train < validation < holdout."""
 
     train: list[LabelledCase]
     validation: list[LabelledCase]
     holdout: list[LabelledCase]
     validation_start_ms: int
+    """Where the legitimate cases' validation part begins."""
     holdout_start_ms: int
+    """Where the legitimate cases' holdout begins."""
+    holdout_starts: dict[str, int] = field(default_factory=dict)
+    """Per group (:func:`split_group`): events at or after this time are not trained on."""
+
+
+def split_group(case: LabelledCase) -> str:
+    """The group a case is split in: its typology if suspicious, else ``legitimate``."""
+    return case.typology if case.is_suspicious else Typology.LEGITIMATE.value
+
+
+def _cut_times(
+    times: Sequence[int], holdout_share: float, validation_share: float
+) -> tuple[int, int]:
+    """(validation start, holdout start) over sorted pivot times: the latest ``holdout_share``
+    of them are held out, the ``validation_share`` before validate. No pivot held out gives a
+    start after the last one."""
+    m = len(times)
+    held = round(m * holdout_share)
+    validating = round(m * (holdout_share + validation_share)) - held
+    after_last = times[-1] + 1
+    holdout_ms = times[m - held] if held else after_last
+    validation_ms = times[m - held - validating] if validating else holdout_ms
+    return validation_ms, holdout_ms
 
 
 def split_by_time(
     cases: Sequence[LabelledCase], holdout_share: float, validation_share: float
 ) -> CaseSplit:
-    """Split by event time: the holdout the promotion is decided on holds the latest
-    ``holdout_share`` of the *suspicious* cases (and every case from its first one on), the
-    validation part (early stopping, thresholds) the ``validation_share`` before them, and the
-    rest may train.
+    """Split by event time, *per typology*: the holdout the promotion is decided on holds the
+    latest ``holdout_share`` of each typology's suspicious cases, the validation part (early
+    stopping, thresholds) the ``validation_share`` before them, and the rest may train.
+    Legitimate cases are cut at the times the same shares give over all suspicious cases
+    (all cases when none is suspicious).
 
-    Shares count suspicious cases because they are the scarce class and fraud comes in bursts:
-    cutting at shares of all cases can leave a part without a single one. Legitimate cases
-    follow the same cut times (all cases when none is suspicious). Cases at the same
-    millisecond never straddle a cut, and both models are always judged on events after
-    everything the challenger learned from."""
+    Why per typology: fraud comes in bursts, typology by typology. The latest quarter of all
+    fraud holds only the typologies active lately, so a challenger that learned a new typology
+    from an earlier burst could not be credited for it, and one that forgot a typology not
+    seen lately could not be caught forgetting it (measured: the feedback-loop benchmark's
+    holdouts at days 14 and 18 held no case of the typology that appeared on day 4). Within a
+    typology, time order holds: a challenger is judged on each typology's cases after
+    everything it learned of that typology. Shares count suspicious cases because they are the
+    scarce class; cases of one group at the same millisecond never straddle a cut; a typology
+    with too few cases to hold one out (round(m × share) = 0) only trains."""
     if holdout_share + validation_share >= 1.0:
         raise ValueError("holdout_share + validation_share must leave cases to train on")
     ordered = sorted(cases, key=lambda c: (c.event_time_ms, c.event_id))
-    n = len(ordered)
-    if n == 0:
+    if not ordered:
         return CaseSplit([], [], [], 0, 0)
-    times = [c.event_time_ms for c in ordered]
-    pivots = [c.event_time_ms for c in ordered if c.is_suspicious] or times
-    m = len(pivots)
-    holdout_ms = pivots[min(m - 1, m - round(m * holdout_share))]
-    validation_ms = pivots[max(0, min(m - 1, m - round(m * (holdout_share + validation_share))))]
-    holdout_at = bisect_left(times, holdout_ms)
-    validation_at = min(bisect_left(times, validation_ms), holdout_at)
+    suspicious_times = [c.event_time_ms for c in ordered if c.is_suspicious]
+    legitimate_cut = _cut_times(
+        suspicious_times or [c.event_time_ms for c in ordered], holdout_share, validation_share
+    )
+    cuts = {Typology.LEGITIMATE.value: legitimate_cut}
+    by_typology: dict[str, list[int]] = {}
+    for c in ordered:
+        if c.is_suspicious:
+            by_typology.setdefault(c.typology, []).append(c.event_time_ms)
+    for typology, times in by_typology.items():
+        cuts[typology] = _cut_times(times, holdout_share, validation_share)
+    train: list[LabelledCase] = []
+    validation: list[LabelledCase] = []
+    holdout: list[LabelledCase] = []
+    for c in ordered:
+        validation_ms, holdout_ms = cuts[split_group(c)]
+        if c.event_time_ms >= holdout_ms:
+            holdout.append(c)
+        elif c.event_time_ms >= validation_ms:
+            validation.append(c)
+        else:
+            train.append(c)
     return CaseSplit(
-        train=ordered[:validation_at],
-        validation=ordered[validation_at:holdout_at],
-        holdout=ordered[holdout_at:],
-        validation_start_ms=times[validation_at],
-        holdout_start_ms=times[holdout_at],
+        train=train,
+        validation=validation,
+        holdout=holdout,
+        validation_start_ms=legitimate_cut[0],
+        holdout_start_ms=legitimate_cut[1],
+        holdout_starts={group: cut[1] for group, cut in cuts.items()},
     )
 
 
-def since(cases: Sequence[LabelledCase], start_ms: int) -> list[LabelledCase]:
-    """Cases with events at or after ``start_ms``: what a challenger whose holdout began there
-    has never trained on (the shadow re-check judges it on these)."""
-    return [c for c in cases if c.event_time_ms >= start_ms]
+def since(cases: Sequence[LabelledCase], starts: Mapping[str, int]) -> list[LabelledCase]:
+    """Cases a challenger split with ``starts`` (``CaseSplit.holdout_starts``) never trained
+    on: at or after its group's holdout start; every case of a group it never saw (the shadow
+    re-check judges it on these)."""
+    return [c for c in cases if c.event_time_ms >= starts.get(split_group(c), 0)]

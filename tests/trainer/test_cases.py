@@ -3,6 +3,7 @@ negatives and the time split."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -141,7 +142,7 @@ def test_split_by_time_puts_the_latest_cases_in_the_holdout() -> None:
     assert split.holdout_start_ms == cases[80].event_time_ms
     assert split.validation_start_ms == cases[70].event_time_ms
     assert max(c.event_time_ms for c in split.train) < split.validation_start_ms
-    assert since(cases, split.holdout_start_ms) == split.holdout
+    assert since(cases, split.holdout_starts) == split.holdout
 
 
 def test_split_never_cuts_through_one_moment() -> None:
@@ -172,6 +173,50 @@ def test_split_shares_count_the_scarce_suspicious_cases() -> None:
     assert all(c.event_time_ms >= split.holdout_start_ms for c in split.holdout)
     assert all(c.event_time_ms < split.holdout_start_ms for c in split.validation + split.train)
     assert all(c.event_time_ms < split.validation_start_ms for c in split.train)
+
+
+def test_split_holds_out_the_latest_cases_of_every_typology() -> None:
+    # An early burst of one typology and a late burst of another: the holdout keeps the latest
+    # quarter of each, so the early typology is judged too (and a challenger that forgot it
+    # would be seen forgetting it).
+    legitimate = [case(f"l{i:03d}", at=T0 + timedelta(hours=i)) for i in range(200)]
+    early = [
+        replace(case(f"s{i:02d}", suspicious=True, at=T0 + timedelta(hours=10, minutes=i)),
+                typology="account_takeover")
+        for i in range(20)
+    ]  # fmt: skip
+    late = [
+        case(f"t{i:02d}", suspicious=True, at=T0 + timedelta(hours=150, minutes=i))
+        for i in range(20)
+    ]
+    split = split_by_time(legitimate + early + late, holdout_share=0.25, validation_share=0.25)
+    assert [c.event_id for c in split.holdout if c.typology == "account_takeover"] == [
+        f"s{i:02d}" for i in range(15, 20)
+    ]
+    assert [c.event_id for c in split.validation if c.typology == "account_takeover"] == [
+        f"s{i:02d}" for i in range(10, 15)
+    ]
+    assert class_counts(split.holdout)[0] == 10
+    assert class_counts(split.train)[0] == 20
+    # within each typology, nothing trained on is later than what is held out
+    for typology in ("account_takeover", "card_testing"):
+        start = split.holdout_starts[typology]
+        assert all(c.event_time_ms < start for c in split.train if c.typology == typology)
+        assert all(c.event_time_ms >= start for c in split.holdout if c.typology == typology)
+    # the shadow re-check's "never trained on" is the holdout plus whatever came after
+    later = case("u0", suspicious=True, at=T0 + timedelta(hours=300))
+    unseen = since(legitimate + early + late + [later], split.holdout_starts)
+    assert {c.event_id for c in unseen} == {c.event_id for c in split.holdout} | {"u0"}
+
+
+def test_split_trains_on_a_typology_too_rare_to_hold_out() -> None:
+    legitimate = [case(f"l{i:03d}", at=T0 + timedelta(hours=i)) for i in range(100)]
+    lone = replace(case("s0", suspicious=True, at=T0 + timedelta(hours=99)), typology="structuring")
+    common = [case(f"t{i}", suspicious=True, at=T0 + timedelta(hours=i)) for i in range(40)]
+    split = split_by_time(legitimate + common + [lone], holdout_share=0.25, validation_share=0.1)
+    assert lone in split.train
+    # a later structuring case is one the challenger never saw
+    assert since([lone], split.holdout_starts) == []
 
 
 def test_split_rejects_shares_that_leave_nothing_to_train() -> None:

@@ -171,6 +171,11 @@ def test_labels_fine_tune_promote_and_the_running_scorer_switches_losing_nothing
     assert cycle["champion_metrics"]["cases"] == cycle["challenger_metrics"]["cases"] > 0
     assert cycle["data"]["train_new"] > 0
     assert cycle["data"]["presumed_negatives"] > 0
+    # the champion's own training sample was replayed beside the cases, and the challenger
+    # keeps one for its own fine-tunes
+    assert cycle["data"]["train_champion_replay"] > 0
+    kept = registry.replay(promoted)
+    assert kept is not None and 0 < len(kept) and kept.labels.any()
     described = registry.describe(promoted)
     assert described["training"]["parent_version"] == champion
     assert registry.reference_stats(promoted) is not None
