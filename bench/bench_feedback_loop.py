@@ -49,7 +49,7 @@ import orjson
 from models.dataset import load_split
 from models.evaluate import evaluate
 from models.inference import LoadedModel, load_model
-from models.registry import Registry
+from models.registry import REPLAY_FILE, Registry
 from models.train import preset
 from models.workflow import Targets, train_and_register
 from schemas import LabelEvent, TransactionEvent, Typology, decode
@@ -95,8 +95,14 @@ def first_model(sim: Path, settings: Settings, args: argparse.Namespace) -> tupl
     is deterministic for a seed, so this only saves time; the directory is keyed by them)."""
     registry = Registry(settings.model.registry_dir)
     cache = first_model_cache(args)
-    if cache is not None and (cache / "version.json").is_file():
-        meta = orjson.loads((cache / "version.json").read_bytes())
+    meta = (
+        orjson.loads((cache / "version.json").read_bytes())
+        if cache is not None and (cache / "version.json").is_file()
+        else None
+    )
+    # A version cached before models kept a sample of their training data (REPLAY_FILE) is
+    # not the first model today's code would train: train it again.
+    if cache is not None and meta is not None and (cache / meta["version"] / REPLAY_FILE).is_file():
         shutil.copytree(cache / meta["version"], registry.root / meta["version"])
         registry.promote(meta["version"], reason="first model (bench_feedback_loop, cached)")
         print(f"first model {meta['version']}: reused from {cache} ({meta['seconds']:.0f} s)")
@@ -286,6 +292,12 @@ def main() -> None:
     parser.add_argument("--min-labels-per-class", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--no-champion-replay",
+        action="store_true",
+        help="fine-tune on the cases alone, without the champion's stored training sample "
+        "(trainer.replay_champion_data=false): shows what that replay buys",
+    )
+    parser.add_argument(
         "--first-model-dir",
         type=Path,
         default=None,
@@ -313,6 +325,7 @@ def main() -> None:
                     finetune_steps=args.finetune_steps,
                     min_labels_per_class=args.min_labels_per_class,
                     negative_maturity_days=float(args.label_delay_days.split("-")[1]),
+                    replay_champion_data=not args.no_champion_replay,
                 ),
             )
             first, train_seconds = first_model(before_sim, settings.model_copy(
