@@ -26,9 +26,11 @@ import asyncio
 import logging
 import os
 import ssl
+import tempfile
 import threading
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -139,12 +141,18 @@ class TrainerWorker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
+        # faust creates "<id>-data/v1/tables" in the working directory by default; with the
+        # memory store nothing is ever written there, so the empty tree is kept out of the
+        # user's (and the repository's) way. faust does not create parents.
+        datadir = Path(tempfile.gettempdir()) / "riskstream-faust" / s.trainer.group_id
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         app = faust.App(
             s.trainer.group_id,
             broker=faust_brokers(s.kafka),
             broker_credentials=faust_credentials(s.kafka),
             broker_client_id=f"{s.kafka.client_id}-trainer",
             store="memory://",
+            datadir=datadir,
             web_enabled=False,
             autodiscover=False,
             topic_disable_leader=True,  # no internal topic: nothing here needs a leader
