@@ -299,7 +299,7 @@ def champion_training_sample(
     beside the cases so a fine-tune does not forget what the cases do not show. Measured on
     the shifted-traffic benchmark's day-14 cut: without it every recipe tried (lower learning
     rate, distillation from the champion, head-only) lost typologies absent from the recent
-    cases on live traffic (AP 0.56 -> 0.43-0.50); with 4,000 legitimate + 579 suspicious
+    cases on live traffic (AP 0.56 -> 0.42-0.52); with 4,000 legitimate + 579 suspicious
     replayed rows, 0.53. None when disabled, absent (older versions) or of another feature
     layout."""
     if not settings.replay_champion_data:
