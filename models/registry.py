@@ -68,8 +68,10 @@ _REQUIRED = (
     "thresholds.json",
 )
 # What a version directory may contain: safetensors weights, JSON, the tokenizer's text
-# vocabulary and the Parquet replay sample (a columnar data format: reading it runs no code).
-# Everything else is refused rather than ignored: an unexpected file is a mistake or a payload.
+# vocabulary and the Parquet replay sample (columnar data: reading it runs no code - pyarrow
+# before 14.0.1 could unpickle extension-type metadata, CVE-2023-47248; pyproject requires
+# >= 22). Everything else is refused rather than ignored: an unexpected file is a mistake or a
+# payload.
 _SAFE_SUFFIXES = frozenset({".safetensors", ".json", ".txt", ".parquet"})
 _CODE_EXECUTING_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
 # First bytes of the formats torch.save and the pickle protocol produce.
