@@ -1,9 +1,9 @@
 """The feedback loop on traffic whose typology mix shifts: PR-AUC on the new traffic before
 and after the loop has run.
 
-    .venv/bin/python -m bench.bench_feedback_loop            # ~15 min on 2 idle cores
+    .venv/bin/python -m bench.bench_feedback_loop            # ~5 min on 2 idle cores
     .venv/bin/python -m bench.bench_feedback_loop --first-model-dir .riskstream/bench/first
-        # keeps the first model and reuses it in later runs with the same arguments (~4 min less)
+        # keeps the first model and reuses it in later runs with the same arguments (~1.5 min less)
 
 1. **Before**: simulate a bank *without* typology X (``riskstream simulate --exclude X``),
    build its narratives with the real context store and train the first model on it (the
@@ -302,7 +302,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="keep the first model here and reuse it in later runs with the same simulation "
-        "arguments (saves its ~4 min of training); default: train it every run",
+        "arguments (saves its ~1.5 min of training); default: train it every run",
     )
     args = parser.parse_args()
     x = Typology(args.typology).value
