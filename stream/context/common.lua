@@ -288,7 +288,14 @@ end
 -- array: id hash, stamp, record; from fifo_a on), and save_state's single concatenation takes
 -- the kept stored range and the new parts.
 
-local function fifo_load(st, raw, pos, n, width)
+-- `newest` is the entity's newest event time when its state was loaded: the only time the
+-- FIFO is pruned against (fifo_prune). Pruning against the newest time *after* this call's
+-- events would let events of one batch push each other out: a batch that an outage cut
+-- half-way is retried whole, and if its applied half moved the entity's newest time more
+-- than DEDUPE_SPAN_MS past one of its earlier events, that event was no longer remembered
+-- and was counted twice (a clean-clone CI run of the Redis-outage test, 2026-12-02).
+local function fifo_load(st, raw, pos, n, width, newest)
+  st.fifo_prune_at = newest
   st.fifo_raw = raw
   st.fifo_pos = pos
   st.fifo_end = pos + n * width
@@ -328,8 +335,8 @@ local function fifo_find(st, idh)
   return nil
 end
 
-local function fifo_prune(st, newest)
-  local floor_stamp = newest - DEDUPE_SPAN_MS
+local function fifo_prune(st)
+  local floor_stamp = st.fifo_prune_at - DEDUPE_SPAN_MS
   local width, raw, add = st.fifo_w, st.fifo_raw, st.fifo_add
   while st.fifo_n > 0 do
     local stored = st.fifo_pos < st.fifo_end

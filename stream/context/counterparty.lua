@@ -65,7 +65,7 @@ local function load_state(base)
     -- labels may precede the first event seen here (a replay, a late start)
     h[H_LABELS] = rcall('EXISTS', st.bkey)
     st.hdr, st.hours = h, {}
-    fifo_load(st, '', 1, 0, FIFO_W)
+    fifo_load(st, '', 1, 0, FIFO_W, 0)
     return st
   end
   local version = sunpack('<d', raw) -- first: an older header may be shorter
@@ -83,14 +83,14 @@ local function load_state(base)
     st.ring, st.ring_at = raw, pos - 1
     pos = pos + RING_BYTES
   end
-  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W)
+  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W, h[H_NEWEST])
   return st
 end
 
 local function save_state(st)
   local h = st.hdr
   refresh_due(st, h, H_TTL_AT)
-  fifo_prune(st, h[H_NEWEST])
+  fifo_prune(st)
   h[H_HOURN], h[H_FIFON] = #st.hours / 2, st.fifo_n
   h[H_RING] = st.ring and 1 or 0
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)

@@ -94,7 +94,7 @@ local function load_state(base)
     h[1] = LAYOUT_VERSION
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
     st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
-    fifo_load(st, '', 1, 0, FIFO_W)
+    fifo_load(st, '', 1, 0, FIFO_W, 0)
     return st
   end
   local version = sunpack('<d', raw) -- first: an older header may be shorter
@@ -116,7 +116,7 @@ local function load_state(base)
   else
     st.ro = {}
   end
-  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W)
+  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W, h[H_NEWEST])
   return st
 end
 
@@ -124,7 +124,7 @@ local function save_state(st)
   local h = st.hdr
   local newest = h[H_NEWEST]
   refresh_due(st, h, H_TTL_AT)
-  fifo_prune(st, h[H_NEWEST])
+  fifo_prune(st)
   -- recent outbound transfers older than the round-trip window (and a day) are useless
   local ro = st.ro
   local ro_first = 1

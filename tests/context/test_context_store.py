@@ -79,6 +79,21 @@ def test_reprocessing_a_batch_changes_nothing_and_returns_the_same_context(
     assert all(redis_client.pttl(k) <= ttl_before[k] for k in state)
 
 
+def test_a_batch_retried_after_half_of_it_was_applied_counts_each_event_once(
+    make_event, make_store
+) -> None:
+    # An outage cuts a batch's pipeline half-way; the scorer retries the whole batch. The
+    # batch spans more event time than the dedupe memory (6 h), so its applied half moved the
+    # customer's newest time past the span of its first events: they must still be known.
+    batch = [make_event(minute, amount_usd=10) for minute in (0, 60, 400, 500, 600)]
+    reference = make_store("-reference").update_batch(batch)
+    store = make_store()
+    store.update_batch(batch[:4])  # what Redis applied before it went away
+    retried = store.update_batch(batch)
+    assert [c.duplicate for c in retried] == [True, True, True, True, False]
+    assert [c.features for c in retried] == [c.features for c in reference]
+
+
 def test_a_duplicate_inside_one_batch_counts_once(make_event, make_store) -> None:
     store = make_store()
     event = make_event(0)
