@@ -216,12 +216,10 @@ def test_redis_stopped_10s_mid_stream_pauses_resumes_and_counts_nothing_twice(
 ) -> None:
     # One partition: the scorer then reads events in production order, and a reference
     # context computed in that order must equal what the scorer computed across the outage.
-    # Batches of 32: this test stream is sparse (~16 events per hour of event time), so a
-    # batch of 256 spans ~16 h, and a retried batch that the outage cut half-way holds
-    # events of one customer further apart than the dedupe memory's span (6 h of that
-    # customer's event time): those are counted twice - a documented limit of the dedupe
-    # (RELIABILITY.md, known limits), not what this test is about.
-    settings = make_settings(partitions=1, batch_max_size=32)
+    # The stream is sparse (~16 events per hour of event time): a batch of 256 spans ~16 h,
+    # more than the dedupe memory's 6 h, which is how this test found that events of one
+    # retried batch could push each other out of it (docs/context.md, Idempotency).
+    settings = make_settings(partitions=1)
     stream = Stream(settings, stream_values)
     scorer = start_scorer(settings)
     wait_for_assignment(scorer)
