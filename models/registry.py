@@ -322,29 +322,35 @@ class Registry:
             if not file.is_file() or _sha256(file) != digest:
                 raise ModelLoadError(f"{file} is missing or changed since it was registered")
 
-    def reference_stats(self, version: str) -> dict[str, Any] | None:
-        """``reference_stats.json`` of ``version`` (digest checked), or None if it has none."""
+    def _registered_optional(self, version: str, name: str) -> Path | None:
+        """``<version>/<name>`` if the version has that optional file, after checking it
+        against the manifest; None if it has none."""
         path = self.path(version)
-        if not (path / REFERENCE_STATS_FILE).is_file():
+        file = path / name
+        if not file.is_file():
             return None
         manifest = _read_json(path / _MANIFEST) if (path / _MANIFEST).is_file() else {}
-        if manifest.get(REFERENCE_STATS_FILE) != _sha256(path / REFERENCE_STATS_FILE):
-            raise ModelLoadError(f"{path / REFERENCE_STATS_FILE} changed since it was registered")
-        stats: dict[str, Any] = _read_json(path / REFERENCE_STATS_FILE)
+        if manifest.get(name) != _sha256(file):
+            raise ModelLoadError(f"{file} changed since it was registered")
+        return file
+
+    def reference_stats(self, version: str) -> dict[str, Any] | None:
+        """``reference_stats.json`` of ``version`` (digest checked), or None if it has none."""
+        file = self._registered_optional(version, REFERENCE_STATS_FILE)
+        if file is None:
+            return None
+        stats: dict[str, Any] = _read_json(file)
         return stats
 
     def replay(self, version: str) -> NarrativeSet | None:
         """``replay.parquet`` of ``version`` (digest checked), or None if it has none."""
-        path = self.path(version)
-        if not (path / REPLAY_FILE).is_file():
+        file = self._registered_optional(version, REPLAY_FILE)
+        if file is None:
             return None
-        manifest = _read_json(path / _MANIFEST) if (path / _MANIFEST).is_file() else {}
-        if manifest.get(REPLAY_FILE) != _sha256(path / REPLAY_FILE):
-            raise ModelLoadError(f"{path / REPLAY_FILE} changed since it was registered")
         try:
-            return read_narrative_set(path / REPLAY_FILE)
+            return read_narrative_set(file)
         except (OSError, pa.ArrowException) as exc:
-            raise ModelLoadError(f"cannot read {path / REPLAY_FILE}: {exc}") from exc
+            raise ModelLoadError(f"cannot read {file}: {exc}") from exc
 
     def describe(self, version: str) -> dict[str, Any]:
         """Metadata of ``version`` without loading its weights (for ``model show``)."""
