@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 
 from schemas.reference import COUNTRY_CODES, CURRENCY_CODES
 
@@ -37,10 +45,40 @@ Identifier = Annotated[
 _EARLIEST_YEAR, _LATEST_YEAR = 2000, 2100
 
 
+# RFC 3339 (section 5.6, date-time): the only spelling a wire timestamp may have. pydantic's
+# own parser is more lenient - it reads a digits-only string as a Unix timestamp and accepts
+# ISO 8601 forms such as a space separator - and a producer relying on that would break the
+# first subscriber in another language that validates against the JSON Schema.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_RFC3339: Final = re.compile(RFC3339_PATTERN)
+
+
+def _rfc3339_only(value: object) -> object:
+    """Parse a JSON string here (a datetime is a model built in Python: the type checks it).
+
+    Parsed here rather than by pydantic: a before-validator hands pydantic's strict mode a
+    Python value, and a string is not a datetime there. datetime.fromisoformat reads every
+    RFC 3339 form once 't'/'z' are upper-cased, and refuses impossible dates and offsets."""
+    if not isinstance(value, str):
+        return value
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time string with a UTC offset, e.g. 2026-03-01T10:15:00Z"
+        )
+    return datetime.fromisoformat(value.upper())
+
+
 def _to_utc(value: datetime) -> datetime:
     # Milliseconds are what the wire format carries: keeping microseconds would make an event
     # differ from its own re-encoding (and its alert's copy of it).
-    value = value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in year 10000 in UTC: not a datetime
+        raise ValueError("out of range when converted to UTC") from None
+    value = value.replace(microsecond=value.microsecond // 1000 * 1000)
     if not _EARLIEST_YEAR <= value.year <= _LATEST_YEAR:
         raise ValueError(f"year {value.year} is outside {_EARLIEST_YEAR}-{_LATEST_YEAR}")
     return value
@@ -54,9 +92,14 @@ def format_utc(value: datetime) -> str:
 
 UtcDatetime = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339_only),
     AfterValidator(_to_utc),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
-    Field(description="RFC 3339 timestamp with a UTC offset; stored in UTC, to the millisecond."),
+    Field(
+        description="RFC 3339 date-time string with a UTC offset (Z or +-HH:MM), years "
+        f"{_EARLIEST_YEAR}-{_LATEST_YEAR} in UTC; stored in UTC, to the millisecond.",
+        json_schema_extra={"pattern": RFC3339_PATTERN},
+    ),
 ]
 
 
