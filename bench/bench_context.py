@@ -285,7 +285,9 @@ def main() -> int:
     namespace = f"bench-{os.getpid()}"
     with a_redis(args.redis_url) as client:
         used_before = int(client.info("memory")["used_memory"])
-        with ContextStore(client, ContextSettings(namespace=namespace)) as store:
+        with ContextStore(
+            client, ContextSettings(namespace=namespace), create_namespace=True
+        ) as store:
             started = time.perf_counter()
             for batch in tqdm(batches_of(warm), desc="warm-up replay", unit="batch"):
                 store.update_batch(batch)

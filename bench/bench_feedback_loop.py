@@ -173,7 +173,7 @@ class Stream:
             key=lambda label: label.label_time,
         )
         client = connect(settings.redis)
-        context = ContextStore(client, settings.context)
+        context = ContextStore(client, settings.context, create_namespace=True)
         self.records = ScoredRecordStore(client, settings.context.namespace, 90 * 86_400)
         self.processor = BatchProcessor(
             store=context,

@@ -425,7 +425,9 @@ def main() -> int:
             # Narratives of this run's events (the same code the scorer runs), for model-only.
             events = [decode(TransactionEvent, line) for line in lines]
             store = ContextStore(
-                connect(redis_server.redis_settings()), ContextSettings(namespace="probe")
+                connect(redis_server.redis_settings()),
+                ContextSettings(namespace="probe"),
+                create_namespace=True,
             )
             contexts = store.update_batch(events[:8192])
             registry_root = args.registry or work / "registry"

@@ -46,12 +46,18 @@ CONTEXTS_FILE = "contexts.parquet"
 
 
 def _jsonl(path: Path) -> Iterator[bytes]:
+    for _, line in _numbered_jsonl(path):
+        yield line
+
+
+def _numbered_jsonl(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number as an editor shows it, line) of every non-blank line."""
     if not path.is_file():
         raise DatasetError(f"{path} is missing: is this a `riskstream simulate` output?")
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
-                yield line.rstrip(b"\n")
+                yield number, line.rstrip(b"\n")
 
 
 def read_truth(path: Path) -> dict[str, Typology]:
@@ -62,11 +68,34 @@ def read_truth(path: Path) -> dict[str, Typology]:
     return truth
 
 
+_SHOWN_BAD_ROWS = 10
+
+
 def read_events(path: Path) -> list[TransactionEvent]:
-    try:
-        events = [decode(TransactionEvent, line) for line in _jsonl(path)]
-    except DecodeError as exc:
-        raise DatasetError(f"{path}: {exc.reason}") from exc
+    """The events of a JSONL file, sorted by time. A row that is not a valid event, or repeats
+    an event id, is skipped with its line number and reason in the log (the first few; then a
+    count): one bad row must not cost the whole dataset, nor hide behind a traceback."""
+    events: list[TransactionEvent] = []
+    first_line: dict[str, int] = {}
+    skipped = 0
+    for number, line in _numbered_jsonl(path):
+        try:
+            event = decode(TransactionEvent, line)
+        except DecodeError as exc:
+            reason = exc.reason
+        else:
+            first = first_line.setdefault(event.event_id, number)
+            if first == number:
+                events.append(event)
+                continue
+            reason = f"duplicate event_id {event.event_id!r}: first at line {first}"
+        skipped += 1
+        if skipped <= _SHOWN_BAD_ROWS:
+            log.warning("%s line %d skipped: %s", path.name, number, reason)
+    if skipped:
+        log.warning("%s: %d of %d rows skipped as invalid", path, skipped, skipped + len(events))
+    if not events:
+        raise DatasetError(f"{path}: no valid events")
     events.sort(key=lambda e: (e.event_time, e.event_id))
     return events
 
@@ -94,7 +123,7 @@ def replay_contexts(
     namespace = f"dataset-{secrets.token_hex(4)}"
     context_settings = settings.context.model_copy(update={"namespace": namespace})
     client = connect(settings.redis)
-    store = ContextStore(client, context_settings)
+    store = ContextStore(client, context_settings, create_namespace=True)
     contexts: list[EventContext] = []
     next_label = 0
     try:

@@ -137,6 +137,13 @@ class ContextSettings(_Section):
     out_of_order_tolerance_s: int = Field(
         3600, ge=0, description="Events older than the customer's newest by more are 'late'."
     )
+    hash_key: SecretStr | None = Field(
+        None,
+        description="Secret key of the hashes naming counterparties, devices and event ids in "
+        "the context (keyed BLAKE2b: ids chosen to collide cannot steer distinct counts). Set "
+        "a random value per deployment and keep it within a namespace (secret). Unset: a public "
+        "development key, and the scorer warns.",
+    )
 
 
 class ModelSettings(_Section):
@@ -183,6 +190,19 @@ class ScorerSettings(_Section):
         ge=1,
         description="Messages the producer may hold unacknowledged; when full, scoring waits "
         "(backpressure), nothing is dropped.",
+    )
+    event_time_max_ahead_s: int = Field(
+        3600,
+        ge=0,
+        description="Events dated more than this after their message's processing clock (its "
+        "broker timestamp, at most the time the scorer read it) are dead-lettered: one event "
+        "dated years ahead would make every later event of its customer 'late'.",
+    )
+    event_time_max_behind_s: int | None = Field(
+        None,
+        ge=0,
+        description="Events dated more than this before the processing clock are dead-lettered; "
+        "None: no bound (backfills, and simulated history streamed today, are scored).",
     )
 
 

@@ -1,10 +1,11 @@
 -- Shared prelude of customer.lua and counterparty.lua (store.py prepends it to each).
 --
--- Calling convention: KEYS[i] is the entity base key of op i ("<ns>:{c:<id>}"), ARGV[1] the
--- packed configuration, ARGV[i + 1] the packed op. All state of one entity lives under its base
--- key, so a call may hold ops of many entities (standalone Redis: the whole batch in one call)
--- or of the entities of one hash slot (Redis Cluster). State is loaded on an entity's first op,
--- kept in Lua tables while the call runs, and written back once at the end.
+-- Calling convention: KEYS[1] is the namespace marker of the call's hash slot, KEYS[i] (i >= 2)
+-- the entity base key of an op ("<ns>:{c:<id>}"), ARGV[1] the packed configuration, ARGV[i]
+-- the packed op of KEYS[i]. All state of one entity lives under its base key, so a call may
+-- hold ops of many entities (standalone Redis: the whole batch in one call) or of the entities
+-- of one hash slot (Redis Cluster). State is loaded on an entity's first op, kept in Lua
+-- tables while the call runs, and written back once at the end.
 --
 -- Speed notes (Redis' Lua 5.1 interpreter, measured on the 2-core benchmark machine): a small
 -- table costs ~0.1 us, one with named fields ~0.4 us, a number-to-string conversion ~0.5 us, a
@@ -46,6 +47,22 @@ local NOW_MS
 do
   local tm = rcall('TIME')
   NOW_MS = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
+end
+
+-- The namespace marker (KEYS[1]) must exist before anything is written: a Redis that lost its
+-- data set (a restart without persistence, FLUSHALL, eviction) would otherwise receive this
+-- call's ops into empty state - counters restarting from nothing, silently - before anyone
+-- noticed. Checked by the script itself, so there is no moment between check and writes. On
+-- Redis Cluster KEYS[1] is the marker of the call's own hash slot (a script may touch no other
+-- slot), which also notices a single node that came back empty. The check refreshes the
+-- marker's TTL (the profile TTL, like the state blobs it vouches for). Returns the error reply
+-- to return, or nil.
+local function check_marker()
+  if rcall('PEXPIRE', KEYS[1], PROFILE_TTL_MS) == 0 then
+    return redis.error_reply('LOST riskstream context marker ' .. KEYS[1] .. ' is missing: '
+      .. 'Redis lost the namespace (restart without persistence, flush or eviction)')
+  end
+  return nil
 end
 
 -- SET arguments for a state blob: a fresh TTL when due, else keep the current one.
@@ -124,8 +141,11 @@ end
 -- and field packing; the ring costs a few slot reads and one string splice.)
 --
 -- `L` describes the layout: L.day, L.today, L.c7, L.c30 (header indices), L.nv (values per
--- day), L.slot_fmt (struct format of a slot: stamp, then the values), L.slot (its bytes),
--- L.pack(stamp, vals, from) (a slot's bytes, counts saturated to their field), L.ring(st),
+-- day), L.max (the largest total each value's ring field holds: a day's total saturates
+-- there, in the header as in the ring, so a day leaving a window takes away exactly what it
+-- added and no number of events can wrap a field), L.slot_fmt (struct format of a slot:
+-- stamp, then the values), L.slot (its bytes), L.pack(stamp, vals, from) (a slot's bytes),
+-- L.ring(st),
 -- which returns the entity's ring string or nil (loading it if it lives in its own key), and
 -- L.put(st, offset, bytes), which stores one slot (a key's slot is written in place with
 -- SETRANGE: a 28-byte write instead of re-sending the whole ring).
@@ -221,7 +241,7 @@ end
 -- Add `vals` to day d; returns W7 and W30, the 7-day and 30-day totals as of day d (including
 -- vals), valid until the next call.
 local function add_to_day(st, L, d, vals)
-  local h, nv = st.hdr, L.nv
+  local h, nv, max = st.hdr, L.nv, L.max
   if h[L.day] < 0 then
     h[L.day] = d
   elseif d > h[L.day] then
@@ -230,7 +250,7 @@ local function add_to_day(st, L, d, vals)
   local newest, today, c7, c30 = h[L.day], L.today, L.c7, L.c30
   if d == newest then
     for j = 0, nv - 1 do
-      local v = h[today + j] + vals[j + 1]
+      local v = mmin(h[today + j] + vals[j + 1], max[j + 1])
       h[today + j] = v
       W7[j + 1] = h[c7 + j] + v
       W30[j + 1] = h[c30 + j] + v
@@ -243,12 +263,14 @@ local function add_to_day(st, L, d, vals)
     local ring, at = L.ring(st)
     local day = ring_get(L, ring, at, d)
     for j = 1, nv do
-      day[j] = day[j] + vals[j]
+      local was = day[j]
+      day[j] = mmin(was + vals[j], max[j])
+      local added = day[j] - was
       if d >= newest - 29 then
-        h[c30 + j - 1] = h[c30 + j - 1] + vals[j]
+        h[c30 + j - 1] = h[c30 + j - 1] + added
       end
       if d >= newest - 6 then
-        h[c7 + j - 1] = h[c7 + j - 1] + vals[j]
+        h[c7 + j - 1] = h[c7 + j - 1] + added
       end
     end
     ring_put(st, L, d, day, 1)
@@ -272,7 +294,12 @@ end
 -- Dedupe memory: a FIFO (by arrival) of entries {8-byte event-id hash, stamp, record}, kept in
 -- the state blob as a raw string, where stamp is the entity's newest event time when the event
 -- arrived and record the packed features returned for it. An id is forgotten once DEDUPE_CAP
--- newer ids arrived, or once the entity's newest event time is DEDUPE_SPAN_MS past its stamp.
+-- newer ids arrived, or once the entity's newest event time is DEDUPE_SPAN_MS past its stamp -
+-- but never by the call that added it: a call is the unit that is retried (an outage cut the
+-- pipeline, a scorer died before its scored records were written), so however many events of
+-- one entity a batch holds, its retry finds every one of them (the store never splits one
+-- entity's ops of a batch over two calls). The sizing - what must be remembered, for how
+-- long - is in docs/context.md, "Idempotency".
 -- Event time, not wall clock, so that a replay makes exactly the dedupe decisions live traffic
 -- made, and a fast replay does not remember its whole history; redelivery repeats the
 -- uncommitted tail of a partition, whose events are the entity's latest arrivals, well within a
@@ -335,23 +362,14 @@ local function fifo_find(st, idh)
   return nil
 end
 
+-- Forget stored entries beyond the cap or the span; this call's own entries stay (their stamps
+-- are at least the newest time at load, so the span never reaches them either).
 local function fifo_prune(st)
   local floor_stamp = st.fifo_prune_at - DEDUPE_SPAN_MS
-  local width, raw, add = st.fifo_w, st.fifo_raw, st.fifo_add
-  while st.fifo_n > 0 do
-    local stored = st.fifo_pos < st.fifo_end
-    local stamp
-    if stored then
-      stamp = sunpack('<d', raw, st.fifo_pos + 8)
-    else
-      stamp = add[st.fifo_a + 1]
-    end
-    if st.fifo_n > DEDUPE_CAP or stamp < floor_stamp then
-      if stored then
-        st.fifo_pos = st.fifo_pos + width
-      else
-        st.fifo_a = st.fifo_a + 3
-      end
+  local width, raw = st.fifo_w, st.fifo_raw
+  while st.fifo_pos < st.fifo_end do
+    if st.fifo_n > DEDUPE_CAP or sunpack('<d', raw, st.fifo_pos + 8) < floor_stamp then
+      st.fifo_pos = st.fifo_pos + width
       st.fifo_n = st.fifo_n - 1
     else
       break

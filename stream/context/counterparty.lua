@@ -11,13 +11,14 @@
 --       (written by labels.lua, read here)
 
 -- header (doubles): 1 layout version, then
-local LAYOUT_VERSION = 2 -- 2: the day ring rides in the blob, flagged by header slot 11
+local LAYOUT_VERSION = 3 -- 2: the day ring rides in the blob; 3: keyed event-id hashes
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 -- newest day, its count, counts of the 6 and of the 29 days before
 -- (past days: ring slots of stamp and count, kept in the blob once written)
 local RING_BYTES = RING_DAYS * 8
 local DAYS = {
   day = 5, today = 6, c7 = 7, c30 = 8, nv = 1, slot_fmt = '<II', slot = 8,
+  max = { 4294967295 }, -- a day's count saturates at its 4-byte field
   pack = function(stamp, vals, from)
     return spack('<II', stamp, vals[from])
   end,

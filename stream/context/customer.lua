@@ -10,7 +10,7 @@
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
 
 -- header (doubles): 1 layout version, then
-local LAYOUT_VERSION = 2 -- 2: ':d' is a string ring (was a hash of day -> totals)
+local LAYOUT_VERSION = 3 -- 2: ':d' is a string ring; 3: keyed hashes (ops.py, hash_key)
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum (4 values each)
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
@@ -18,7 +18,7 @@ local H_LAST_IN = 15                  -- newest inbound time
 -- 16 newest day, 17..22 its totals, 23..28 totals of the 6 days before, 29..34 of the 29 before
 -- a past day's totals in the ':d' ring (slot: stamp, then out count, out sum, in count, in sum,
 -- near-threshold cash deposits, cash-in sum; sums in cents as 6-byte integers: exact to $1.4
--- trillion a day)
+-- trillion a day, where a day's total saturates; counts saturate at 65,535)
 local function customer_ring(st)
   if not st.ring_loaded then
     st.ring = rcall('GET', st.dkey) or nil
@@ -48,9 +48,11 @@ local function customer_ring_put(st, off, bytes)
   h[H_D_TTL] = 1
   st.ring_loaded = false
 end
+local I6_MAX = 2 ^ 47 - 1
 local DAYS = {
   day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, slot_fmt = '<IHi6Hi6Hi6', slot = 28,
-  -- counts saturate at their 16-bit field instead of wrapping
+  max = { 65535, I6_MAX, 65535, I6_MAX, 65535, I6_MAX },
+  -- (add_to_day saturates every total at its field; the mmin here is a second guard)
   pack = function(stamp, v, i)
     return spack('<IHi6Hi6Hi6', stamp, mmin(v[i], 65535), v[i + 1], mmin(v[i + 2], 65535),
       v[i + 3], mmin(v[i + 4], 65535), v[i + 5])

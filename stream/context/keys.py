@@ -17,7 +17,10 @@ Suffixes under an entity base key (see docs/context.md for sizes and TTLs):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 CUSTOMER: Final = "c"
 COUNTERPARTY: Final = "p"
@@ -54,6 +57,30 @@ def entity_keys(base: str) -> tuple[str, ...]:
 def marker_key(namespace: str) -> str:
     """The namespace's marker; its disappearance means Redis lost the namespace's state."""
     return f"{namespace}:{{meta}}:marker"
+
+
+@lru_cache(maxsize=1)
+def slot_tags() -> tuple[str, ...]:
+    """For each Redis Cluster hash slot, a hash tag that maps to it (``m<n>``, the first n that
+    does): ~170,000 CRC16s, computed once per process (~0.4 s) and only on a cluster."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    missing = REDIS_CLUSTER_HASH_SLOTS
+    n = 0
+    while missing:
+        tag = f"m{n}"
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(tag for tag in tags if tag is not None)
+
+
+def slot_marker_key(namespace: str, slot: int) -> str:
+    """The marker of one hash slot (Redis Cluster): a script may only touch keys of its own
+    slot, so each slot's calls check a marker of their own; its disappearance means the node
+    serving that slot lost the namespace's state (docs/context.md, "Lost state")."""
+    return f"{namespace}:{{{slot_tags()[slot]}}}:marker"
 
 
 def namespace_pattern(namespace: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import zlib
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Final, NamedTuple
 
 from schemas.common import Channel, Direction
@@ -52,15 +52,43 @@ def epoch_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _ONE_MS
 
 
-def event_id_hash(event_id: str) -> bytes:
-    """8 bytes naming an event in the dedupe memory (a collision needs ~2^32 events of one
-    entity within its dedupe span; the span holds at most a few hundred)."""
-    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+# The key of the hashes below when ``context.hash_key`` is not set: public, so fine for
+# development and tests only (the scorer warns when it runs with it).
+DEVELOPMENT_HASH_KEY: Final = b"riskstream development hash key"
+
+# The largest amount, in whole US cents, an event adds to any sum: $100 billion, above any real
+# payment (Fedwire's largest is $9,999,999,999.99) and far below what the sums hold exactly
+# (doubles: 2^53 cents; a day's total in the customer's ring: 2^47 - 1 cents, saturating). The
+# wire format bounds amount_minor per currency; this bounds it after conversion, where a
+# currency missing from the rate table (1 USD a unit) could otherwise make 10^14 units worth
+# $10^14. An event above it keeps its amount everywhere else (alert, scored record).
+MAX_CONTEXT_CENTS: Final = 10**13
 
 
-def short_hash(value: str) -> int:
-    """32-bit hash for distinct counts within one customer's last day (never 0: 0 = none)."""
-    return zlib.crc32(value.encode()) or 1
+@lru_cache(maxsize=8)
+def _keyed(key: bytes, size: int) -> hashlib.blake2b:
+    # BLAKE2b takes keys of up to 64 bytes; a longer secret is hashed down to 64, not cut.
+    key = key if len(key) <= 64 else hashlib.blake2b(key).digest()
+    return hashlib.blake2b(key=key, digest_size=size)
+
+
+def keyed_hash32(data: bytes, key: bytes) -> int:
+    """Keyed 32-bit hash (BLAKE2b) naming a counterparty or device in a customer's windows;
+    never 0 (0 = none). Keyed so that ids chosen to collide - trivial to find for CRC32, or
+    for any unkeyed 32-bit hash by brute force - collide only by chance under a secret key:
+    six new payees cannot be made to count as one."""
+    hasher = _keyed(key, 4).copy()
+    hasher.update(data)
+    return int.from_bytes(hasher.digest(), "little") or 1
+
+
+def event_id_hash(event_id: str, key: bytes = DEVELOPMENT_HASH_KEY) -> bytes:
+    """8 bytes naming an event in the dedupe memory (keyed: two ids made to collide would
+    make the second one's payment invisible to its entities; by chance, a collision needs
+    ~2^32 events of one entity within its dedupe span, which holds at most a few thousand)."""
+    hasher = _keyed(key, 8).copy()
+    hasher.update(event_id.encode())
+    return hasher.digest()
 
 
 class EventOps(NamedTuple):
@@ -111,11 +139,12 @@ def _country(country: str) -> tuple[int, bytes, float]:
 _NO_DEVICE: Final = _LENGTH.pack(0)
 
 
-def event_ops(event: TransactionEvent) -> EventOps:
-    """Pack ``event`` for the scripts and compute the features it carries by itself."""
+def event_ops(event: TransactionEvent, key: bytes = DEVELOPMENT_HASH_KEY) -> EventOps:
+    """Pack ``event`` for the scripts and compute the features it carries by itself; ``key``
+    keys the hashes (``context.hash_key``; fixed within a namespace)."""
     moment = event.event_time
     t_ms = float(epoch_ms(moment))
-    usd = amount_usd(event.amount_minor, event.currency)
+    usd = min(amount_usd(event.amount_minor, event.currency), MAX_CONTEXT_CENTS / 100)
     flags, is_outbound, channel_code, cash_in = _CHANNEL_FACTS[(event.channel, event.direction)]
     mcc = event.mcc
     risky = mcc is not None and mcc in RISKY_MCCS
@@ -130,11 +159,11 @@ def event_ops(event: TransactionEvent) -> EventOps:
     country_code, country_field, high_risk = _country(event.country)
     device = event.device_id
     cp = event.counterparty_id.encode()
-    idh = event_id_hash(event.event_id)
+    idh = event_id_hash(event.event_id, key)
     if device:
         device_field = b"d" + device.encode()
         device_part = _LENGTH.pack(len(device_field)) + device_field
-        device_hash = zlib.crc32(device_field) or 1
+        device_hash = keyed_hash32(device_field, key)
     else:
         device_part, device_hash = _NO_DEVICE, 0
     # Field names of the first-seen hash are built here, where it is cheaper than in Lua.
@@ -144,7 +173,7 @@ def event_ops(event: TransactionEvent) -> EventOps:
                 t_ms,
                 float(round(usd * 100)),
                 flags,
-                zlib.crc32(cp) or 1,
+                keyed_hash32(cp, key),
                 device_hash,
                 country_code,
                 idh,

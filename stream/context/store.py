@@ -1,9 +1,10 @@
 """`ContextStore`: rolling customer and counterparty context in Redis, one micro-batch at a time.
 
-A batch costs one Redis round trip: a pipeline holding a ``PEXPIRE`` of the namespace marker
-and ``EVALSHA`` calls of the customer and counterparty scripts. On a standalone Redis that is
-one call per script for the whole batch (chunked at ``ContextLimits.ops_per_call`` ops so one
-call never blocks Redis for long); on Redis Cluster one call per hash slot and script. Every
+A batch costs one Redis round trip: a pipeline of ``EVALSHA`` calls of the customer and
+counterparty scripts. On a standalone Redis that is one call per script for the whole batch
+(chunked at about ``ContextLimits.ops_per_call`` ops so one call never blocks Redis for long);
+on Redis Cluster one call per hash slot and script. Every call first checks the namespace
+marker of its slot and writes nothing if it is gone (Redis lost the namespace). Every
 read-modify-write happens inside Lua, so workers never race, and each entity's update is
 idempotent per event id, so a retried batch changes nothing and returns the same snapshots.
 
@@ -12,6 +13,7 @@ See docs/context.md for the state layout, windows, out-of-order rule and measure
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import threading
@@ -24,6 +26,7 @@ from typing import Final, ParamSpec, TypeVar
 import redis
 import redis.cluster
 import redis.exceptions as rexc
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as REDIS_SLOTS
 from redis.crc import key_slot
 
 from schemas.label import LabelEvent
@@ -41,7 +44,14 @@ from stream.context.features import (
     ContextFeatures,
     assemble,
 )
-from stream.context.ops import CONFIG, EventOps, counterparty_entity, event_ops, label_op
+from stream.context.ops import (
+    CONFIG,
+    DEVELOPMENT_HASH_KEY,
+    EventOps,
+    counterparty_entity,
+    event_ops,
+    label_op,
+)
 from stream.redis_client import AnyRedis
 from stream.settings import ContextSettings
 
@@ -53,7 +63,7 @@ _R = TypeVar("_R")
 _DAY_MS: Final = 86_400_000
 _CUSTOMER_RECORD: Final = struct.Struct("<B" + "f" * len(CUSTOMER_RECORD))
 _COUNTERPARTY_RECORD: Final = struct.Struct("<B" + "f" * len(COUNTERPARTY_RECORD))
-_LABELS_CONFIG: Final = struct.Struct("<dd")
+_LABELS_CONFIG: Final = struct.Struct("<ddd")
 
 # Errors after which the same batch may succeed: the server is (re)starting, failing over or
 # unreachable. BusyLoadingError is a ConnectionError subclass; ReadOnlyError means a replica
@@ -66,9 +76,19 @@ _RETRIABLE: Final = (
     rexc.MasterDownError,
     rexc.ReadOnlyError,
 )
-# The scripts' error reply for a state blob of another layout version (see common.lua); a
-# pipeline prefixes the command to the message, so it is searched for, not matched at the start.
+# The scripts' error replies for a state blob of another layout version and for a missing
+# namespace marker (see common.lua); a pipeline prefixes the command to the message, so they
+# are searched for, not matched at the start.
 _LAYOUT_MISMATCH: Final = "riskstream context layout "
+_MARKER_MISSING: Final = "riskstream context marker "
+
+
+def marker_value(hash_key: bytes) -> bytes:
+    """What the namespace marker holds: a fingerprint of the hash key (a keyed hash of a
+    constant, which tells nothing about the key), so a store opened with another key - whose
+    hashes would not match the stored ones - is refused instead of silently miscounting."""
+    fingerprint = hashlib.blake2b(b"riskstream namespace marker", key=hash_key[:64], digest_size=8)
+    return b"riskstream-context " + fingerprint.hexdigest().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +108,12 @@ class ContextLimits:
     set_cap: int = 2048
     """Distinct inbound senders (customer) or customers (counterparty) tracked in 7 days."""
     dedupe_cap: int = 256
-    """Event ids (with their feature snapshots) remembered per entity, at most... Keep it at
-    least the events of one entity that can be redelivered together (a batch, by default)."""
+    """Event ids (with their feature snapshots) remembered per entity, beyond those of the
+    entity's last call (always kept)... The scorer's claims recognise every event whose scored
+    record was written; this memory covers the rest: the batch in flight when a scorer died or
+    Redis failed, until it is redelivered (docs/context.md, "Idempotency", has the sizing)."""
     dedupe_span_s: int = 6 * 3600
-    """...and while the entity's newest event time is less than this past their arrival.
-    Redelivery after a crash or rebalance repeats the uncommitted tail of a partition: the
-    entity's latest events, within hours of event time unless traffic is very sparse."""
+    """...and while the entity's newest event time is less than this past their arrival."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
     ops_per_call: int = 512
@@ -192,17 +212,25 @@ def _entity_script(name: str) -> str:
 @dataclass(slots=True)
 class _Call:
     script: str  # "customer", "counterparty" or "labels"
-    keys: list[str]
+    keys: list[str]  # the slot's marker, then one entity base key per op
     args: list[bytes]
     targets: list[int]  # per op: where its result goes
+
+
+def _call(script: str, marker: str, ops: list[tuple[str, bytes, int]]) -> _Call:
+    return _Call(
+        script, [marker, *(op[0] for op in ops)], [op[1] for op in ops], [op[2] for op in ops]
+    )
 
 
 class ContextStore:
     """Rolling context in the namespace ``settings.namespace``.
 
     ``client`` must return bytes (``decode_responses=False``), as
-    :func:`stream.redis_client.connect` does. Creating a store marks the namespace as in use;
-    see :class:`ContextStateLost` for what the marker protects against.
+    :func:`stream.redis_client.connect` does. ``create_namespace`` marks the namespace as in
+    use when it is not: for namespaces the caller has just made up (a backtest, a dataset, a
+    test). Otherwise nothing marks it but :meth:`initialize_namespace`, the operator's
+    decision after a loss (see :class:`ContextStateLost`): a plain restart must not.
     """
 
     def __init__(
@@ -210,6 +238,8 @@ class ContextStore:
         client: AnyRedis,
         settings: ContextSettings,
         limits: ContextLimits | None = None,
+        *,
+        create_namespace: bool = False,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -217,6 +247,12 @@ class ContextStore:
         self._namespace = settings.namespace
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self._marker = keys.marker_key(self._namespace)
+        self._hash_key = (
+            settings.hash_key.get_secret_value().encode()
+            if settings.hash_key is not None
+            else DEVELOPMENT_HASH_KEY
+        )
+        self._marker_value = marker_value(self._hash_key)
         lim = self._limits
         self._profile_ttl_ms = lim.profile_ttl_days * _DAY_MS
         self._ttl_ms = settings.ttl_days * _DAY_MS
@@ -231,7 +267,9 @@ class ContextStore:
             float(lim.dedupe_cap),
             float(lim.dedupe_span_s * 1000),
         )
-        self._labels_config = _LABELS_CONFIG.pack(float(self._ttl_ms), float(lim.labels_cap))
+        self._labels_config = _LABELS_CONFIG.pack(
+            float(self._ttl_ms), float(lim.labels_cap), float(self._profile_ttl_ms)
+        )
         self._sources = {
             "customer": _entity_script("customer.lua"),
             "counterparty": _entity_script("counterparty.lua"),
@@ -241,7 +279,9 @@ class ContextStore:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._guard(self._load_scripts)
-        self._guard(self.initialize_namespace, only_if_missing=True)
+        if create_namespace:
+            self._guard(self.initialize_namespace, only_if_missing=True)
+        self._guard(self.namespace_in_use)  # refuses a namespace marked with another hash key
 
     @property
     def namespace(self) -> str:
@@ -253,21 +293,58 @@ class ContextStore:
 
     # --- public API ---------------------------------------------------------------------------
 
+    @property
+    def uses_development_hash_key(self) -> bool:
+        return self._hash_key == DEVELOPMENT_HASH_KEY
+
+    def namespace_in_use(self) -> bool:
+        """Whether the namespace is marked in use. Raises :class:`ContextLayoutMismatch` when
+        it was marked by a store with another ``hash_key`` (its hashes would not match)."""
+        found = self._client.get(self._marker)
+        if found is None:
+            return False
+        if found != self._marker_value:
+            raise ContextLayoutMismatch(
+                f"context namespace {self._namespace!r} was written with another "
+                "context.hash_key (or by an older riskstream): its counterparty, device and "
+                "event-id hashes would not match. Use the key it was written with, a fresh "
+                "namespace (RISKSTREAM_CONTEXT__NAMESPACE), or drop it"
+            )
+        return True
+
     def initialize_namespace(self, only_if_missing: bool = False) -> None:
         """Mark the namespace as in use (again). Call after :class:`ContextStateLost` only to
-        accept that the context starts from nothing."""
-        self._client.set(self._marker, b"1", px=self._profile_ttl_ms, nx=only_if_missing)
+        accept that the context starts from nothing. On a cluster, every hash slot's marker
+        is (re)created too."""
+        markers = [self._marker]
+        if self._cluster:
+            markers += [keys.slot_marker_key(self._namespace, s) for s in range(REDIS_SLOTS)]
+        pipe = self._client.pipeline(transaction=False)
+        for marker in markers:
+            pipe.set(marker, self._marker_value, px=self._profile_ttl_ms, nx=only_if_missing)
+        pipe.execute()
 
-    def update_batch(self, events: Sequence[TransactionEvent]) -> list[EventContext]:
+    def prepare(self, event: TransactionEvent) -> EventOps:
+        """What ``event`` contributes to the context (pure; raises on an event it cannot
+        represent, so a caller can set that one event aside before submitting a batch)."""
+        return event_ops(event, self._hash_key)
+
+    def update_batch(
+        self, events: Sequence[TransactionEvent], prepared: Sequence[EventOps] | None = None
+    ) -> list[EventContext]:
         """Apply ``events`` in order and return each one's context, in the same order.
+        ``prepared``: their :meth:`prepare` results, when the caller has them already.
 
         Raises :class:`ContextUnavailable` (retry the whole batch later),
-        :class:`ContextStateLost`, :class:`ContextLayoutMismatch` (state of another layout
-        version; the script call that met it wrote nothing) or :class:`ContextError`.
+        :class:`ContextStateLost` (the namespace marker is gone; nothing was written),
+        :class:`ContextLayoutMismatch` (state of another layout version; the script call that
+        met it wrote nothing) or :class:`ContextError`.
         """
-        return self.submit_batch(events).result()
+        return self.submit_batch(events, prepared).result()
 
-    def submit_batch(self, events: Sequence[TransactionEvent]) -> PendingContexts:
+    def submit_batch(
+        self, events: Sequence[TransactionEvent], prepared: Sequence[EventOps] | None = None
+    ) -> PendingContexts:
         """Start applying ``events``; the contexts come from ``.result()``.
 
         Batches run one at a time, in submission order, on one background thread, so while
@@ -277,13 +354,13 @@ class ContextStore:
         """
         if not events:
             return PendingContexts(None, [], [], [])
-        prepared = [event_ops(event) for event in events]
-        calls = self._plan_events(events, prepared)
+        ops = list(prepared) if prepared is not None else [self.prepare(e) for e in events]
+        calls = self._plan_events(events, ops)
         with self._executor_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="context-store")
             future = self._executor.submit(self._guard, self._run, calls)
-        return PendingContexts(future, events, prepared, calls)
+        return PendingContexts(future, events, ops, calls)
 
     def close(self) -> None:
         """Wait for submitted batches and stop the background thread (the client stays open)."""
@@ -354,25 +431,29 @@ class ContextStore:
         ]
 
     def _group(self, script: str, ops: list[tuple[str, bytes, int]]) -> Iterator[_Call]:
-        """Calls of at most ``ops_per_call`` ops; on a cluster, one hash slot per call. The
-        order of one entity's ops is kept: they share a slot, and calls run in order."""
-        if self._cluster:
-            by_slot: dict[int, list[tuple[str, bytes, int]]] = {}
-            for op in ops:
-                by_slot.setdefault(key_slot(op[0].encode()), []).append(op)
-            groups: list[list[tuple[str, bytes, int]]] = list(by_slot.values())
-        else:
-            groups = [ops]
+        """Calls of about ``ops_per_call`` ops; on a cluster, one hash slot per call. All ops
+        of one entity go into one call, in their order: a call is what a retry repeats, and
+        the dedupe memory keeps every id of an entity's last call (common.lua). A chunk closes
+        at the first entity boundary past the size, so one very busy entity makes a bigger
+        call rather than being split."""
+        by_entity: dict[str, list[tuple[str, bytes, int]]] = {}
+        for op in ops:
+            by_entity.setdefault(op[0], []).append(op)
+        groups: dict[int, list[list[tuple[str, bytes, int]]]] = {}
+        for base, entity_ops in by_entity.items():
+            slot = key_slot(base.encode()) if self._cluster else 0
+            groups.setdefault(slot, []).append(entity_ops)
         size = self._limits.ops_per_call
-        for group in groups:
-            for start in range(0, len(group), size):
-                chunk = group[start : start + size]
-                yield _Call(
-                    script,
-                    [op[0] for op in chunk],
-                    [op[1] for op in chunk],
-                    [op[2] for op in chunk],
-                )
+        for slot, entities in groups.items():
+            marker = keys.slot_marker_key(self._namespace, slot) if self._cluster else self._marker
+            chunk: list[tuple[str, bytes, int]] = []
+            for entity_ops in entities:
+                chunk.extend(entity_ops)
+                if len(chunk) >= size:
+                    yield _call(script, marker, chunk)
+                    chunk = []
+            if chunk:
+                yield _call(script, marker, chunk)
 
     # --- execution -----------------------------------------------------------------------------
 
@@ -383,12 +464,11 @@ class ContextStore:
             self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
     def _run(self, calls: list[_Call]) -> list[bytes | list[int]]:
-        """One pipeline: the marker check, then every call. Reloads the scripts and retries
-        once after NOSCRIPT (a restarted Redis forgot them); retrying is safe because every op
-        is idempotent."""
+        """One pipeline of every call (each checks its slot's marker first). Reloads the
+        scripts and retries once after NOSCRIPT (a restarted Redis forgot them); retrying is
+        safe because every op is idempotent."""
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
-            pipe.pexpire(self._marker, self._profile_ttl_ms)
             for call in calls:
                 config = self._labels_config if call.script == "labels" else self._config
                 # execute_command, not .evalsha(): redis-py's cluster pipeline blocks the
@@ -409,14 +489,7 @@ class ContextStore:
                 logger.warning("Redis forgot the context scripts (restarted?); reloading")
                 self._load_scripts()
                 continue
-            if not results[0]:
-                raise ContextStateLost(
-                    f"context namespace {self._namespace!r} lost its marker key: Redis restarted "
-                    "without persistence, was flushed or evicted keys; the context would "
-                    "restart from nothing. Restore Redis, or accept the reset with "
-                    "ContextStore.initialize_namespace()."
-                )
-            return list(results[1:])
+            return list(results)
         raise AssertionError("unreachable")
 
     def _guard(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -431,6 +504,13 @@ class ContextStore:
             at = str(exc).find(_LAYOUT_MISMATCH)
             if isinstance(exc, rexc.ResponseError) and at >= 0:
                 raise ContextLayoutMismatch(str(exc)[at:]) from exc
+            if isinstance(exc, rexc.ResponseError) and _MARKER_MISSING in str(exc):
+                raise ContextStateLost(
+                    f"context namespace {self._namespace!r} lost its marker key: Redis "
+                    "restarted without persistence, was flushed or evicted keys, and nothing of "
+                    "this batch was written. Restore Redis, or accept that the context restarts "
+                    "from nothing (the scorer's --accept-context-loss)."
+                ) from exc
             if str(exc).startswith("OOM"):
                 raise ContextError(
                     "Redis is out of memory (maxmemory reached, policy noeviction): "

@@ -16,9 +16,10 @@ import redis
 from models.errors import ModelError
 from models.inference import LoadedModel, load_model
 from schemas import TransactionEvent
-from stream.context.errors import ContextUnavailable
+from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
 from stream.context.features import FEATURE_NAMES, ContextFeatures
 from stream.context.store import ContextStore
+from stream.kafka.groups import GroupOffsetsUnavailable, committed_offsets
 from stream.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
 from stream.redis_client import connect
 from stream.scorer.core import AlertMode, Narrate
@@ -27,7 +28,7 @@ from stream.scorer.metrics import Health, MetricsServer, ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher, ModelLoader
 from stream.scorer.records import ScoredRecordStore
 from stream.scorer.runner import ScorerRunner
-from stream.settings import Settings
+from stream.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,17 @@ def loader_for(settings: Settings) -> ModelLoader:
 
 def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> ContextStore:
     """Open the context store, waiting for Redis to come up (containers start in any order).
+    The namespace is not marked in use here (see :func:`claim_namespace`).
 
-    Raises ScorerFatal at once if Redis refuses the password: that is configuration, not a
-    server still starting."""
+    Raises ScorerFatal at once if Redis refuses the password, or the namespace was written
+    with another hash key: that is configuration, not a server still starting."""
     client = connect(settings.redis)
     started = time.monotonic()
     while True:
         try:
             return ContextStore(client, settings.context)
+        except ContextLayoutMismatch as exc:
+            raise ScorerFatal(str(exc)) from exc
         except ContextUnavailable as exc:
             if isinstance(exc.__cause__, redis.AuthenticationError):
                 # Redis answered and said no: waiting will not change its mind.
@@ -82,6 +86,52 @@ def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> Con
                 raise
             log.warning("waiting for Redis at %s: %s", settings.redis.safe_url(), exc)
             time.sleep(2.0)
+
+
+def mark_if_new(store: ContextStore, kafka: KafkaSettings, group: str, topic: str) -> bool:
+    """Mark the context namespace in use if it is new; returns whether it is marked now.
+
+    An unmarked namespace is either new or lost (Redis came back empty). Kafka tells them
+    apart: a consumer group that never committed on its input topic has processed nothing, so
+    there is nothing to lose and the namespace is marked. A group that has committed expects
+    its context in Redis: then nothing is marked (False), and only an operator's
+    :meth:`ContextStore.initialize_namespace` (``--accept-context-loss``) may mark it
+    (docs/scorer.md, "Redis loss"). Raises GroupOffsetsUnavailable when Kafka cannot say."""
+    if store.namespace_in_use():
+        return True
+    if committed_offsets(kafka, group, topic):
+        return False
+    store.initialize_namespace(only_if_missing=True)
+    log.info("new context namespace %r (group %r has not committed on %r yet)",
+             store.namespace, group, topic)  # fmt: skip
+    return True
+
+
+def claim_namespace(store: ContextStore, settings: Settings, *, accept_loss: bool) -> None:
+    """The scorer's start: the namespace marked in use, or ScorerFatal (see mark_if_new)."""
+    if store.uses_development_hash_key:
+        log.warning(
+            "context.hash_key is not set: counterparty, device and event-id hashes use the "
+            "public development key, so ids can be chosen to collide; set "
+            "RISKSTREAM_CONTEXT__HASH_KEY to a random secret in production"
+        )
+    if accept_loss:
+        store.initialize_namespace()
+        log.warning("context namespace %r marked in use by --accept-context-loss: context "
+                    "continues from what Redis holds", store.namespace)  # fmt: skip
+        return
+    group, topic = settings.scorer.group_id, settings.topics.transactions
+    try:
+        marked = mark_if_new(store, settings.kafka, group, topic)
+    except GroupOffsetsUnavailable as exc:
+        raise ScorerFatal(f"{exc}; cannot tell a new context namespace from a lost one") from exc
+    if not marked:
+        raise ScorerFatal(
+            f"context namespace {store.namespace!r} is not marked in use in Redis, but consumer "
+            f"group {group!r} has committed offsets on {topic!r}: Redis lost the context of "
+            "what was processed (restart without persistence, flush, eviction). Restore Redis, "
+            "or start with --accept-context-loss to continue from an empty context."
+        )
 
 
 @dataclass
@@ -105,8 +155,7 @@ def build_scorer(
     accept_context_loss: bool = False,
 ) -> ScorerApp:
     store = wait_for_context_store(settings)
-    if accept_context_loss:
-        store.initialize_namespace()
+    claim_namespace(store, settings, accept_loss=accept_context_loss)
     records = ScoredRecordStore(
         connect(settings.redis),
         settings.context.namespace,

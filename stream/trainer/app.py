@@ -40,8 +40,9 @@ from faust.types import EventT, StreamT
 from schemas import LabelEvent, decode
 from schemas.errors import DecodeError
 from stream.context.store import ContextStore
+from stream.kafka.groups import GroupOffsetsUnavailable
 from stream.redis_client import connect
-from stream.scorer.app import wait_for_context_store
+from stream.scorer.app import mark_if_new, wait_for_context_store
 from stream.scorer.core import DeadLetter, Incoming, dead_letter_message
 from stream.scorer.metrics import Health, MetricsServer
 from stream.scorer.records import ScoredRecordStore
@@ -107,6 +108,7 @@ class TrainerWorker:
         self.metrics = TrainerMetrics()
         self.health = Health(stall_after_s=max(60.0, 6 * ts.check_every_s))
         self.context: ContextStore = wait_for_context_store(settings)
+        self._mark_context_namespace()
         client = connect(settings.redis)
         self.cases = CaseStore(
             client,
@@ -136,6 +138,20 @@ class TrainerWorker:
         self.app = self._build_app()
         self._worker: faust.Worker | None = None
         self._stopping: asyncio.Future[None] | None = None
+
+    def _mark_context_namespace(self) -> None:
+        """A first start marks the context namespace (as the scorer's does); a namespace Redis
+        lost is left unmarked, and labels wait, retried, until a scorer marks it."""
+        s = self.settings
+        try:
+            marked = mark_if_new(self.context, s.kafka, s.trainer.group_id, s.topics.labels)
+        except GroupOffsetsUnavailable as exc:
+            log.warning("%s; labels wait until the context namespace is marked", exc)
+            return
+        if not marked:
+            log.error("context namespace %r is not marked in use although labels were "
+                      "processed: Redis lost it; labels wait until a scorer is started with "
+                      "--accept-context-loss", s.context.namespace)  # fmt: skip
 
     # --- the faust app ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import LabelEvent
-from stream.context.errors import ContextUnavailable
+from stream.context.errors import ContextStateLost, ContextUnavailable
 from stream.context.store import ContextStore
 from stream.scorer.records import RecordsUnavailable, ScoredRecordStore
 from stream.trainer.cases import JoinOutcome, join_labels
@@ -27,7 +27,10 @@ from stream.trainer.store import CaseStore
 
 log = logging.getLogger(__name__)
 
-RETRIABLE = (ContextUnavailable, RecordsUnavailable, CasesUnavailable)
+# ContextStateLost: the namespace is not marked in use - Redis lost it, or a first start whose
+# scorer has not marked it yet. Either way the label waits (nothing was written) until a
+# scorer marks it: at its first start, or by an operator's --accept-context-loss.
+RETRIABLE = (ContextUnavailable, ContextStateLost, RecordsUnavailable, CasesUnavailable)
 
 
 def _ms(moment: datetime) -> int:

@@ -78,7 +78,7 @@ def make_store(redis_client: redis.Redis[bytes], redis_namespace: str) -> Iterat
         settings = ContextSettings(
             namespace=redis_namespace + suffix, out_of_order_tolerance_s=tolerance_s
         )
-        store = ContextStore(redis_client, settings, limits)
+        store = ContextStore(redis_client, settings, limits, create_namespace=True)
         stores.append(store)
         return store
 

@@ -17,6 +17,7 @@ import redis
 import redis.cluster
 
 from schemas import Channel, CounterpartyType, Direction
+from stream.context.errors import ContextStateLost
 from stream.context.store import ContextStore
 from stream.devenv import RedisServer, free_ports
 from stream.redis_client import connect
@@ -90,7 +91,9 @@ def test_cluster_and_standalone_compute_the_same_context(cluster, make_event, ma
     ]
     client = connect(RedisSettings(url=f"redis://127.0.0.1:{cluster[0]}/0", cluster=True))
     assert isinstance(client, redis.cluster.RedisCluster)
-    with ContextStore(client, ContextSettings(namespace="cluster-test")) as store:
+    with ContextStore(
+        client, ContextSettings(namespace="cluster-test"), create_namespace=True
+    ) as store:
         on_cluster = [c for s in range(0, 300, 64) for c in store.update_batch(events[s : s + 64])]
         again = store.update_batch(events[256:])  # a redelivered tail
         assert all(c.duplicate for c in again)
@@ -101,3 +104,29 @@ def test_cluster_and_standalone_compute_the_same_context(cluster, make_event, ma
     standalone = make_store()
     alone = [c for s in range(0, 300, 64) for c in standalone.update_batch(events[s : s + 64])]
     assert [c.features for c in on_cluster] == [c.features for c in alone]
+
+
+def test_a_node_that_came_back_empty_receives_nothing_and_stops_the_batch(
+    cluster, make_event
+) -> None:
+    # A script may touch only keys of its own hash slot, so each slot has a marker of its own:
+    # one node losing its data set is noticed by every call on its slots, before they write.
+    events = [make_event(i, customer=f"cus-{i}", counterparty=f"mer-{i}") for i in range(60)]
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{cluster[0]}/0", cluster=True))
+    assert isinstance(client, redis.cluster.RedisCluster)
+    store = ContextStore(client, ContextSettings(namespace="cluster-loss"), create_namespace=True)
+    store.update_batch(events[:30])
+    wiped = redis.Redis(port=cluster[1])
+    wiped.flushall()  # that node restarted without persistence
+
+    with pytest.raises(ContextStateLost):
+        store.update_batch(events[30:])
+    assert wiped.dbsize() == 0, "the emptied node received part of the batch"
+
+    store.initialize_namespace()  # --accept-context-loss: every slot's marker again
+    contexts = store.update_batch(events[30:])
+    assert len(contexts) == 30
+    store.drop_namespace()
+    store.close()
+    wiped.close()
+    client.close()

@@ -40,7 +40,9 @@ def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisS
 
 def _store(server: RedisServer) -> ContextStore:
     settings = RedisSettings(url=server.url, socket_timeout_s=1.0)
-    return ContextStore(connect(settings), ContextSettings(namespace="restart"))
+    return ContextStore(
+        connect(settings), ContextSettings(namespace="restart"), create_namespace=True
+    )
 
 
 @pytest.mark.parametrize("own_redis", ["persistent"], indirect=True)

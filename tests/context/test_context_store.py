@@ -129,7 +129,9 @@ def test_two_workers_on_different_customers_stay_correct(make_event, make_store,
             from stream.context.store import ContextStore
             from stream.settings import ContextSettings
 
-            with ContextStore(client, ContextSettings(namespace=namespace)) as store:
+            with ContextStore(
+                client, ContextSettings(namespace=namespace), create_namespace=True
+            ) as store:
                 out = []
                 for start in range(0, per_worker, 5):
                     out.extend(store.update_batch(streams[worker][start : start + 5]))
@@ -276,7 +278,12 @@ def test_one_round_trip_per_batch_whatever_its_size(make_event, redis_url, redis
 
     pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
     client: redis.Redis[bytes] = redis.Redis(connection_pool=pool)
-    with client, ContextStore(client, ContextSettings(namespace=redis_namespace)) as store:
+    with (
+        client,
+        ContextStore(
+            client, ContextSettings(namespace=redis_namespace), create_namespace=True
+        ) as store,
+    ):
         for size in (1, 64, 256):
             before = len(sends)
             store.update_batch(

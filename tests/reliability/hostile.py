@@ -10,6 +10,7 @@ can check that no reason, log line or header ever echoes what a message said.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -225,3 +226,44 @@ def hostile_message(rng: random.Random, event_id: str) -> tuple[str, bytes]:
     """(kind, bytes) of one hostile message built around a valid event with ``event_id``."""
     kind = rng.choice(sorted(MUTATIONS))
     return kind, MUTATIONS[kind](rng, valid_event(rng, event_id))
+
+
+def crc32_twins(prefix: str, count: int, length: int = 48) -> list[str]:
+    """``count`` distinct identifiers ``prefix`` + ``length`` letters a/b that share one CRC32.
+
+    CRC32 is affine over GF(2) for messages of one length: flipping a set of positions changes
+    the checksum by the XOR of what flipping each alone changes. Any combination of positions
+    whose changes XOR to zero (the null space of ``length`` vectors of 32 bits) leaves the
+    checksum as it was: what an attacker computes in milliseconds to make payees collide."""
+    base = bytearray(prefix.encode() + b"a" * length)
+    start = len(prefix)
+    crc0 = zlib.crc32(bytes(base))
+    changes = []
+    for i in range(length):
+        flipped = bytearray(base)
+        flipped[start + i] = ord("b")
+        changes.append(zlib.crc32(bytes(flipped)) ^ crc0)
+    # Gaussian elimination, tracking which positions make up each reduced vector.
+    pivots: dict[int, tuple[int, int]] = {}  # bit -> (vector, positions mask)
+    null_space: list[int] = []
+    for i, change in enumerate(changes):
+        vector, mask = change, 1 << i
+        for bit in range(31, -1, -1):
+            if vector >> bit & 1 and bit in pivots:
+                vector ^= pivots[bit][0]
+                mask ^= pivots[bit][1]
+        if vector == 0:
+            null_space.append(mask)
+        else:
+            pivots[vector.bit_length() - 1] = (vector, mask)
+    assert len(null_space) >= count
+    twins = []
+    for k in range(count):
+        text = bytearray(base)
+        mask = null_space[k] if k else 0  # the base itself, then one flip set each
+        for i in range(length):
+            if mask >> i & 1:
+                text[start + i] = ord("b")
+        twins.append(text.decode())
+    assert len({zlib.crc32(t.encode()) for t in twins}) == 1
+    return twins

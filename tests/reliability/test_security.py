@@ -127,7 +127,7 @@ def test_redis_over_tls_with_a_password_serves_the_context_and_the_scored_record
     events = [decode(TransactionEvent, v) for v in stream_values[:50]]
     client = connect(settings)
     try:
-        store = ContextStore(client, ContextSettings(namespace="tls-test"))
+        store = ContextStore(client, ContextSettings(namespace="tls-test"), create_namespace=True)
         contexts = store.update_batch(events)
         assert [c.event_id for c in contexts] == [e.event_id for e in events]
         records = ScoredRecordStore(client, "tls-test", 60)
@@ -169,7 +169,7 @@ def test_redis_refuses_wrong_credentials_and_plaintext_with_a_clear_error(
     started = time.monotonic()
     try:
         with pytest.raises(ContextUnavailable) as caught:
-            ContextStore(client, ContextSettings(namespace="tls-refused"))
+            ContextStore(client, ContextSettings(namespace="tls-refused"), create_namespace=True)
     finally:
         client.close()
     assert expected in str(caught.value)

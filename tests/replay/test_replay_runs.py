@@ -145,7 +145,9 @@ def test_a_replay_never_touches_live_redis_keys(
     assert labels, "the slice should hold suspicious events"
 
     # Live state for the very customers, counterparties and labels the replay will see.
-    with ContextStore(connect(settings.redis), settings.context) as live_store:
+    with ContextStore(
+        connect(settings.redis), settings.context, create_namespace=True
+    ) as live_store:
         live_store.update_batch(events)
         live_store.apply_labels(labels)
     redis_client.set(f"{live}:{{meta}}:note", b"live, no TTL")

@@ -68,7 +68,9 @@ def test_events_in_expected_alerts_out_with_every_field(
     # The reference: same model, same context code, a fresh namespace, one big batch.
     model = load_model(ModelSettings(registry_dir=trained_registry))
     namespace = settings.context.namespace + "-ref"
-    store = ContextStore(connect(redis_settings), ContextSettings(namespace=namespace))
+    store = ContextStore(
+        connect(redis_settings), ContextSettings(namespace=namespace), create_namespace=True
+    )
     narrate = narrator_for(model)
     contexts = store.update_batch(events)
     narratives = [narrate(e, c.features) for e, c in zip(events, contexts, strict=True)]

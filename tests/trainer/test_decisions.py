@@ -95,7 +95,7 @@ def loop_for(
         cases = CaseStore(redis_client, redis_namespace, max_cases=100, ttl_s=60, max_unjoined=10)
         metrics = TrainerMetrics()
         ingestor = LabelIngestor(
-            context=ContextStore(redis_client, settings.context),
+            context=ContextStore(redis_client, settings.context, create_namespace=True),
             records=ScoredRecordStore(redis_client, redis_namespace, 60),
             cases=cases,
             metrics=metrics,

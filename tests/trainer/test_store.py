@@ -107,7 +107,9 @@ def test_ingestion_joins_persists_and_accounts_for_every_label(
     redis_client: redis.Redis[bytes], redis_namespace: str
 ) -> None:
     now = [T0.timestamp()]
-    context = ContextStore(redis_client, ContextSettings(namespace=redis_namespace))
+    context = ContextStore(
+        redis_client, ContextSettings(namespace=redis_namespace), create_namespace=True
+    )
     records = ScoredRecordStore(redis_client, redis_namespace, 90 * 86_400)
     cases = store(redis_client, redis_namespace)
     metrics = TrainerMetrics()
