@@ -27,7 +27,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -52,7 +52,7 @@ from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
 from stream.replay.sources import ReplaySource, SourceRecord, from_ms
 from stream.scorer.app import loader_for, narrator_for
-from stream.scorer.core import Incoming
+from stream.scorer.core import EventWindow, Incoming, processing_clock_ms
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics, utc_now
 from stream.scorer.records import RecordsUnavailable
@@ -134,7 +134,7 @@ def batches(
         yield batch
 
 
-def incoming(record: SourceRecord, received_at: datetime) -> Incoming:
+def incoming(record: SourceRecord, received_at: datetime, clock_ms: int | None = None) -> Incoming:
     """A source record as the scorer's processor takes it, read at ``received_at``."""
     return Incoming(
         topic=record.topic,
@@ -145,7 +145,18 @@ def incoming(record: SourceRecord, received_at: datetime) -> Incoming:
         headers=record.headers,
         timestamp_ms=record.timestamp_ms,
         received_at=received_at,
+        clock_ms=clock_ms,
     )
+
+
+def incomings(chunk: Sequence[SourceRecord], received_at: datetime) -> list[Incoming]:
+    """A batch of source records for the processor. A record without a broker timestamp (a
+    file's line) has no time it entered a stream, which the event-time window is judged by:
+    its batch's median event time stands in - a function of the input alone, and one that an
+    event dated far from its neighbours cannot move."""
+    times = sorted(r.event_time_ms for r in chunk if r.event_time_ms is not None)
+    median = times[len(times) // 2] if times else None
+    return [incoming(r, received_at, median if r.timestamp_ms is None else None) for r in chunk]
 
 
 class Pacer:
@@ -288,7 +299,9 @@ class Replay:
         metrics = ScorerMetrics()
         try:
             store = ContextStore(
-                self._client, settings.context.model_copy(update={"namespace": self.namespace})
+                self._client,
+                settings.context.model_copy(update={"namespace": self.namespace}),
+                create_namespace=True,  # its own, new namespace (_claim refused a used one)
             )
             records = ScoreCapture(
                 self._client, self.namespace, settings.scorer.scored_ttl_days * 86_400
@@ -300,6 +313,9 @@ class Replay:
                 metrics=metrics,
                 topics=OutputTopics(alerts=self.output_topic, dlq=DEAD_LETTERS_TO_FILE),
                 alert_mode="backtest",
+                window=EventWindow.of(
+                    settings.scorer.event_time_max_ahead_s, settings.scorer.event_time_max_behind_s
+                ),
             )
             files = RunFiles(self.directory)
             producer = TrackedProducer(producer_config(settings.kafka))
@@ -328,6 +344,8 @@ class Replay:
         options, counts, labels = self.options, self.manifest.counts, self.options.labels
         speed = options.speed
         span_ms = self.settings.scorer.batch_max_wait_ms * speed if speed else None
+        scorer = self.settings.scorer
+        window = EventWindow.of(scorer.event_time_max_ahead_s, scorer.event_time_max_behind_s)
         pacer = Pacer(speed)
         clock_ms: int | None = None
         with tqdm(
@@ -338,7 +356,16 @@ class Replay:
             disable=not options.progress,
         ) as bar:
             for chunk in batches(source.records(), options.batch_size, span_ms):
-                times = [r.event_time_ms for r in chunk if r.event_time_ms is not None]
+                received_at = utc_now()
+                batch = incomings(chunk, received_at)
+                # The run's clock moves with the events the window admits only: one event
+                # dated decades ahead must not reveal every label at once.
+                times = [
+                    r.event_time_ms
+                    for r, m in zip(chunk, batch, strict=True)
+                    if r.event_time_ms is not None
+                    and window.admits(r.event_time_ms, processing_clock_ms(m))
+                ]
                 if times:
                     newest = max(times)
                     clock_ms = newest if clock_ms is None else max(clock_ms, newest)
@@ -349,8 +376,6 @@ class Replay:
                     if due:
                         _retrying(partial(store.apply_labels, due), "applying labels", _nothing)
                         self.manifest.labels.revealed = labels.revealed
-                received_at = utc_now()
-                batch = [incoming(record, received_at) for record in chunk]
                 outputs = _retrying(
                     partial(processor.process, batch, self.model), "batch", records.discard
                 )

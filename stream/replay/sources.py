@@ -69,9 +69,14 @@ def event_time_ms(value: bytes | None) -> int | None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        # Representable in UTC (9999-12-31T23:00-05:00 is not): every reader of the result,
+        # from_ms included, can then work with it; the decoder judges the rest.
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return to_ms(moment) if moment.tzinfo is not None else None
+    return to_ms(moment)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,11 +109,12 @@ def mark_if_new(store: ContextStore, kafka: KafkaSettings, group: str, topic: st
 
 def claim_namespace(store: ContextStore, settings: Settings, *, accept_loss: bool) -> None:
     """The scorer's start: the namespace marked in use, or ScorerFatal (see mark_if_new)."""
-    if store.uses_development_hash_key:
+    key = settings.context.hash_key
+    if key is None or key.get_secret_value().startswith("CHANGE-ME"):
         log.warning(
-            "context.hash_key is not set: counterparty, device and event-id hashes use the "
-            "public development key, so ids can be chosen to collide; set "
-            "RISKSTREAM_CONTEXT__HASH_KEY to a random secret in production"
+            "context.hash_key is not set (or still the example's placeholder): counterparty, "
+            "device and event-id hashes use a public key, so ids can be chosen to collide; "
+            "set RISKSTREAM_CONTEXT__HASH_KEY to a random secret in production"
         )
     if accept_loss:
         store.initialize_namespace()

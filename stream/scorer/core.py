@@ -7,12 +7,11 @@ the replay (backtests) run exactly the code the live scorer runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, Literal, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, Protocol, TypeVar
 
-import numpy as np
 import orjson
 
 from models.inference import LoadedModel
@@ -75,6 +74,9 @@ class Incoming:
     timestamp_ms: int | None
     """The broker's timestamp of the input message (producer create time by default)."""
     received_at: datetime
+    clock_ms: int | None = None
+    """The processing clock the event-time window is judged by, when the message carries no
+    broker timestamp to derive it from (a replayed file: see ``processing_clock_ms``)."""
 
     @property
     def source(self) -> str:
@@ -107,72 +109,142 @@ class Scored:
         return self.decoded.event
 
 
-def decode_batch(batch: Sequence[Incoming]) -> tuple[list[Decoded], list[DeadLetter]]:
-    """Split a batch into valid events and dead letters (each with a reason)."""
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+
+
+def processing_clock_ms(incoming: Incoming) -> int:
+    """When the message entered the stream, as far as the scorer can tell: its broker timestamp
+    (the time it was produced - also what a replay of the topic sees, so live and replay judge
+    alike), never later than when the scorer read it (a timestamp set in the future must not
+    widen the window); the read time when it has none; ``clock_ms`` when the caller set it."""
+    if incoming.clock_ms is not None:
+        return incoming.clock_ms
+    received = (incoming.received_at - _EPOCH) // _ONE_MS
+    if incoming.timestamp_ms is not None and incoming.timestamp_ms > 0:
+        return min(incoming.timestamp_ms, received)
+    return received
+
+
+def _span(ms: float) -> str:
+    seconds = ms / 1000
+    for unit, size in (("years", 365.25 * 86_400), ("days", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class EventWindow:
+    """Event times accepted around the processing clock (settings ``scorer.event_time_max_*``).
+
+    Ahead: an event dated in the future would become its customer's newest event, and every
+    real event after it would be 'late' to the context - one crafted message blinds the
+    velocity features of a customer for as long as the key lives. Behind: optional, since a
+    backfill legitimately streams old events (docs/scorer.md, "Bad input")."""
+
+    max_ahead_ms: int = 3_600_000
+    max_behind_ms: int | None = None
+
+    @classmethod
+    def of(cls, max_ahead_s: int, max_behind_s: int | None) -> EventWindow:
+        """From the settings ``scorer.event_time_max_ahead_s`` / ``..._behind_s``."""
+        return cls(max_ahead_s * 1000, None if max_behind_s is None else max_behind_s * 1000)
+
+    def admits(self, when_ms: int, clock_ms: int) -> bool:
+        ahead = when_ms - clock_ms <= self.max_ahead_ms
+        return ahead and (self.max_behind_ms is None or clock_ms - when_ms <= self.max_behind_ms)
+
+    def refusal(self, event: TransactionEvent, incoming: Incoming) -> str | None:
+        """Why ``event`` is outside the window, or None."""
+        clock = processing_clock_ms(incoming)
+        when = (event.event_time - _EPOCH) // _ONE_MS
+        if when - clock > self.max_ahead_ms:
+            return (
+                f"field 'event_time': {_span(when - clock)} ahead of the processing clock "
+                f"(limit {_span(self.max_ahead_ms)}, scorer.event_time_max_ahead_s)"
+            )
+        if self.max_behind_ms is not None and clock - when > self.max_behind_ms:
+            return (
+                f"field 'event_time': {_span(clock - when)} behind the processing clock "
+                f"(limit {_span(self.max_behind_ms)}, scorer.event_time_max_behind_s)"
+            )
+        return None
+
+
+def unexpected(stage: str, error: BaseException) -> str:
+    """The reason of a dead letter for an exception nothing expected: the stage and the
+    exception's type only (its message may quote the payload)."""
+    return f"{stage} failed on this event ({type(error).__name__}); reported as a dead letter"
+
+
+def decode_batch(
+    batch: Sequence[Incoming], window: EventWindow | None = None
+) -> tuple[list[Decoded], list[DeadLetter]]:
+    """Split a batch into valid events inside the time window and dead letters (each with a
+    reason). Nothing a message holds can make this raise: that is a dead letter too."""
     decoded: list[Decoded] = []
     dead: list[DeadLetter] = []
     for incoming in batch:
         try:
-            decoded.append(Decoded(incoming, decode(TransactionEvent, incoming.value)))
+            event = decode(TransactionEvent, incoming.value)
+            refusal = window.refusal(event, incoming) if window is not None else None
         except DecodeError as error:
             dead.append(DeadLetter(incoming, error.reason, "invalid_event"))
+            continue
+        except Exception as error:  # noqa: BLE001 - a poison message must not fail its batch
+            dead.append(DeadLetter(incoming, unexpected("decoding", error), "unprocessable_event"))
+            continue
+        if refusal is not None:
+            dead.append(DeadLetter(incoming, refusal, "event_time_out_of_window"))
+        else:
+            decoded.append(Decoded(incoming, event))
     return decoded, dead
 
 
-def split_reused_ids(
-    decoded: Sequence[Decoded], first_sources: dict[str, str]
-) -> tuple[list[Decoded], list[DeadLetter]]:
-    """Tell a redelivery from a reused event id.
-
-    ``first_sources`` maps event ids already processed to the source (topic[partition]@offset)
-    they were first seen at. The same message delivered again (same source: at-least-once
-    reprocessing) is processed again and yields the same outputs. The same event id at another
-    source is a different message claiming an id already taken: it is dead-lettered, because
-    scoring it would either double-count or silently drop one of the two.
-    """
-    seen = dict(first_sources)
-    keep: list[Decoded] = []
-    dead: list[DeadLetter] = []
-    for item in decoded:
-        source = item.incoming.source
-        first = seen.setdefault(item.event.event_id, source)
-        if first == source:
-            keep.append(item)
-        else:
-            dead.append(
-                DeadLetter(
-                    item.incoming,
-                    f"duplicate event_id {item.event.event_id!r}: first seen at {first}",
-                    "duplicate_event_id",
-                )
-            )
-    return keep, dead
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
 
 
-def score_batch(
-    model: LoadedModel,
-    decoded: Sequence[Decoded],
-    contexts: Sequence[ContextFeatures],
-    narrate: Narrate,
-) -> list[Scored]:
-    """Narratives for the events, then one model call for the whole batch."""
-    if not decoded:
-        return []
-    narratives = [narrate(d.event, c) for d, c in zip(decoded, contexts, strict=True)]
-    features = np.asarray([n.features for n in narratives], dtype=np.float32)
-    predictions = model.predict_batch([n.text for n in narratives], features)
-    probabilities = predictions.typology_probability()
-    return [
-        Scored(d, n, float(s), t, float(p))
-        for d, n, s, t, p in zip(
-            decoded,
-            narratives,
-            predictions.scores,
-            predictions.typologies,
-            probabilities,
-            strict=True,
-        )
-    ]
+def each_guarded(
+    items: Sequence[_Item], fn: Callable[[_Item], _Out], stage: str
+) -> Iterator[tuple[_Item, _Out | None, str | None]]:
+    """(item, result, None), or (item, None, reason) when ``fn`` raised on that item: a per-event
+    stage (context op packing, narrating) where one event's content can provoke what no
+    validation foresaw. Retriable infrastructure errors are never raised by these stages."""
+    for item in items:
+        try:
+            yield item, fn(item), None
+        except Exception as error:  # noqa: BLE001 - one event must not fail its batch
+            yield item, None, unexpected(stage, error)
+
+
+def isolate_failures(
+    items: Sequence[_Item],
+    fn: Callable[[Sequence[_Item]], list[_Out]],
+    stage: str,
+    canary: _Item,
+) -> tuple[list[tuple[_Item, _Out]], list[tuple[_Item, str]]]:
+    """``fn`` over the whole batch (one model call); only when that raises, over each item
+    alone, to find the one(s) that make it fail. When every item fails alone, ``canary`` - an
+    item known to be good - tells content from a systemic failure: if it passes, the items are
+    dead letters; if it fails too, the error is raised (a bug or a broken model, not input)."""
+    try:
+        return list(zip(items, fn(items), strict=True)), []
+    except Exception as error:  # noqa: BLE001 - narrowed down below, re-raised if systemic
+        done: list[tuple[_Item, _Out]] = []
+        failed: list[tuple[_Item, str]] = []
+        for item in items:
+            try:
+                done.extend(zip([item], fn([item]), strict=True))
+            except Exception as item_error:  # noqa: BLE001 - this item is the poison
+                failed.append((item, unexpected(stage, item_error)))
+        if not done:
+            try:
+                fn([canary])
+            except Exception:  # noqa: BLE001 - the canary fails too: not the input
+                raise error from None
+        return done, failed
 
 
 def build_alert(

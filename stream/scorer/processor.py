@@ -1,38 +1,56 @@
-"""One micro-batch through the pipeline: decode, context, narrate, score, explain, persist.
+"""One micro-batch through the pipeline: decode, claim, context, narrate, score, explain, persist.
 
 Shared by the live scorer (`runner`) and replays (`stream.replay`), so a backtest runs exactly
 the code that production runs; only where batches come from and where outputs go differ.
+
+Every message ends scored or dead-lettered, whatever it holds: each step that reads an event's
+content (decoding, the time window, context op packing, narrating, the model call, reasons) sets
+a failing event aside as a dead letter with a one-line reason, and the rest of the batch goes
+on. Only infrastructure errors (Redis, the broker) fail a batch, to be retried whole.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 
 from models.inference import LoadedModel
 from models.reasons import explain
-from schemas import Alert
-from stream.context.features import ContextFeatures
+from schemas import (
+    Alert,
+    Channel,
+    CounterpartyType,
+    Direction,
+    Reason,
+    TransactionEvent,
+    Typology,
+)
+from stream.context.features import FEATURE_NAMES, ContextFeatures
 from stream.context.store import ContextStore
 from stream.kafka.clients import OutgoingMessage
 from stream.scorer.core import (
     AlertMode,
+    DeadLetter,
     Decoded,
+    EventWindow,
     Incoming,
     Narrate,
+    NarrativeLike,
     Scored,
     alert_message,
     build_alert,
     dead_letter_message,
     decode_batch,
-    score_batch,
+    each_guarded,
+    isolate_failures,
     score_message,
-    split_reused_ids,
 )
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.records import ScoredRecord, ScoredRecordStore
@@ -76,11 +94,13 @@ class BatchProcessor:
         shadow: LoadedModel | None = None,
         alert_mode: AlertMode = "live",
         top_reasons: int = 3,
+        window: EventWindow | None = None,
     ) -> None:
         self._store = store
         self._records = records
         self._narrator = narrator
         self._narrate_cache: dict[str, Narrate] = {}
+        self._canaries: dict[str, tuple[Decoded, NarrativeLike]] = {}
         self.metrics = metrics
         self._alert_topic = topics.alerts
         self._dlq_topic = topics.dlq
@@ -89,6 +109,7 @@ class BatchProcessor:
         self._shadow = shadow
         self._alert_mode = alert_mode
         self._top_reasons = top_reasons
+        self._window = window or EventWindow()
 
     @property
     def shadow(self) -> LoadedModel | None:
@@ -108,48 +129,159 @@ class BatchProcessor:
         """Everything between consuming a batch and producing its outputs.
 
         Raises the retriable ContextUnavailable / RecordsUnavailable; calling again with the
-        same batch is safe (idempotent context, deterministic alerts, rewritten records)."""
-        decoded, dead = decode_batch(batch)
+        same batch is safe (claims, idempotent context, recorded outputs, deterministic alert
+        ids)."""
+        decoded, dead = decode_batch(batch, self._window)
+        kept, recorded, refused = self._claim(decoded)
+        dead.extend(refused)
+
         started = time.perf_counter()
-        contexts = self._store.update_batch([d.event for d in decoded])
+        features, failed = self._contexts(kept, recorded)
         self.metrics.context_latency.observe(time.perf_counter() - started)
-
-        duplicates = [
-            d.event.event_id for d, c in zip(decoded, contexts, strict=True) if c.duplicate
-        ]
-        first_sources: dict[str, str] = {}
-        if duplicates:
-            self.metrics.duplicates.inc(len(duplicates))
-            for record in self._records.get_batch(duplicates):
-                if record is not None and record.source:
-                    first_sources[record.event_id] = record.source
-        features_by_id = {c.event_id: c.features for c in contexts}
-        kept, reused = split_reused_ids(decoded, first_sources)
-        dead.extend(reused)
+        dead.extend(failed)
+        kept = [d for d in kept if d.event.event_id in features]
 
         started = time.perf_counter()
-        scored = score_batch(
-            model, kept, [features_by_id[d.event.event_id] for d in kept], self._narrate(model)
-        )
+        scored, failed = self._score(model, kept, features, recorded)
         self.metrics.model_latency.observe(time.perf_counter() - started)
+        dead.extend(failed)
         scored_at = utc_now()
 
-        outputs = BatchOutputs(scored=len(scored), dead=len(dead))
+        outputs = BatchOutputs()
         alerted = [s for s in scored if s.score >= model.alert_threshold]
-        alerts = self._alerts(
+        alerts, failed = self._alerts(
             model, alerted, scored_at, self._alert_mode, self._alert_topic, outputs
         )
-        self._records.put_batch(self._scored_records(model, scored, alerts, scored_at))
+        if failed:
+            dead.extend(failed)
+            lost = {d.incoming.source for d in failed}
+            scored = [s for s in scored if s.decoded.incoming.source not in lost]
+        self._records.put_batch(self._scored_records(model, scored, alerts, scored_at, recorded))
         if self._shadow is not None:
-            self._score_shadow(kept, [features_by_id[d.event.event_id] for d in kept], outputs)
+            self._score_shadow([s.decoded for s in scored], features, outputs)
         if self._scores_topic is not None:
             outputs.messages.extend(score_message(s, model, self._scores_topic) for s in scored)
+        outputs.scored, outputs.dead = len(scored), len(dead)
         failed_at = utc_now()
         outputs.messages.extend(dead_letter_message(d, self._dlq_topic, failed_at) for d in dead)
         for d in dead:
             self.metrics.dead_letters.labels(d.error_type).inc()
             log.warning("dead letter %s: %s", d.incoming.source, d.reason)
         return outputs
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def _claim(
+        self, decoded: list[Decoded]
+    ) -> tuple[list[Decoded], dict[str, ScoredRecord], list[DeadLetter]]:
+        """Claim each event id for its message. The same message seen again (a redelivery, a
+        rewind of offsets) keeps its claim and, once its record was written, its recorded
+        context and score; another message with a claimed id is a dead letter, whichever
+        customer it names (event ids are unique in the namespace: docs/scorer.md) - also
+        within this batch, since claims are taken in the batch's order."""
+        claims = self._records.claim_batch([(d.event.event_id, d.incoming.source) for d in decoded])
+        kept: list[Decoded] = []
+        recorded: dict[str, ScoredRecord] = {}
+        dead: list[DeadLetter] = []
+        for item, claim in zip(decoded, claims, strict=True):
+            source, first = item.incoming.source, claim.first_source
+            if first is not None and first != source:
+                reason = f"duplicate event_id {item.event.event_id!r}: first seen at {first}"
+                dead.append(DeadLetter(item.incoming, reason, "duplicate_event_id"))
+                continue
+            kept.append(item)
+            record = claim.record
+            if first is not None and record is not None and _reusable(record, item.event):
+                recorded[item.event.event_id] = record
+        if recorded:
+            self.metrics.duplicates.inc(len(recorded))
+        return kept, recorded, dead
+
+    def _contexts(
+        self, kept: list[Decoded], recorded: dict[str, ScoredRecord]
+    ) -> tuple[dict[str, ContextFeatures], list[DeadLetter]]:
+        """Each event's context: the recorded one for a redelivery whose record was written,
+        otherwise from the context store (which recognises the rest of a redelivered batch by
+        its dedupe memory)."""
+        features = {
+            event_id: ContextFeatures._make(record.features)
+            for event_id, record in recorded.items()
+        }
+        dead: list[DeadLetter] = []
+        pending: list[Decoded] = []
+        prepared = []
+        to_apply = [d for d in kept if d.event.event_id not in recorded]
+        for item, ops, reason in each_guarded(
+            to_apply, lambda d: self._store.prepare(d.event), "context op packing"
+        ):
+            if reason is not None or ops is None:
+                dead.append(DeadLetter(item.incoming, reason or "", "unprocessable_event"))
+            else:
+                pending.append(item)
+                prepared.append(ops)
+        contexts = self._store.update_batch([d.event for d in pending], prepared)
+        duplicates = sum(1 for c in contexts if c.duplicate)
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
+        features.update((c.event_id, c.features) for c in contexts)
+        return features, dead
+
+    def _score(
+        self,
+        model: LoadedModel,
+        kept: list[Decoded],
+        features: dict[str, ContextFeatures],
+        recorded: dict[str, ScoredRecord],
+    ) -> tuple[list[Scored], list[DeadLetter]]:
+        """Narratives for the events, then one model call for those without a recorded score
+        of this model version; an event that breaks either is set aside."""
+        narrate = self._narrate(model)
+        dead: list[DeadLetter] = []
+        narrated: list[tuple[Decoded, NarrativeLike]] = []
+        for item, narrative, reason in each_guarded(
+            kept, lambda d: _checked(narrate(d.event, features[d.event.event_id])), "narrating"
+        ):
+            if reason is not None or narrative is None:
+                dead.append(DeadLetter(item.incoming, reason or "", "unprocessable_event"))
+            else:
+                narrated.append((item, narrative))
+        scored: dict[str, Scored] = {}
+        to_model: list[tuple[Decoded, NarrativeLike]] = []
+        for item, narrative in narrated:
+            record = recorded.get(item.event.event_id)
+            if record is not None and record.model_version == model.version:
+                scored[item.incoming.source] = Scored(
+                    item,
+                    narrative,
+                    record.score,
+                    Typology(record.typology),
+                    record.typology_probability or 0.0,
+                )
+            else:
+                to_model.append((item, narrative))
+        if to_model:
+            done, failed = isolate_failures(
+                to_model, partial(_predict, model), "scoring", self._canary(model)
+            )
+            for (item, _), result in done:
+                scored[item.incoming.source] = result
+            dead.extend(
+                DeadLetter(item.incoming, reason, "unprocessable_event")
+                for (item, _), reason in failed
+            )
+        order = [scored[d.incoming.source] for d, _ in narrated if d.incoming.source in scored]
+        return order, dead
+
+    def _canary(self, model: LoadedModel) -> tuple[Decoded, NarrativeLike]:
+        """A plain event and its narrative, known to score: tells a poison input from a
+        broken model when a model call fails on every event of a batch."""
+        if model.version not in self._canaries:
+            event = _canary_event()
+            zeros = ContextFeatures._make([0.0] * len(FEATURE_NAMES))
+            incoming = Incoming("canary", 0, 0, None, None, (), None, utc_now())
+            narrative = self._narrate(model)(event, zeros)
+            self._canaries[model.version] = (Decoded(incoming, event), narrative)
+        return self._canaries[model.version]
 
     def _alerts(
         self,
@@ -159,14 +291,17 @@ class BatchProcessor:
         mode: AlertMode,
         topic: str,
         outputs: BatchOutputs,
-    ) -> dict[str, Alert]:
+    ) -> tuple[dict[str, Alert], list[DeadLetter]]:
         if not alerted:
-            return {}
-        features = np.asarray([s.narrative.features for s in alerted], dtype=np.float32)
-        reasons = explain(model, [s.narrative for s in alerted], features, top_k=self._top_reasons)
+            return {}, []
+        canary_item, canary_narrative = self._canary(model)
+        canary = Scored(canary_item, canary_narrative, 1.0, Typology.LEGITIMATE, 1.0)
+        done, failed = isolate_failures(
+            alerted, partial(self._explain, model), "explaining the alert", canary
+        )
         emitted_at = utc_now()
         alerts: dict[str, Alert] = {}
-        for item, item_reasons in zip(alerted, reasons, strict=True):
+        for item, item_reasons in done:
             alert = build_alert(
                 item, model, item_reasons, mode=mode, scored_at=scored_at, emitted_at=emitted_at
             )
@@ -174,35 +309,60 @@ class BatchProcessor:
             outputs.messages.append(alert_message(alert, topic))
             outputs.alerts.append(alert)
             outputs.incoming_ts_ms.append(item.decoded.incoming.timestamp_ms)
-        return alerts
+        dead = [DeadLetter(s.decoded.incoming, r, "unprocessable_event") for s, r in failed]
+        return alerts, dead
+
+    def _explain(self, model: LoadedModel, items: Sequence[Scored]) -> list[list[Reason]]:
+        features = np.asarray([s.narrative.features for s in items], dtype=np.float32)
+        return explain(model, [s.narrative for s in items], features, top_k=self._top_reasons)
 
     def _score_shadow(
-        self, kept: list[Decoded], contexts: list[ContextFeatures], outputs: BatchOutputs
+        self, kept: list[Decoded], features: dict[str, ContextFeatures], outputs: BatchOutputs
     ) -> None:
-        """The challenger scores the same events; its alerts go only to the shadow topic."""
+        """The challenger scores the same events; its alerts go only to the shadow topic. An
+        event the challenger cannot score is skipped (and logged): the champion scored it."""
         assert self._shadow is not None
         shadow = self._shadow
-        scored = score_batch(shadow, kept, contexts, self._narrate(shadow))
-        alerted = [s for s in scored if s.score >= shadow.alert_threshold]
-        shadow_outputs = BatchOutputs()
-        self._alerts(
-            shadow,
-            alerted,
-            utc_now(),
-            "shadow",
-            self._shadow_topic,
-            shadow_outputs,
+        narrate = self._narrate(shadow)
+        pairs = [
+            (item, narrative)
+            for item, narrative, reason in each_guarded(
+                kept, lambda d: _checked(narrate(d.event, features[d.event.event_id])), "shadow"
+            )
+            if reason is None and narrative is not None
+        ]
+        done, failed = isolate_failures(
+            pairs, partial(_predict, shadow), "shadow scoring", self._canary(shadow)
         )
+        for (item, _), reason in failed:
+            log.warning("shadow model skipped %s: %s", item.incoming.source, reason)
+        alerted = [s for _, s in done if s.score >= shadow.alert_threshold]
+        shadow_outputs = BatchOutputs()
+        _, failed_alerts = self._alerts(
+            shadow, alerted, utc_now(), "shadow", self._shadow_topic, shadow_outputs
+        )
+        for letter in failed_alerts:
+            log.warning("shadow alert skipped %s: %s", letter.incoming.source, letter.reason)
         outputs.messages.extend(shadow_outputs.messages)
 
     @staticmethod
     def _scored_records(
-        model: LoadedModel, scored: list[Scored], alerts: dict[str, Alert], scored_at: datetime
+        model: LoadedModel,
+        scored: list[Scored],
+        alerts: dict[str, Alert],
+        scored_at: datetime,
+        recorded: dict[str, ScoredRecord],
     ) -> list[ScoredRecord]:
+        """A record per scored event; a redelivery scored by its recorded score keeps its
+        record as it was (written again unchanged: a replay's capture reads what is written)."""
         scored_at_ms = int(scored_at.timestamp() * 1000)
         records = []
         for item in scored:
             event = item.event
+            previous = recorded.get(event.event_id)
+            if previous is not None and previous.model_version == model.version:
+                records.append(previous)
+                continue
             alert = alerts.get(event.event_id)
             records.append(
                 ScoredRecord(
@@ -220,6 +380,57 @@ class BatchProcessor:
                     alert_id=alert.alert_id if alert else None,
                     scored_at_ms=scored_at_ms,
                     source=item.decoded.incoming.source,
+                    typology_probability=item.typology_probability,
                 )
             )
         return records
+
+
+def _reusable(record: ScoredRecord, event: TransactionEvent) -> bool:
+    """A record describes this redelivered event in this feature layout (one written before
+    an upgrade that changed the features, or without a typology probability, is not used:
+    the event is processed again, its context recognised by the dedupe memory if it can be)."""
+    return (
+        record.customer_id == event.customer_id
+        and len(record.features) == len(FEATURE_NAMES)
+        and record.typology_probability is not None
+    )
+
+
+def _checked(narrative: NarrativeLike) -> NarrativeLike:
+    if not all(math.isfinite(x) for x in narrative.features):
+        raise ValueError("context features are not all finite")
+    return narrative
+
+
+def _predict(model: LoadedModel, items: Sequence[tuple[Decoded, NarrativeLike]]) -> list[Scored]:
+    """One model call for ``items``; raises on a non-finite score (a dead letter, not an
+    alert nobody can rank)."""
+    narratives = [n for _, n in items]
+    features = np.asarray([n.features for n in narratives], dtype=np.float32)
+    predictions = model.predict_batch([n.text for n in narratives], features)
+    probabilities = predictions.typology_probability()
+    scored = []
+    for (item, narrative), score, typology, probability in zip(
+        items, predictions.scores, predictions.typologies, probabilities, strict=True
+    ):
+        if not (math.isfinite(float(score)) and math.isfinite(float(probability))):
+            raise ValueError("the model returned a non-finite score")
+        scored.append(Scored(item, narrative, float(score), typology, float(probability)))
+    return scored
+
+
+def _canary_event() -> TransactionEvent:
+    return TransactionEvent(
+        event_id="riskstream-canary",
+        event_time=datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
+        customer_id="canary",
+        account_id="canary",
+        channel=Channel.CARD,
+        direction=Direction.OUTBOUND,
+        amount_minor=2500,
+        currency="USD",
+        counterparty_id="canary-merchant",
+        counterparty_type=CounterpartyType.MERCHANT,
+        country="US",
+    )

@@ -35,6 +35,7 @@ from stream.kafka.clients import TrackedProducer, consumer_config, producer_conf
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.scorer.core import (
     AlertMode,
+    EventWindow,
     Incoming,
     next_offsets,
 )
@@ -118,6 +119,7 @@ class ScorerRunner:
             shadow=shadow,
             alert_mode=alert_mode,
             top_reasons=top_reasons,
+            window=EventWindow.of(self._s.event_time_max_ahead_s, self._s.event_time_max_behind_s),
         )
         self.metrics = metrics
         self.health = health

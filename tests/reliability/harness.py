@@ -22,12 +22,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
+import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import Alert, alert_id_for, decode
+from schemas import Alert, TransactionEvent, alert_id_for, decode
+from stream.context.store import ContextStore
 from stream.devenv import free_ports
 from stream.kafka.topics import ensure_topics
+from stream.redis_client import connect
+from stream.scorer.records import ScoredRecordStore
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
@@ -542,3 +546,29 @@ def report(
     row.pop("lost_ids", None)
     with open(path, "ab") as file:
         file.write(orjson.dumps(row) + b"\n")
+
+
+# -- context ----------------------------------------------------------------------------------
+
+
+def count_context_differences(settings: Settings, values: list[bytes], ids: list[str]) -> int:
+    """How many events' context features (as the scorer stored them with the score) differ
+    from a reference computed in one pass, in the same order, with no fault: a double-counted
+    retry would inflate counts and sums of every later event of that customer."""
+    events = [decode(TransactionEvent, v) for v in values]
+    assert [e.event_id for e in events] == ids
+    client = connect(settings.redis)
+    try:
+        records = ScoredRecordStore(client, settings.context.namespace, 3600).get_batch(ids)
+        reference_ns = f"{settings.context.namespace}-ref"
+        store = ContextStore(client, ContextSettings(namespace=reference_ns), create_namespace=True)
+        reference = store.update_batch(events)
+        store.drop_namespace()
+    finally:
+        client.close()
+    differing = 0
+    for record, ref in zip(records, reference, strict=True):
+        assert record is not None
+        if record.features != pytest.approx(tuple(ref.features), rel=1e-9, abs=1e-9):
+            differing += 1
+    return differing

@@ -24,11 +24,7 @@ import pytest
 from models.dataset import build_split
 from models.inference import load_model
 from models.registry import Registry, check_safe_formats
-from schemas import TransactionEvent, decode
-from stream.context.store import ContextStore
 from stream.devenv import KafkaBroker, RedisServer
-from stream.redis_client import connect
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import ContextSettings, ModelSettings, Settings, to_env
 
 from .harness import (
@@ -38,6 +34,7 @@ from .harness import (
     ScorerProcess,
     ScorerStarter,
     account,
+    count_context_differences,
     event_ids,
     first_commit_of,
     produce_values,
@@ -273,6 +270,19 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
     assert scorer.process is not None
     assert scorer.process.wait(timeout=120) == 2, scorer.log()
     assert "lost its marker key" in scorer.log()
+    with fault_redis.client() as client:
+        written = list(client.scan_iter(match=f"{settings.context.namespace}:*"))
+    assert written == [], "the emptied Redis received part of the batch in flight"
+
+    # A plain restart must not mark the namespace in use again and carry on from nothing: the
+    # group has committed offsets, so the missing marker means lost context.
+    plain = start_scorer(settings, name="plain-restart")
+    assert plain.process is not None
+    assert plain.process.wait(timeout=120) == 2, plain.log()
+    assert "--accept-context-loss" in plain.log()
+    assert "Traceback" not in plain.log()
+    with fault_redis.client() as client:
+        assert list(client.scan_iter(match=f"{settings.context.namespace}:*")) == []
 
     restarted = start_scorer(settings, "--accept-context-loss", name="accepting")
     recovery_s = first_commit_of(restarted)
@@ -281,8 +291,9 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
     accounting = account(settings, ids)
     report(
         "redis_emptied",
-        fault="Redis emptied mid-stream (FLUSHALL): scorer stops with ContextStateLost (exit 2); "
-        "restarted with --accept-context-loss",
+        fault="Redis emptied mid-stream (FLUSHALL): scorer stops with ContextStateLost (exit 2), "
+        "nothing of the batch written; a plain restart refuses too (exit 2); restarted with "
+        "--accept-context-loss",
         mode="at_least_once",
         accounting=accounting,
         recovery_s=recovery_s,
@@ -291,29 +302,6 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
         notes="recovery: operator restart to first commit; context restarts empty, by decision",
     )
     assert_nothing_lost(accounting)
-
-
-def count_context_differences(settings: Settings, values: list[bytes], ids: list[str]) -> int:
-    """How many events' context features (as the scorer stored them with the score) differ
-    from a reference computed in one pass, in the same order, with no fault: a double-counted
-    retry would inflate counts and sums of every later event of that customer."""
-    events = [decode(TransactionEvent, v) for v in values]
-    assert [e.event_id for e in events] == ids
-    client = connect(settings.redis)
-    try:
-        records = ScoredRecordStore(client, settings.context.namespace, 3600).get_batch(ids)
-        reference_ns = f"{settings.context.namespace}-ref"
-        store = ContextStore(client, ContextSettings(namespace=reference_ns))
-        reference = store.update_batch(events)
-        store.drop_namespace()
-    finally:
-        client.close()
-    differing = 0
-    for record, ref in zip(records, reference, strict=True):
-        assert record is not None
-        if record.features != pytest.approx(tuple(ref.features), rel=1e-9, abs=1e-9):
-            differing += 1
-    return differing
 
 
 def test_full_producer_queue_is_backpressure_and_drops_nothing(
