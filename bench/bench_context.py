@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from schemas import TransactionEvent, decode
 from stream.context import keys
-from stream.context.store import ContextStore
+from stream.context.store import ContextLimits, ContextStore
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
 from stream.narrative import build_narrative, default_spec
@@ -259,6 +259,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="1,000 customers, 30 days")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--dedupe-cap", type=int, help="ContextLimits.dedupe_cap (default: the store's)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.customers, args.days, args.warmup_days, args.measure_batches = 1000, 30, 15, 25
@@ -285,8 +288,10 @@ def main() -> int:
     namespace = f"bench-{os.getpid()}"
     with a_redis(args.redis_url) as client:
         used_before = int(client.info("memory")["used_memory"])
+        limits = ContextLimits(dedupe_cap=args.dedupe_cap) if args.dedupe_cap else None
+        results["workload"]["dedupe_cap"] = (limits or ContextLimits()).dedupe_cap
         with ContextStore(
-            client, ContextSettings(namespace=namespace), create_namespace=True
+            client, ContextSettings(namespace=namespace), limits, create_namespace=True
         ) as store:
             started = time.perf_counter()
             for batch in tqdm(batches_of(warm), desc="warm-up replay", unit="batch"):

@@ -4,15 +4,17 @@ Order of a batch (at-least-once, the default):
 
 1. fill: up to ``batch_max_size`` messages, waiting at most ``batch_max_wait_ms`` after the
    first one arrived;
-2. process: decode (bad input -> dead letters), update context in Redis, narrate, score in one
-   model call, explain the alerts, persist what was scored;
+2. process: decode and check the event-time window, claim the event ids, update context in
+   Redis, narrate, score in one model call, explain the alerts, persist what was scored - any
+   event that one of these steps cannot take becomes a dead letter, the batch goes on;
 3. deliver: produce alerts / scores / dead letters and wait until the broker acknowledged all
    of them; only then commit the batch's offsets.
 
 Any failure in 2-3 that can pass (Redis or the broker away) pauses the partitions, backs off
 and retries the same batch; nothing is committed until the batch is through, so a crash at
-any point means reprocessing, never loss. Reprocessing is harmless: context updates are
-idempotent per event id and alert ids are deterministic.
+any point means reprocessing, never loss. Reprocessing is harmless: a redelivered event gets
+its recorded context, score and alert id (docs/scorer.md, "Idempotency"), context updates are
+idempotent per event id, and alert ids are deterministic.
 
 Exactly-once mode replaces step 3 by a Kafka transaction holding the outputs and the offsets.
 """
