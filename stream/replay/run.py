@@ -151,12 +151,14 @@ def incoming(record: SourceRecord, received_at: datetime, clock_ms: int | None =
 
 def incomings(chunk: Sequence[SourceRecord], received_at: datetime) -> list[Incoming]:
     """A batch of source records for the processor. A record without a broker timestamp (a
-    file's line) has no time it entered a stream, which the event-time window is judged by:
-    its batch's median event time stands in - a function of the input alone, and one that an
-    event dated far from its neighbours cannot move."""
-    times = sorted(r.event_time_ms for r in chunk if r.event_time_ms is not None)
-    median = times[len(times) // 2] if times else None
-    return [incoming(r, received_at, median if r.timestamp_ms is None else None) for r in chunk]
+    file's line) has no time it entered a stream for the event-time window to be judged by:
+    its own event time stands in, so the window admits it - a file is the operator's input,
+    to be cut with a time range (--from-time/--to-time) rather than second-guessed. (A batch
+    statistic would not do: a batch of a sparse file spans hours of event time.)"""
+    return [
+        incoming(r, received_at, r.event_time_ms if r.timestamp_ms is None else None)
+        for r in chunk
+    ]
 
 
 class Pacer:

@@ -68,7 +68,7 @@ def event_time_ms(value: bytes | None) -> int | None:
     if not isinstance(raw, str):
         return None
     try:
-        moment = datetime.fromisoformat(raw)
+        moment = datetime.fromisoformat(raw.upper())  # RFC 3339 allows a lower-case t and z
         if moment.tzinfo is None:
             return None
         # Representable in UTC (9999-12-31T23:00-05:00 is not): every reader of the result,

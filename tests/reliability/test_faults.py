@@ -270,9 +270,13 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
     assert scorer.process is not None
     assert scorer.process.wait(timeout=120) == 2, scorer.log()
     assert "lost its marker key" in scorer.log()
+    # Nothing of a batch reaches the emptied Redis: no context, no claim, no marker. Only the
+    # scored records of the batch whose context was applied just before the flush may land
+    # (docs/scorer.md, "Redis loss").
     with fault_redis.client() as client:
         written = list(client.scan_iter(match=f"{settings.context.namespace}:*"))
-    assert written == [], "the emptied Redis received part of the batch in flight"
+    assert all(key.endswith(b":scored") for key in written), written[:5]
+    assert len(written) <= settings.scorer.batch_max_size
 
     # A plain restart must not mark the namespace in use again and carry on from nothing: the
     # group has committed offsets, so the missing marker means lost context.
@@ -282,7 +286,8 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
     assert "--accept-context-loss" in plain.log()
     assert "Traceback" not in plain.log()
     with fault_redis.client() as client:
-        assert list(client.scan_iter(match=f"{settings.context.namespace}:*")) == []
+        after = list(client.scan_iter(match=f"{settings.context.namespace}:*"))
+    assert sorted(after) == sorted(written), "the refused restart wrote to Redis"
 
     restarted = start_scorer(settings, "--accept-context-loss", name="accepting")
     recovery_s = first_commit_of(restarted)

@@ -58,7 +58,7 @@ PROPERTY = settings(
 # Kinds that can never produce a valid event, whatever the draw.
 ALWAYS_INVALID = {
     "missing field", "deep nesting", "NaN/Infinity", "absurd amount", "random bytes",
-    "invalid UTF-8", "lone surrogate", "truncated", "not an object",
+    "invalid UTF-8", "lone surrogate", "truncated", "not an object", "duplicate keys",
 }  # fmt: skip
 
 
@@ -237,6 +237,17 @@ def hostile_inputs(good: list[bytes]) -> list[tuple[str, bytes | None, bytes]]:
         # Keyed like its original, so it follows it on one partition (see docs/scorer.md).
         ("reused event id", reused, last["customer_id"].encode()),
     ]
+    # Poison messages of issue 16: each one stopped the scorer for good (or was accepted).
+    poison = {
+        "poison: UTC year 10000": {"event_time": "9999-12-31T23:59:59-05:00"},
+        "poison: UTC year 0": {"event_time": "0001-01-01T00:00:00+05:00"},
+        "poison: digits-only time": {"event_time": "1772359200"},
+    }
+    for i, (case, changes) in enumerate(poison.items()):
+        body = {**orjson.loads(good[i]), "event_id": f"ev-poison-{i}", **changes}
+        inputs.append((case, orjson.dumps(body), b"special"))
+    escaped_key = orjson.dumps({**orjson.loads(good[5]), "event_id": "ev-poison-key"})[:-1]
+    inputs.append(("poison: key twice, escaped", escaped_key + b',"amount_\\u006dinor":1}', b"s"))
     return inputs
 
 
@@ -318,7 +329,9 @@ def test_the_scorer_dead_letters_hostile_input_with_reasons_stays_up_and_bounded
         accounting=accounting,
         inputs=f"{len(warm_up) + len(inputs)} messages: {len(should_score)} valid events, "
         f"{len(expected_reason)} bad ({HOSTILE_MESSAGES} generated with seed {SEED} over "
-        f"{len(MUTATIONS)} kinds, empty, tombstone, 10 MB, reused event id)",
+        f"{len(MUTATIONS)} kinds, empty, tombstone, 10 MB, reused event id, and 4 poison "
+        "messages: times overflowing in UTC both ways, a digits-only time, an escaped "
+        "repeated key)",
         command=".venv/bin/pytest tests/reliability/test_hostile_input.py",
         notes=f"{len(dead)} dead letters, each with its reason; RSS {warm_rss // 1024} MiB after "
         f"warm-up, peak {max(peak_rss) // 1024} MiB; scorer up throughout",
