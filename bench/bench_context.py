@@ -16,7 +16,8 @@ Figures (target: >= 20,000 events/s per process with batches of 256):
 * ``pipelined``: ``submit_batch`` of batch k+1 before narrating batch k, as a scorer loop can
   do: Redis applies one batch while Python narrates the previous one.
 * memory: ``MEMORY USAGE`` of every key of every customer (and counterparty, terminal) after
-  the replay, and ``used_memory`` growth per customer (which includes their counterparties).
+  the replay, and ``used_memory`` growth per customer (which includes their counterparties);
+  and the scorer's event-id claims of the replayed events, in ``used_memory`` per event.
 
 Reference, measured in the same run and alternating with the measurements (``--repeat``
 times; best and median reported, the best being the least disturbed by other jobs): a pipeline
@@ -56,6 +57,7 @@ from stream.context.store import ContextLimits, ContextStore
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
 from stream.narrative import build_narrative, default_spec
+from stream.scorer.records import ScoredRecordStore, claim_key
 from stream.settings import ContextSettings
 from stream.simulate.config import SimulationConfig
 from stream.simulate.engine import simulate
@@ -214,6 +216,25 @@ def lua_calibration(client: redis.Redis[bytes], clock: Clock, n: int = 50_000) -
     return 1e6 * clock.redis / n
 
 
+def claim_memory(
+    client: redis.Redis[bytes], namespace: str, events: Sequence[TransactionEvent]
+) -> float:
+    """``used_memory`` per event of the scorer's event-id claims (docs/scorer.md,
+    "Idempotency"), taken for ``events`` as the scorer takes them; deleted afterwards."""
+    store = ScoredRecordStore(client, namespace, 90 * 86_400)
+    before = int(client.info("memory")["used_memory"])
+    for start in range(0, len(events), BATCH):
+        chunk = events[start : start + BATCH]
+        store.claim_batch(
+            [(e.event_id, f"transactions[0]@{start + i}") for i, e in enumerate(chunk)]
+        )
+    used = int(client.info("memory")["used_memory"]) - before
+    names = [claim_key(namespace, e.event_id) for e in events]
+    for start in range(0, len(names), 1000):
+        client.delete(*names[start : start + 1000])
+    return used / len(events)
+
+
 def memory(client: redis.Redis[bytes], namespace: str, customers: set[str]) -> dict[str, Any]:
     """Bytes per entity, summed over its keys (MEMORY USAGE, all samples)."""
     per_entity: dict[str, dict[str, int]] = {"c": {}, "p": {}, "t": {}}
@@ -301,6 +322,7 @@ def main() -> int:
             active = {e.customer_id for e in warm}
             results["memory"] = memory(client, namespace, active)
             results["memory"]["used_memory_per_customer"] = (used_after - used_before) / len(active)
+            results["memory"]["claim_bytes_per_event"] = claim_memory(client, namespace, warm)
 
             runs: dict[str, list[dict[str, float]]] = {
                 "sequential": [],

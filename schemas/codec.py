@@ -2,6 +2,9 @@
 
 Every failure is a :class:`DecodeError` carrying the original bytes, so the caller can send
 them to the dead-letter topic unchanged; nothing here ever raises anything else for bad input.
+Strict means: JSON as RFC 8259 has it (orjson), no key repeated in an object, and each model's
+own rules (schemas/common.py: RFC 3339 times whose UTC form exists, bounded amounts, known
+codes, no unknown fields).
 """
 
 from __future__ import annotations

@@ -32,15 +32,26 @@ class TransactionEvent(BaseModel):
     model_config = WIRE_MODEL_CONFIG
 
     schema_version: Literal[1] = Field(1, description="Bumped on any incompatible change.")
-    event_id: Identifier = Field(description="Unique per event; the idempotency key.")
-    event_time: UtcDatetime = Field(description="When the payment happened (event time).")
+    event_id: Identifier = Field(
+        description="Unique per event across all customers; the idempotency key. A second "
+        "message carrying an id already processed is dead-lettered (duplicate_event_id)."
+    )
+    event_time: UtcDatetime = Field(
+        description="When the payment happened (event time), as an RFC 3339 string. The "
+        "scorer dead-letters an event dated more than scorer.event_time_max_ahead_s (1 hour) "
+        "after its message's broker timestamp (event_time_out_of_window)."
+    )
     customer_id: Identifier = Field(description="The bank's customer; the partition key.")
     account_id: Identifier = Field(description="The customer's account or card.")
     customer_segment: CustomerSegment | None = Field(None, description="retail or business.")
     channel: Channel
     direction: Direction
     amount_minor: int = Field(
-        gt=0, le=MAX_AMOUNT_MINOR, description="Amount in minor units of `currency`; positive."
+        gt=0,
+        le=MAX_AMOUNT_MINOR,
+        description="Amount in minor units of `currency`; positive, at most 10^14 (a trillion "
+        "in a 2-decimal currency). Context sums count one payment as at most $100 billion "
+        "(converted to US dollars), so no number of payments can overflow them.",
     )
     currency: CurrencyCode
     counterparty_id: Identifier = Field(
