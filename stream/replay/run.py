@@ -156,8 +156,7 @@ def incomings(chunk: Sequence[SourceRecord], received_at: datetime) -> list[Inco
     to be cut with a time range (--from-time/--to-time) rather than second-guessed. (A batch
     statistic would not do: a batch of a sparse file spans hours of event time.)"""
     return [
-        incoming(r, received_at, r.event_time_ms if r.timestamp_ms is None else None)
-        for r in chunk
+        incoming(r, received_at, r.event_time_ms if r.timestamp_ms is None else None) for r in chunk
     ]
 
 
