@@ -50,7 +50,7 @@ from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import LabelsUsed, RunManifest, RunTimings, check_run_id
 from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
-from stream.replay.sources import ReplaySource, SourceRecord, from_ms
+from stream.replay.sources import ReplaySource, SourceRecord, from_ms, to_ms
 from stream.scorer.app import loader_for, narrator_for
 from stream.scorer.core import EventWindow, Incoming, processing_clock_ms
 from stream.scorer.metrics import ScorerMetrics
@@ -151,12 +151,21 @@ def incoming(record: SourceRecord, received_at: datetime, clock_ms: int | None =
 
 def incomings(chunk: Sequence[SourceRecord], received_at: datetime) -> list[Incoming]:
     """A batch of source records for the processor. A record without a broker timestamp (a
-    file's line) has no time it entered a stream for the event-time window to be judged by:
-    its own event time stands in, so the window admits it - a file is the operator's input,
-    to be cut with a time range (--from-time/--to-time) rather than second-guessed. (A batch
-    statistic would not do: a batch of a sparse file spans hours of event time.)"""
+    file's line) has no time it entered a stream for the event-time window to be judged by;
+    its processing clock is its own event time, but never later than now: an event dated in
+    the future of the replay itself is refused (history cannot come from the future), while
+    old events are never "behind" - a file is the operator's history, cut by a time range if
+    need be. (A batch statistic would not do: a batch of a sparse file spans hours.)"""
+    now_ms = to_ms(received_at)
     return [
-        incoming(r, received_at, r.event_time_ms if r.timestamp_ms is None else None) for r in chunk
+        incoming(
+            r,
+            received_at,
+            None
+            if r.timestamp_ms is not None or r.event_time_ms is None
+            else min(r.event_time_ms, now_ms),
+        )
+        for r in chunk
     ]
 
 

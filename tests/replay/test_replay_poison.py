@@ -56,6 +56,13 @@ def test_a_replayed_file_with_poison_rows_dead_letters_them_and_completes(
 ) -> None:
     good = read_jsonl(stream_sim / "events.jsonl")[:150]
     bad = poison_rows(good[10])
+    # Dated after the replay itself: refused, and the run's clock does not jump to it.
+    future = {
+        **orjson.loads(good[20]),
+        "event_id": "p-future",
+        "event_time": "2046-01-01T00:00:00Z",
+    }
+    bad["after the replay's now"] = orjson.dumps(future)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join([*good, *bad.values()]) + b"\n")
     name = f"poison-{uuid.uuid4().hex[:10]}"
@@ -80,6 +87,9 @@ def test_a_replayed_file_with_poison_rows_dead_letters_them_and_completes(
     assert "RFC 3339" in reasons["digits only"]
     assert "duplicate key 'amount_minor'" in reasons["duplicate key"]
     assert "duplicate event_id" in reasons["reused id"]
+    assert by_value[bad["after the replay's now"]]["error_type"] == "event_time_out_of_window"
+    assert manifest.event_time_last is not None
+    assert manifest.event_time_last.year == 2026
 
 
 def manifest_dir(settings: Settings, name: str) -> Path:
