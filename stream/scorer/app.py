@@ -125,7 +125,7 @@ def claim_namespace(store: ContextStore, settings: Settings, *, accept_loss: boo
     try:
         marked = mark_if_new(store, settings.kafka, group, topic)
     except GroupOffsetsUnavailable as exc:
-        raise ScorerFatal(f"{exc}; cannot tell a new context namespace from a lost one") from exc
+        raise ScorerFatal(f"{exc} (asked to tell a new context namespace from a lost one)") from exc
     if not marked:
         raise ScorerFatal(
             f"context namespace {store.namespace!r} is not marked in use in Redis, but consumer "
