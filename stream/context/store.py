@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import redis
 import redis.cluster
@@ -42,8 +42,9 @@ from stream.context.features import (
     assemble,
 )
 from stream.context.ops import CONFIG, EventOps, counterparty_entity, event_ops, label_op
+from stream.context.story import ENTRY, StoryEntry, decode_story, story_features
 from stream.redis_client import AnyRedis
-from stream.settings import ContextSettings
+from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, ContextSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _DAY_MS: Final = 86_400_000
-_CUSTOMER_RECORD: Final = struct.Struct("<B" + "f" * len(CUSTOMER_RECORD))
+_CUSTOMER_VALUES: Final = struct.Struct("<" + "f" * len(CUSTOMER_RECORD))
 _COUNTERPARTY_RECORD: Final = struct.Struct("<B" + "f" * len(COUNTERPARTY_RECORD))
-_LABELS_CONFIG: Final = struct.Struct("<dd")
+_LABELS_CONFIG: Final = struct.Struct("<dddddd")
+_EXPOSURE_CONFIG: Final = struct.Struct("<dd")
+_DOUBLE: Final = struct.Struct("<d")
 
 # Errors after which the same batch may succeed: the server is (re)starting, failing over or
 # unreachable. BusyLoadingError is a ConnectionError subclass; ReadOnlyError means a replica
@@ -96,6 +99,11 @@ class ContextLimits:
     entity's latest events, within hours of event time unless traffic is very sparse."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
+    exposure_fanout_cap: int = 512
+    """Customers marked per fraud label at a compromised point (its customers of the days
+    around the fraud; the earliest payments first). Bounds the work one label can cause."""
+    exposure_marks_cap: int = 32
+    """Payments at compromised points remembered per customer."""
     ops_per_call: int = 512
     """Ops per EVALSHA: bounds how long one script call blocks Redis (~10 ms)."""
 
@@ -108,6 +116,8 @@ class EventContext:
     features: ContextFeatures
     duplicate: bool
     """The event had been processed before; ``features`` is the snapshot stored back then."""
+    story: tuple[StoryEntry, ...] = ()
+    """The customer's remembered events before this one, newest first (``story_events``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,8 @@ class LabelApplyResult:
     """Fraud labels of events already labelled fraud (idempotent replays, or a second source)."""
     skipped: int
     """Labels that say "legitimate", or name neither a counterparty nor a terminal."""
+    exposed: int = 0
+    """Payments newly marked as made at a point these labels confirm as compromised."""
 
 
 class PendingContexts:
@@ -125,15 +137,17 @@ class PendingContexts:
 
     def __init__(
         self,
-        future: Future[list[bytes | list[int]]] | None,
+        future: Future[list[Any]] | None,
         events: Sequence[TransactionEvent],
         prepared: list[EventOps],
         calls: list[_Call],
+        story_bytes: int = 0,
     ) -> None:
         self._future = future
         self._events = events
         self._prepared = prepared
         self._calls = calls
+        self._story_bytes = story_bytes
 
     def result(self, timeout: float | None = None) -> list[EventContext]:
         """The contexts, in the batch's order; raises what ``update_batch`` raises."""
@@ -141,40 +155,67 @@ class PendingContexts:
             return []
         outputs = self._future.result(timeout)
         n = len(self._events)
-        customer: list[tuple[float, ...]] = [()] * n
+        customer: list[bytes] = [b""] * n
         counterparty: list[tuple[float, ...]] = [()] * n
         duplicate = [False] * n
         for call, output in zip(self._calls, outputs, strict=True):
-            _unpack(call, output, customer, counterparty, duplicate)
-        return [
-            EventContext(
-                event.event_id,
-                assemble(ops.event_part, customer[i], counterparty[i]),
-                duplicate[i],
+            _unpack(call, output, customer, counterparty, duplicate, self._story_bytes)
+        contexts = []
+        for i, (event, ops) in enumerate(zip(self._events, self._prepared, strict=True)):
+            record = customer[i]
+            story = decode_story(record[_CUSTOMER_VALUES.size :], ops.time_s, ops.counterparty_hash)
+            features = assemble(
+                ops.event_part,
+                _CUSTOMER_VALUES.unpack_from(record),
+                counterparty[i],
+                story_features(story, ops.event_part[0]),
             )
-            for i, (event, ops) in enumerate(zip(self._events, self._prepared, strict=True))
-        ]
+            contexts.append(EventContext(event.event_id, features, duplicate[i], story))
+        return contexts
 
 
 def _unpack(
     call: _Call,
-    output: bytes | list[int],
-    customer: list[tuple[float, ...]],
+    output: object,
+    customer: list[bytes],
     counterparty: list[tuple[float, ...]],
     duplicate: list[bool],
+    story_bytes: int,
 ) -> None:
+    """Spread one script call's reply (per op: a status byte, then the record) over the
+    batch's slots."""
     if not isinstance(output, bytes):
         raise ContextError(f"unexpected reply from the {call.script} script")
-    is_customer = call.script == "customer"
-    record = _CUSTOMER_RECORD if is_customer else _COUNTERPARTY_RECORD
-    if len(output) != record.size * len(call.targets):
+    if call.script == "customer":
+        width = 1 + _CUSTOMER_VALUES.size + story_bytes
+        if len(output) != width * len(call.targets):
+            raise ContextError(f"customer script returned {len(output)} bytes")
+        for k, target in enumerate(call.targets):
+            duplicate[target] = output[k * width] == 1
+            customer[target] = output[k * width + 1 : (k + 1) * width]
+        return
+    if len(output) != _COUNTERPARTY_RECORD.size * len(call.targets):
         raise ContextError(f"{call.script} script returned {len(output)} bytes")
-    for target, (status, *values) in zip(call.targets, record.iter_unpack(output), strict=True):
-        if is_customer:
-            customer[target] = tuple(values)
-            duplicate[target] = status == 1
-        else:
-            counterparty[target] = tuple(values)
+    for target, (_status, *values) in zip(
+        call.targets, _COUNTERPARTY_RECORD.iter_unpack(output), strict=True
+    ):
+        counterparty[target] = tuple(values)
+
+
+def _collect_marks(
+    entity_key: str, label: bytes, exposed: list[bytes], marks: dict[tuple[str, bytes], float]
+) -> None:
+    """Add what labels.lua returned for one label - customer, time of their latest payment at
+    the entity, ... - to ``marks``: (customer, packed payment time + entity tag) -> the
+    earliest confirmation (label time) seen for it."""
+    confirmed = _DOUBLE.unpack_from(label)[0]
+    tag = entity_key[entity_key.index("{") + 1 : -1].encode()
+    for i in range(0, len(exposed), 2):
+        customer = exposed[i].decode()
+        member = _DOUBLE.pack(float(exposed[i + 1])) + tag
+        previous = marks.get((customer, member))
+        if previous is None or confirmed < previous:
+            marks[(customer, member)] = confirmed
 
 
 def _script_source(name: str) -> str:
@@ -210,6 +251,8 @@ class ContextStore:
         client: AnyRedis,
         settings: ContextSettings,
         limits: ContextLimits | None = None,
+        *,
+        label_maturity_days: int | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -220,22 +263,30 @@ class ContextStore:
         lim = self._limits
         self._profile_ttl_ms = lim.profile_ttl_days * _DAY_MS
         self._ttl_ms = settings.ttl_days * _DAY_MS
-        self._config = CONFIG.pack(
-            float(self._ttl_ms),
-            float(self._profile_ttl_ms),
-            float(settings.out_of_order_tolerance_s * 1000),
-            float(lim.log_cap),
-            float(lim.seen_cap),
-            float(lim.device_cap),
-            float(lim.set_cap),
-            float(lim.dedupe_cap),
-            float(lim.dedupe_span_s * 1000),
+        # what customer.lua returns after each record: a count byte and the story's entries
+        self._story_bytes = 1 + settings.story_events * ENTRY.size
+        self._label_maturity_days = (
+            label_maturity_days or settings.label_maturity_days or DEFAULT_LABEL_MATURITY_DAYS
         )
-        self._labels_config = _LABELS_CONFIG.pack(float(self._ttl_ms), float(lim.labels_cap))
+        self._config = self._event_config()
+        self._labels_config = _LABELS_CONFIG.pack(
+            float(self._ttl_ms),
+            float(lim.labels_cap),
+            float(settings.compromise_min_frauds),
+            settings.compromise_min_share,
+            settings.exposure_before_days * _DAY_MS,
+            float(lim.exposure_fanout_cap),
+        )
+        # Marks live as long as they can count (the exposure window), at least as the windows.
+        self._exposure_config = _EXPOSURE_CONFIG.pack(
+            float(max(self._ttl_ms, (settings.exposure_window_days + 1) * _DAY_MS)),
+            float(lim.exposure_marks_cap),
+        )
         self._sources = {
             "customer": _entity_script("customer.lua"),
             "counterparty": _entity_script("counterparty.lua"),
             "labels": "#!lua\n" + _script_source("labels.lua"),
+            "exposure": "#!lua\n" + _script_source("exposure.lua"),
         }
         self._shas: dict[str, str] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -250,6 +301,44 @@ class ContextStore:
     @property
     def limits(self) -> ContextLimits:
         return self._limits
+
+    @property
+    def label_maturity_days(self) -> int:
+        return self._label_maturity_days
+
+    def follow_model_maturity(self, model_days: int | None) -> None:
+        """Compute counterparty risk with the maturity a model was trained with (its narrative
+        spec's), unless the settings name one; cheap when nothing changes (called per batch)."""
+        days = self._settings.label_maturity_days or model_days or DEFAULT_LABEL_MATURITY_DAYS
+        if days != self._label_maturity_days:
+            logger.info("counterparty risk now uses a label maturity of %d days", days)
+            self.set_label_maturity_days(days)
+
+    def set_label_maturity_days(self, days: int) -> None:
+        """Serve another model's maturity (the one it was trained with) from the next batch
+        on. The counterparty scripts recompute their cached mature windows on a change, so
+        the state stays consistent whatever sequence of maturities it has seen."""
+        if not 1 <= days <= 30:
+            raise ContextError(f"label maturity must be 1..30 days, got {days}")
+        self._label_maturity_days = days
+        self._config = self._event_config()
+
+    def _event_config(self) -> bytes:
+        lim, settings = self._limits, self._settings
+        return CONFIG.pack(
+            float(self._ttl_ms),
+            float(self._profile_ttl_ms),
+            float(settings.out_of_order_tolerance_s * 1000),
+            float(lim.log_cap),
+            float(lim.seen_cap),
+            float(lim.device_cap),
+            float(lim.set_cap),
+            float(lim.dedupe_cap),
+            float(lim.dedupe_span_s * 1000),
+            float(self._label_maturity_days),
+            float(settings.exposure_window_days * _DAY_MS),
+            float(settings.story_events),
+        )
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -283,7 +372,7 @@ class ContextStore:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="context-store")
             future = self._executor.submit(self._guard, self._run, calls)
-        return PendingContexts(future, events, prepared, calls)
+        return PendingContexts(future, events, prepared, calls, self._story_bytes)
 
     def close(self) -> None:
         """Wait for submitted batches and stop the background thread (the client stays open)."""
@@ -301,7 +390,9 @@ class ContextStore:
     def apply_labels(self, labels: Sequence[LabelEvent]) -> LabelApplyResult:
         """Record fraud labels against the labelled event's counterparty entity (its terminal
         when it names one, see ``ops.counterparty_entity``); from the label's time on, they
-        count in that entity's label-derived risk. Idempotent."""
+        count in that entity's label-derived risk. When the labels make an entity a confirmed
+        compromised point, the customers who paid there around the fraud are marked (a second
+        round trip, see labels.lua and exposure.lua). Idempotent."""
         ns = self._namespace
         ops: list[tuple[str, bytes, int]] = []
         skipped = 0
@@ -317,8 +408,28 @@ class ContextStore:
             return LabelApplyResult(0, 0, skipped)
         calls = list(self._group("labels", ops))
         outputs = self._guard(self._run, calls)
-        applied = sum(int(added) for output in outputs for added in output)
-        return LabelApplyResult(applied, len(ops) - applied, skipped)
+        applied = 0
+        marks: dict[tuple[str, bytes], float] = {}
+        for call, output in zip(calls, outputs, strict=True):
+            if not isinstance(output, list) or len(output) != len(call.keys):
+                raise ContextError("unexpected reply from the labels script")
+            for key, op, reply in zip(call.keys, call.args, output, strict=True):
+                added, exposed = reply
+                applied += int(added)
+                if exposed:
+                    _collect_marks(key, op, exposed, marks)
+        exposed_count = self._mark_exposures(marks) if marks else 0
+        return LabelApplyResult(applied, len(ops) - applied, skipped, exposed_count)
+
+    def _mark_exposures(self, marks: dict[tuple[str, bytes], float]) -> int:
+        """One exposure.lua op per (customer, payment at a point): its earliest confirmation."""
+        ns = self._namespace
+        ops = [
+            (keys.customer_base(ns, customer), _DOUBLE.pack(confirmed) + member, i)
+            for i, ((customer, member), confirmed) in enumerate(sorted(marks.items()))
+        ]
+        outputs = self._guard(self._run, list(self._group("exposure", ops)))
+        return sum(int(n) for n in outputs)
 
     def drop_namespace(self) -> int:
         """Delete every key of the namespace (a finished backtest); returns how many."""
@@ -382,7 +493,7 @@ class ContextStore:
             sha = self._client.script_load(source)  # type: ignore[union-attr]
             self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
-    def _run(self, calls: list[_Call]) -> list[bytes | list[int]]:
+    def _run(self, calls: list[_Call]) -> list[Any]:
         """One pipeline: the marker check, then every call. Reloads the scripts and retries
         once after NOSCRIPT (a restarted Redis forgot them); retrying is safe because every op
         is idempotent."""
@@ -390,7 +501,13 @@ class ContextStore:
             pipe = self._client.pipeline(transaction=False)
             pipe.pexpire(self._marker, self._profile_ttl_ms)
             for call in calls:
-                config = self._labels_config if call.script == "labels" else self._config
+                config = (
+                    self._labels_config
+                    if call.script == "labels"
+                    else self._exposure_config
+                    if call.script == "exposure"
+                    else self._config
+                )
                 # execute_command, not .evalsha(): redis-py's cluster pipeline blocks the
                 # method (it cannot see keys in general) but routes EVALSHA by its keys.
                 pipe.execute_command(

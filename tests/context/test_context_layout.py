@@ -11,7 +11,7 @@ from stream.context.errors import ContextError, ContextLayoutMismatch
 
 pytestmark = pytest.mark.integration
 
-LAYOUT_VERSION = 2  # the first header double of every state blob (customer.lua, counterparty.lua)
+LAYOUT_VERSION = 3  # the first header double of every state blob (customer.lua, counterparty.lua)
 VERSION = struct.Struct("<d")  # the header's format: little-endian doubles from byte 0
 
 
