@@ -125,6 +125,11 @@ class RedisSettings(_Section):
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+DEFAULT_LABEL_MATURITY_DAYS = 7
+"""Label maturity when neither the settings nor the model name one: a week, the delay within
+which most card-fraud reports arrive."""
+
+
 class ContextSettings(_Section):
     """Rolling context kept in Redis (see stream/context)."""
 
@@ -136,6 +141,41 @@ class ContextSettings(_Section):
     ttl_days: int = Field(35, ge=1, le=400, description="TTL of every context key.")
     out_of_order_tolerance_s: int = Field(
         3600, ge=0, description="Events older than the customer's newest by more are 'late'."
+    )
+    label_maturity_days: int | None = Field(
+        None,
+        ge=1,
+        le=30,
+        description="Counterparty risk counts only events at least this many days old, whose "
+        "fraud labels have normally arrived. None: the model's own (stored with its narrative "
+        "spec; a dataset derives it from its labels' observed delays), else "
+        f"{DEFAULT_LABEL_MATURITY_DAYS} days.",
+    )
+    compromise_min_frauds: int = Field(
+        2,
+        ge=1,
+        description="A point (terminal, merchant, account) counts as confirmed compromised once "
+        "this many of its payments of the last 30 days are labelled fraud...",
+    )
+    compromise_min_share: float = Field(
+        0.01, ge=0, le=1, description="...and they are at least this share of those payments."
+    )
+    exposure_before_days: float = Field(
+        7.0,
+        ge=0,
+        le=30,
+        description="Cards that paid at a compromised point from this long before a labelled "
+        "fraud there until the label arrived count as exposed.",
+    )
+    exposure_window_days: int = Field(
+        60, ge=1, le=365, description="A card's exposure counts for this long after its payment."
+    )
+    story_events: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="Events each customer's story remembers (the narrative tells the newest of "
+        "them that fit its length). Fixed within a namespace, like the context's other bounds.",
     )
 
 
