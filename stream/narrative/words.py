@@ -52,6 +52,11 @@ def quantity(n: float, plural: str) -> str:
     return f"hundreds of {plural}"
 
 
+def count_of(n: float, singular: str, plural: str) -> str:
+    """ "one confirmed fraud", "three confirmed frauds", "dozens of confirmed frauds"."""
+    return f"one {singular}" if int(n) == 1 else quantity(n, plural)
+
+
 def nth(n: float, singular: str, plural: str) -> str:
     """ "fourth outbound payment", or the quantity of the plural when past ten."""
     count = int(n)
