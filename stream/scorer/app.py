@@ -34,17 +34,19 @@ log = logging.getLogger(__name__)
 
 def narrator_for(model: LoadedModel) -> Narrate:
     """Narratives exactly as the model was trained to read them: its own spec (template
-    version + fitted edges), and - for hybrid models - the same feature vector layout."""
-    if model.hybrid and tuple(model.feature_names) != FEATURE_NAMES:
-        raise ModelError(
-            f"model {model.version} was trained on a different feature layout than this "
-            "scorer computes; retrain it on the current context features"
-        )
+    version + fitted edges), and - for hybrid models - features this scorer computes (a model
+    of an older features version reads a subset of them, by name; see ``model_features``)."""
     spec = (
         NarrativeSpec.from_json(orjson.dumps(model.narrative_spec))
         if model.narrative_spec
         else default_spec()
     )
+    unknown = set(model.feature_names) - set(FEATURE_NAMES)
+    if model.hybrid and unknown:
+        raise ModelError(
+            f"model {model.version} reads features this scorer does not compute "
+            f"({', '.join(sorted(unknown))}); retrain it on the current context features"
+        )
 
     def narrate(event: TransactionEvent, features: ContextFeatures) -> Narrative:
         return build_narrative(event, features, spec)

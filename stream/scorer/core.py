@@ -14,13 +14,14 @@ from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from models.inference import LoadedModel
 from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, alert_id_for, decode
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.common import format_utc
-from stream.context.features import ContextFeatures
+from stream.context.features import ContextFeatures, select_features
 from stream.kafka.clients import OutgoingMessage
 
 # Header names on dead letters (the original headers are kept as they were, before these).
@@ -159,8 +160,9 @@ def score_batch(
     if not decoded:
         return []
     narratives = [narrate(d.event, c) for d, c in zip(decoded, contexts, strict=True)]
-    features = np.asarray([n.features for n in narratives], dtype=np.float32)
-    predictions = model.predict_batch([n.text for n in narratives], features)
+    predictions = model.predict_batch(
+        [n.text for n in narratives], model_features(model, narratives)
+    )
     probabilities = predictions.typology_probability()
     return [
         Scored(d, n, float(s), t, float(p))
@@ -173,6 +175,18 @@ def score_batch(
             strict=True,
         )
     ]
+
+
+def model_features(
+    model: LoadedModel, narratives: Sequence[NarrativeLike]
+) -> NDArray[np.float32] | None:
+    """The numeric features ``model`` reads, in its order: narratives carry every feature this
+    code computes; a model of an older features version reads a subset, by name. None for a
+    text-only model."""
+    if not model.hybrid:
+        return None
+    rows = np.asarray([n.features for n in narratives], dtype=np.float32)
+    return select_features(rows, model.feature_names)
 
 
 def build_alert(

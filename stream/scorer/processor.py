@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
-
 from models.inference import LoadedModel
 from models.reasons import explain
 from schemas import Alert
@@ -30,6 +28,7 @@ from stream.scorer.core import (
     build_alert,
     dead_letter_message,
     decode_batch,
+    model_features,
     score_batch,
     score_message,
     split_reused_ids,
@@ -111,6 +110,7 @@ class BatchProcessor:
         same batch is safe (idempotent context, deterministic alerts, rewritten records)."""
         decoded, dead = decode_batch(batch)
         started = time.perf_counter()
+        self._store.follow_model_maturity(model.narrative_spec.get("label_maturity_days"))
         contexts = self._store.update_batch([d.event for d in decoded])
         self.metrics.context_latency.observe(time.perf_counter() - started)
 
@@ -162,8 +162,9 @@ class BatchProcessor:
     ) -> dict[str, Alert]:
         if not alerted:
             return {}
-        features = np.asarray([s.narrative.features for s in alerted], dtype=np.float32)
-        reasons = explain(model, [s.narrative for s in alerted], features, top_k=self._top_reasons)
+        narratives = [s.narrative for s in alerted]
+        features = model_features(model, narratives)
+        reasons = explain(model, narratives, features, top_k=self._top_reasons)
         emitted_at = utc_now()
         alerts: dict[str, Alert] = {}
         for item, item_reasons in zip(alerted, reasons, strict=True):
