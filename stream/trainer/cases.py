@@ -32,12 +32,14 @@ SCHEMA: Final = 1
 PRESUMED: Final = "presumed"
 """`source` of a presumed-legitimate case (an old, unlabelled, unalerted scored event)."""
 
-# Which label says the last word on an event: an investigation outranks a chargeback, which
-# outranks an analyst's first look at an alert. Within a rank the latest label wins.
+# Which label says the last word on an event: an investigation outranks a chargeback or a
+# customer's fraud report, which outrank an analyst's first look at an alert. Within a rank the
+# latest label wins.
 _SOURCE_RANK: Final = {
     PRESUMED: 0,
     LabelSource.ANALYST.value: 1,
     LabelSource.CHARGEBACK.value: 2,
+    LabelSource.FRAUD_REPORT.value: 2,
     LabelSource.CONFIRMED_CASE.value: 3,
 }
 
