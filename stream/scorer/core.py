@@ -22,6 +22,7 @@ from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.common import format_utc
 from stream.context.features import ContextFeatures, select_features
+from stream.context.story import StoryEntry
 from stream.kafka.clients import OutgoingMessage
 
 # Header names on dead letters (the original headers are kept as they were, before these).
@@ -57,6 +58,8 @@ class NarrativeLike(Protocol):
     def features(self) -> Sequence[float]: ...
     @property
     def version(self) -> str: ...
+    @property
+    def story(self) -> tuple[StoryEntry, ...]: ...
 
 
 Narrate = Callable[[TransactionEvent, ContextFeatures], NarrativeLike]

@@ -17,6 +17,7 @@ from models.reasons import explain
 from schemas import Alert
 from stream.context.features import ContextFeatures
 from stream.context.store import ContextStore
+from stream.context.story import pack_story
 from stream.kafka.clients import OutgoingMessage
 from stream.scorer.core import (
     AlertMode,
@@ -221,6 +222,7 @@ class BatchProcessor:
                     alert_id=alert.alert_id if alert else None,
                     scored_at_ms=scored_at_ms,
                     source=item.decoded.incoming.source,
+                    story=pack_story(item.narrative.story).hex(),
                 )
             )
         return records

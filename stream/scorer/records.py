@@ -43,6 +43,9 @@ class ScoredRecord:
     source: str
     """Where the event was read (topic[partition]@offset): tells a redelivery of the same
     message from a different message reusing its event id."""
+    story: str = ""
+    """The customer's story behind the narrative (``story.pack_story``, hex), so it can be
+    narrated again with another spec."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -62,6 +65,7 @@ class ScoredRecord:
                 "alert_id": self.alert_id,
                 "scored_at_ms": self.scored_at_ms,
                 "source": self.source,
+                "story": self.story,
             }
         )
 

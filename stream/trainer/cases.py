@@ -84,6 +84,8 @@ class LabelledCase:
     """What the model that scored it live said (drift and reports only; never a target)."""
     model_version: str
     alerted: bool
+    story: str = ""
+    """The story behind the narrative, as the scored record kept it (hex)."""
 
     def to_bytes(self) -> bytes:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -124,6 +126,7 @@ def case_from(label: LabelEvent, record: ScoredRecord) -> LabelledCase:
         score=record.score,
         model_version=record.model_version,
         alerted=record.alert_id is not None,
+        story=record.story,
     )
 
 
@@ -250,6 +253,7 @@ def presumed_negatives(
             score=r.score,
             model_version=r.model_version,
             alerted=False,
+            story=r.story,
         )
         for r in eligible
     ]

@@ -41,6 +41,7 @@ from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
 from schemas import TransactionEvent, Typology, decode
 from schemas.errors import DecodeError
 from stream.context.features import FEATURE_NAMES, ContextFeatures, select_features
+from stream.context.story import unpack_story
 from stream.narrative import NarrativeSpec, build_narrative, default_spec
 from stream.narrative.builder import SEPARATOR
 from stream.redis_client import connect
@@ -84,6 +85,8 @@ class NarratedItem(Protocol):
     def clause_ids(self) -> tuple[str, ...]: ...
     @property
     def event_time_ms(self) -> int: ...
+    @property
+    def story(self) -> str: ...
 
 
 @dataclass
@@ -136,7 +139,10 @@ class ServedModel:
                 log.warning("keeping the stored narrative of an undecodable event: %s", exc)
                 out.append(item.narrative)
                 continue
-            out.append(build_narrative(event, ContextFeatures(*item.features), self.spec).text)
+            story = unpack_story(bytes.fromhex(item.story))
+            out.append(
+                build_narrative(event, ContextFeatures(*item.features), self.spec, story).text
+            )
         return out
 
     def scores(self, items: Sequence[NarratedItem]) -> NDArray[np.float32]:
