@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 BackboneName = Literal["minilm", "student"]
 
-# Position slots of a new student: narratives of template n2 take up to 160 tokens (n1: 128);
+# Position slots of a new student: narratives take up to 128 tokens (templates n1, n2);
 # the table costs memory only, so it leaves room for longer templates.
 MAX_NARRATIVE_TOKENS = 256
 

@@ -78,7 +78,7 @@ class TrainConfig(BaseModel):
     numeric_dim: int = Field(4, ge=1, le=64)
     dropout: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(
-        160, ge=16, le=512, description="Token limit (template n2 narratives fit 160)."
+        128, ge=16, le=512, description="Token limit (narratives are built to fit it)."
     )
     batch_size: int = Field(32, ge=1)
     learning_rate: float | None = Field(
@@ -99,6 +99,12 @@ class TrainConfig(BaseModel):
     )
     validation_legit_sample_rate: float = Field(
         1.0, gt=0, le=1, description="Share of legitimate validation events scored per eval."
+    )
+    pretrain_steps: int = Field(
+        0,
+        ge=0,
+        description="Masked-token pretraining steps of a fresh student on the training "
+        "narratives (labelled or not) before supervised training; 0: none (models.pretrain).",
     )
     distill_alpha: float = Field(
         0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
@@ -335,6 +341,19 @@ def train(
 
     tokenizer = load_tokenizer()
     model = starting_model(config, feature_names, train_set, init_from)
+    if config.pretrain_steps and init_from is None and config.backbone == "student":
+        from models.pretrain import pretrain_mlm
+
+        pretrain_mlm(
+            model.encoder,
+            tokenizer,
+            train_set.texts,
+            steps=config.pretrain_steps,
+            max_length=model.config.max_length,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+        )
     model.to(device)
     optimizer = _optimizer(model, config)
 
