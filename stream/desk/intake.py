@@ -1,0 +1,251 @@
+"""Alert intake: every alert on ``risk.alerts`` stored once, grouped into cases.
+
+The consumer reads committed data only (alerts of an aborted exactly-once transaction never
+arrive) and commits its offsets after the batch's database transaction committed, so a crash
+re-reads at most one batch. Storing is idempotent by alert id (``INSERT ... ON CONFLICT DO
+NOTHING``): a redelivered alert, a re-read batch or an at-least-once duplicate changes nothing,
+and case counters move only for the rows that were really inserted (``RETURNING``).
+
+An alert joins the open case of its customer and scenario (the alert's typology), or opens
+one; a partial unique index keeps it to one open case per pair even with several intakes.
+A message that is not a valid alert is kept in ``intake_rejects`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from sqlalchemy import Engine, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from schemas import Alert, DecodeError, decode
+from stream.desk.database import guarded, utcnow
+from stream.desk.errors import DatabaseUnavailable
+from stream.desk.tables import AlertRow, AlertStatus, Case, IntakeReject
+from stream.kafka.clients import consumer_config
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message read from the alert topic."""
+
+    raw: bytes | None
+    source: str  # topic[partition]@offset
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    stored: int
+    duplicates: int
+    rejected: int
+
+
+def alert_values(
+    alert: Alert, raw: bytes, source: str, case_id: int, now: datetime
+) -> dict[str, object]:
+    """The ``alerts`` row of one alert: the payload as received plus the queue's columns."""
+    return {
+        "alert_id": alert.alert_id,
+        "case_id": case_id,
+        "customer_id": alert.event.customer_id,
+        "event_id": alert.event.event_id,
+        "typology": alert.typology.value,
+        "score": alert.score,
+        "threshold": alert.threshold,
+        "model_version": alert.model_version,
+        "mode": alert.mode,
+        "amount_minor": alert.event.amount_minor,
+        "currency": alert.event.currency,
+        "event_time": alert.event_time,
+        "emitted_at": alert.emitted_at,
+        "stored_at": now,
+        "status": AlertStatus.OPEN.value,
+        "source": source[:300],
+        "payload": raw.decode("utf-8"),
+    }
+
+
+def _open_cases(
+    db: Session, scenarios: set[tuple[str, str]], now: datetime
+) -> dict[tuple[str, str], int]:
+    """The open case of each (customer, typology), opening the missing ones; rows locked until
+    the transaction ends, so a concurrent disposition cannot close a case under us."""
+    found: dict[tuple[str, str], int] = {}
+    for _ in range(3):  # a case closed between our insert and select is opened again
+        missing = scenarios - found.keys()
+        if not missing:
+            return found
+        db.execute(
+            insert(Case)
+            .values(
+                [
+                    {
+                        "customer_id": c,
+                        "typology": t,
+                        "status": "open",
+                        "opened_at": now,
+                        "updated_at": now,
+                        "alert_count": 0,
+                        "open_alerts": 0,
+                        "max_score": 0.0,
+                    }
+                    for c, t in sorted(missing)
+                ]
+            )
+            .on_conflict_do_nothing(
+                index_elements=["customer_id", "typology"], index_where=Case.status == "open"
+            )
+        )
+        rows = db.execute(
+            select(Case.id, Case.customer_id, Case.typology)
+            .where(Case.status == "open", tuple_(Case.customer_id, Case.typology).in_(missing))
+            .order_by(Case.id)
+            .with_for_update()
+        )
+        for case_id, customer_id, typology in rows:
+            found[(customer_id, typology)] = case_id
+    raise DatabaseUnavailable("could not find or open the cases of a batch (kept closing)")
+
+
+def store_alerts(db: Session, messages: Sequence[Received]) -> StoreResult:
+    """Store a batch of alert messages in the caller's transaction."""
+    now = utcnow()
+    alerts: dict[str, tuple[Alert, bytes, str]] = {}
+    rejected = 0
+    for message in messages:
+        try:
+            alert = decode(Alert, message.raw)
+        except DecodeError as error:
+            log.warning(
+                "alert message at %s is not a valid alert: %s", message.source, error.reason
+            )
+            db.add(
+                IntakeReject(
+                    source=message.source[:300], reason=error.reason, raw=message.raw, stored_at=now
+                )
+            )
+            rejected += 1
+            continue
+        assert message.raw is not None
+        alerts.setdefault(alert.alert_id, (alert, message.raw, message.source))
+    duplicates = len(messages) - rejected - len(alerts)
+    if not alerts:
+        return StoreResult(0, duplicates, rejected)
+    known = set(db.scalars(select(AlertRow.alert_id).where(AlertRow.alert_id.in_(list(alerts)))))
+    new = [item for alert_id, item in alerts.items() if alert_id not in known]
+    duplicates += len(known)
+    if not new:
+        return StoreResult(0, duplicates, rejected)
+    cases = _open_cases(db, {(a.event.customer_id, a.typology.value) for a, _, _ in new}, now)
+    rows = [
+        alert_values(a, raw, source, cases[(a.event.customer_id, a.typology.value)], now)
+        for a, raw, source in new
+    ]
+    inserted = db.execute(
+        insert(AlertRow)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["alert_id"])
+        .returning(AlertRow.case_id, AlertRow.score)
+    ).all()
+    per_case: dict[int, tuple[int, float]] = {}
+    for case_id, score in inserted:
+        count, top = per_case.get(case_id, (0, 0.0))
+        per_case[case_id] = (count + 1, max(top, score))
+    for case_id, (count, top) in per_case.items():
+        db.execute(
+            update(Case)
+            .where(Case.id == case_id)
+            .values(
+                alert_count=Case.alert_count + count,
+                open_alerts=Case.open_alerts + count,
+                max_score=func.greatest(Case.max_score, top),
+                updated_at=now,
+            )
+        )
+    duplicates += len(new) - len(inserted)
+    return StoreResult(len(inserted), duplicates, rejected)
+
+
+def _source(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+class IntakeWorker:
+    """Consume alerts into the database until :meth:`stop`; one transaction per batch."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, retry_s: float = 1.0) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._retry_s = retry_s
+        self._stopping = threading.Event()
+        self.stored = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _store(self, messages: list[Message]) -> StoreResult:
+        batch = [Received(m.value(), _source(m)) for m in messages]
+        while True:
+            try:
+                with guarded(), Session(self._engine) as db, db.begin():
+                    return store_alerts(db, batch)
+            except DatabaseUnavailable as error:
+                if self._stopping.is_set():
+                    raise
+                log.warning("intake: %s; retrying the batch in %.1f s", error, self._retry_s)
+                time.sleep(self._retry_s)
+
+    def run(self) -> None:
+        desk = self._settings.desk
+        consumer = Consumer(consumer_config(self._settings.kafka, desk.intake_group_id))
+        consumer.subscribe([self._settings.topics.alerts])
+        log.info(
+            "intake: reading %s as group %s", self._settings.topics.alerts, desk.intake_group_id
+        )
+        try:
+            while not self._stopping.is_set():
+                polled = consumer.consume(desk.intake_batch_max, timeout=0.5)
+                messages = []
+                for message in polled:
+                    error = message.error()
+                    if error is None:
+                        messages.append(message)
+                    elif error.code() != KafkaError._PARTITION_EOF:
+                        if error.fatal():
+                            raise RuntimeError(f"intake consumer failed: {error.str()}")
+                        log.warning("intake consumer: %s", error.str())
+                if not messages:
+                    continue
+                try:
+                    result = self._store(messages)
+                except DatabaseUnavailable:
+                    break  # stopping while the database is away: the batch is read again
+                self.stored += result.stored
+                if result.stored or result.rejected:
+                    log.info(
+                        "intake: stored %d alert(s), %d duplicate(s), %d rejected",
+                        result.stored,
+                        result.duplicates,
+                        result.rejected,
+                    )
+                last: dict[tuple[str, int], int] = {}
+                for message in messages:
+                    key = (str(message.topic()), int(message.partition() or 0))
+                    last[key] = max(last.get(key, -1), int(message.offset() or 0))
+                offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+                try:
+                    consumer.commit(offsets=offsets, asynchronous=False)
+                except KafkaException as error:  # a lost partition: its new owner re-reads them
+                    log.warning("intake: commit failed (%s); those alerts may be read again", error)
+        finally:
+            consumer.close()
