@@ -134,7 +134,9 @@ class PostgresServer:
                 os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
             # The postgres user must be able to reach base_dir through its parents.
             for parent in self.base_dir.parents:
-                if not os.stat(parent).st_mode & 0o001:
+                mode = os.stat(parent)
+                searchable = 0o100 if mode.st_uid == user.pw_uid else 0o001
+                if not mode.st_mode & searchable:
                     raise DevEnvError(
                         f"PostgreSQL runs as the '{POSTGRES_USER}' user, which cannot enter "
                         f"{parent} (no search permission); put the dev home elsewhere"
