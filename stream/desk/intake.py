@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from sqlalchemy import Engine, func, select, tuple_, update
+from sqlalchemy import Engine, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -103,7 +103,10 @@ def _open_cases(
                 ]
             )
             .on_conflict_do_nothing(
-                index_elements=["customer_id", "typology"], index_where=Case.status == "open"
+                index_elements=["customer_id", "typology"],
+                # A literal, as in the index: a bound parameter would not match it once
+                # psycopg prepares the statement (from its fifth run).
+                index_where=text("status = 'open'"),
             )
         )
         rows = db.execute(

@@ -381,5 +381,9 @@ class OutboxRelay:
                 if published == 0:
                     self._stopping.wait(self._settings.desk.relay_idle_s)
         finally:
-            self._drop_lock()
-            self._producer.poll(0)
+            self.close()
+
+    def close(self) -> None:
+        """Release the relay lock (a crashed process releases it as its connection closes)."""
+        self._drop_lock()
+        self._producer.poll(0)

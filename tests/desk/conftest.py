@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,9 +25,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 import psycopg
 import pytest
 import uvicorn
+from confluent_kafka import Consumer, Message, Producer
 from psycopg import sql
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine
@@ -47,7 +52,7 @@ from stream.desk.database import upgrade
 from stream.desk.intake import Received, store_alerts
 from stream.devenv import free_ports
 from stream.devenv.postgres import PostgresServer
-from stream.settings import DeskSettings, Settings
+from stream.settings import DeskSettings, KafkaSettings, Settings, to_env
 
 POSTGRES_URL_ENV = "POSTGRES_URL"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -273,3 +278,141 @@ def signed_in(
     yield make
     for client in clients:
         client.close()
+
+
+# -- Kafka and processes -----------------------------------------------------------------------
+
+
+def produce(
+    kafka: KafkaSettings,
+    topic: str,
+    values: list[bytes],
+    *,
+    transactional_id: str | None = None,
+    abort: bool = False,
+) -> None:
+    """Produce keyed by customer; with ``transactional_id`` in one transaction (aborted if
+    ``abort``), as the scorer's exactly-once mode does."""
+    config = {**kafka.client_config(), "enable.idempotence": True, "linger.ms": 5}
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+    producer = Producer(config)
+    if transactional_id:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    for value in values:
+        try:
+            key = str(orjson.loads(value)["event"]["customer_id"]).encode()
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            key = b"malformed"
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if transactional_id:
+        if abort:
+            producer.abort_transaction(30)
+        else:
+            producer.commit_transaction(30)
+    assert producer.flush(60) == 0
+
+
+def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[Message]:
+    """Every committed message of ``topic`` (read until ``idle_s`` without one)."""
+    consumer = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            messages.append(message)
+            last = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
+
+
+def wait_for(
+    probe: Callable[[], object],
+    what: str,
+    timeout_s: float = 120,
+    detail: Callable[[], str] | None = None,
+) -> object:
+    """Poll ``probe`` until it is truthy; on time-out fail with ``detail()`` (e.g. a log)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{detail()}" if detail else ""))
+
+
+@dataclass
+class DeskProcess:
+    """`riskstream run desk ...` as a child process, logging to a file."""
+
+    settings: Settings
+    log_path: Path
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DeskProcess:
+        env = {**os.environ, **to_env(self.settings), "HF_HUB_OFFLINE": "1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "run", "desk", *self.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def log(self) -> str:
+        """The log without librdkafka's own lines (the '%N|...' ones)."""
+        text = self.log_path.read_text(errors="replace")
+        lines = [ln[:300] for ln in text.splitlines() if not ln.startswith("%")]
+        return "\n".join(lines)[-6000:]
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+    def stop_quietly(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_desk(tmp_path: Path) -> Iterator[Callable[..., DeskProcess]]:
+    started: list[DeskProcess] = []
+
+    def start(settings: Settings, *args: str) -> DeskProcess:
+        log_path = tmp_path / f"desk-{len(started)}.log"
+        started.append(DeskProcess(settings, log_path, list(args)).start())
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop_quietly()
