@@ -87,30 +87,39 @@ def serve(settings: Settings, engine: Engine, *, web: bool, intake: bool, relay:
     for thread in threads:
         thread.start()
     stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server: uvicorn.Server | None = None
+    if web:
+        records = ScoredRecordStore(
+            connect(settings.redis),
+            settings.context.namespace,
+            settings.scorer.scored_ttl_days * 86_400,
+        )
+        app = create_app(settings, engine, records)
+        config = uvicorn.Config(
+            app,
+            host=settings.desk.host,
+            port=settings.desk.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+        # In a thread of its own, uvicorn leaves the signals to us: a SIGTERM then ends the
+        # process with status 0 after a clean shutdown, not with the re-raised signal.
+        server = uvicorn.Server(config)
+        web_thread = threading.Thread(target=server.run, name="web")
+        threads.append(web_thread)
+        web_thread.start()
+        log.info("desk: serving http://%s:%d", settings.desk.host, settings.desk.port)
     try:
-        if web:
-            records = ScoredRecordStore(
-                connect(settings.redis),
-                settings.context.namespace,
-                settings.scorer.scored_ttl_days * 86_400,
-            )
-            app = create_app(settings, engine, records)
-            config = uvicorn.Config(
-                app,
-                host=settings.desk.host,
-                port=settings.desk.port,
-                log_config=None,
-                access_log=False,
-                server_header=False,
-            )
-            log.info("desk: serving http://%s:%d", settings.desk.host, settings.desk.port)
-            uvicorn.Server(config).run()  # returns on SIGINT/SIGTERM
-        else:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            while not stop.wait(0.5) and not failed.is_set():
-                pass
+        while not stop.wait(0.5) and not failed.is_set():
+            if server is not None and not threads[-1].is_alive():
+                log.error("desk: the web server stopped")
+                failed.set()
     finally:
+        if server is not None:
+            server.should_exit = True
         for worker in workers:
             worker.stop()
         for thread in threads:
