@@ -47,9 +47,10 @@ from schemas import (
     encode,
 )
 from stream.desk.app import create_app
-from stream.desk.auth import add_user
-from stream.desk.database import upgrade
+from stream.desk.auth import hash_password
+from stream.desk.database import upgrade, utcnow
 from stream.desk.intake import Received, store_alerts
+from stream.desk.tables import User
 from stream.devenv import free_ports
 from stream.devenv.postgres import PostgresServer
 from stream.settings import DeskSettings, KafkaSettings, Settings, to_env
@@ -135,13 +136,24 @@ def engine(desk_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def desk_settings(test_settings: Settings, desk_url: str) -> Settings:
-    desk = DeskSettings(
+def desk_config(desk_url: str) -> DeskSettings:
+    return DeskSettings(
         database_url=SecretStr(desk_url),
         intake_group_id=f"desk-{uuid.uuid4().hex[:8]}",
         relay_idle_s=0.1,
     )
-    return test_settings.model_copy(update={"desk": desk})
+
+
+@pytest.fixture
+def web_settings(desk_config: DeskSettings) -> Settings:
+    """Settings for the pages alone: no broker or topics needed."""
+    return Settings(desk=desk_config)
+
+
+@pytest.fixture
+def desk_settings(test_settings: Settings, desk_config: DeskSettings) -> Settings:
+    """Settings for the intake and relay: this test's topics on the session's broker."""
+    return test_settings.model_copy(update={"desk": desk_config})
 
 
 def make_alert(
@@ -200,8 +212,15 @@ def store(engine: Engine, alerts: list[Alert]) -> None:
         store_alerts(db, [Received(encode(a), f"test[0]@{i}") for i, a in enumerate(alerts)])
 
 
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """PASSWORD hashed once (argon2id at the production parameters costs about a second on a
+    busy 2-core machine); every test user gets a copy."""
+    return hash_password(PASSWORD)
+
+
 @pytest.fixture
-def users(engine: Engine) -> dict[str, str]:
+def users(engine: Engine, password_hash: str) -> dict[str, str]:
     """One user per role (name = role) plus a second analyst; all share PASSWORD."""
     names = {
         "analyst": "analyst",
@@ -211,7 +230,15 @@ def users(engine: Engine) -> dict[str, str]:
     }
     with Session(engine) as db, db.begin():
         for name, role in names.items():
-            add_user(db, name, PASSWORD, role)
+            db.add(
+                User(
+                    username=name,
+                    password_hash=password_hash,
+                    role=role,
+                    active=True,
+                    created_at=utcnow(),
+                )
+            )
     return names
 
 
@@ -244,8 +271,8 @@ class LiveDesk:
 
 
 @pytest.fixture
-def live_desk(desk_settings: Settings, engine: Engine) -> Iterator[LiveDesk]:
-    with LiveDesk(desk_settings, engine) as desk:
+def live_desk(web_settings: Settings, engine: Engine) -> Iterator[LiveDesk]:
+    with LiveDesk(web_settings, engine) as desk:
         yield desk
 
 
