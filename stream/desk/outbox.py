@@ -234,7 +234,11 @@ class OutboxRelay:
         self._settings = settings
         self._engine = engine
         self._retry_s = retry_s
-        self._producer = TrackedProducer(producer_config(settings.kafka))
+        # Uncompressed: labels are a few hundred bytes, and the trainer's aiokafka consumer
+        # reads lz4 batches only when an lz4 codec library is installed.
+        self._producer = TrackedProducer(
+            producer_config(settings.kafka, overrides={"compression.type": "none"})
+        )
         self._stopping = threading.Event()
         self._lock: Connection | None = None
         self._needs_reconcile = True

@@ -391,7 +391,7 @@ def wait_for(
 
 @dataclass
 class DeskProcess:
-    """`riskstream run desk ...` as a child process, logging to a file."""
+    """`riskstream run desk ...` (or another command) as a child process, logging to a file."""
 
     settings: Settings
     log_path: Path
@@ -402,7 +402,7 @@ class DeskProcess:
         env = {**os.environ, **to_env(self.settings), "HF_HUB_OFFLINE": "1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "run", "desk", *self.args],
+                [sys.executable, "-m", "stream.cli", *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -435,9 +435,11 @@ class DeskProcess:
 def start_desk(tmp_path: Path) -> Iterator[Callable[..., DeskProcess]]:
     started: list[DeskProcess] = []
 
-    def start(settings: Settings, *args: str) -> DeskProcess:
-        log_path = tmp_path / f"desk-{len(started)}.log"
-        started.append(DeskProcess(settings, log_path, list(args)).start())
+    def start(
+        settings: Settings, *args: str, command: tuple[str, ...] = ("run", "desk")
+    ) -> DeskProcess:
+        log_path = tmp_path / f"{command[-1]}-{len(started)}.log"
+        started.append(DeskProcess(settings, log_path, [*command, *args]).start())
         return started[-1]
 
     yield start
