@@ -274,10 +274,13 @@ class TrainerSettings(_Section):
 class DeskSettings(_Section):
     """The analyst case desk (`riskstream run desk`); see docs/desk.md."""
 
-    database_url: SecretStr = Field(
-        SecretStr("postgresql+psycopg://riskstream@127.0.0.1:5432/riskstream"),
-        description="SQLAlchemy URL of the desk's PostgreSQL database (secret: it may hold "
-        "the password).",
+    database_url: str = Field(
+        "postgresql+psycopg://riskstream@127.0.0.1:5432/riskstream",
+        description="SQLAlchemy URL of the desk's PostgreSQL database; put the password in "
+        "`database_password`, not here.",
+    )
+    database_password: SecretStr | None = Field(
+        None, description="Password of the database user (secret)."
     )
     host: str = Field("127.0.0.1", description="Bind address of the web server.")
     port: int = Field(8088, ge=0, le=65535, description="Web server port; 0 picks a free one.")
@@ -301,6 +304,13 @@ class DeskSettings(_Section):
     recent_alerts: int = Field(
         20, ge=1, le=500, description="The customer's other alerts shown on an alert page."
     )
+
+    @model_validator(mode="after")
+    def _no_password_in_the_url(self) -> DeskSettings:
+        # The URL is shown by `config show` and in logs; a password in it would be too.
+        if urlsplit(self.database_url).password is not None:
+            raise ValueError("desk.database_url holds a password: put it in desk.database_password")
+        return self
 
 
 class LogSettings(_Section):

@@ -12,8 +12,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stream.desk.errors import DatabaseUnavailable, DeskError
@@ -29,9 +29,14 @@ def utcnow() -> datetime:
 def make_engine(desk: DeskSettings, *, pool_size: int = 5) -> Engine:
     """An engine whose pooled connections are checked before use, so a restarted PostgreSQL
     costs one failed request at most rather than a pool of dead connections."""
-    url = desk.database_url.get_secret_value()
-    if not url.startswith("postgresql"):
+    try:
+        url = make_url(desk.database_url)
+    except ArgumentError as error:
+        raise DeskError(f"desk.database_url is not a database URL: {error}") from error
+    if url.get_backend_name() != "postgresql":
         raise DeskError("desk.database_url must be a postgresql+psycopg:// URL")
+    if desk.database_password is not None:
+        url = url.set(password=desk.database_password.get_secret_value())
     return create_engine(
         url,
         pool_size=pool_size,

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from sqlalchemy import Engine, func, select, text, tuple_, update
+from psycopg import sql
+from sqlalchemy import Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -75,48 +77,95 @@ def alert_values(
     }
 
 
+_CASES: Table = Case.__table__  # type: ignore[assignment]  # declared classes map Tables
+# Statements built once and run with a list of parameter sets: SQLAlchemy sends them as a few
+# multi-row statements (insertmanyvalues) or one psycopg pipeline, and caches their compilation;
+# a VALUES list built per batch cost ~0.5 s of compiling for 500 rows.
+_NEW_CASE = insert(_CASES).on_conflict_do_nothing(
+    index_elements=["customer_id", "typology"],
+    # A literal, as in the index: a bound parameter would not match it once psycopg
+    # prepares the statement (from its fifth run).
+    index_where=text("status = 'open'"),
+)
+_COUNT_ALERTS = (
+    update(_CASES)
+    .where(_CASES.c.id == bindparam("b_case"))
+    .values(
+        alert_count=_CASES.c.alert_count + bindparam("b_count"),
+        open_alerts=_CASES.c.open_alerts + bindparam("b_count"),
+        max_score=func.greatest(_CASES.c.max_score, bindparam("b_top")),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def _insert_alerts(db: Session, rows: list[dict[str, object]]) -> list[tuple[int, float]]:
+    """Insert the rows that are new, returning (case id, score) of each inserted one.
+
+    COPY into a per-connection temporary table, then one INSERT ... SELECT ... ON CONFLICT: the
+    rows travel in PostgreSQL's bulk format instead of as thousands of bound parameters, which
+    is what lets one intake keep up with thousands of alerts a second."""
+    driver = db.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS intake_batch "
+            "(LIKE alerts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        columns = list(rows[0])
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        with cursor.copy(sql.SQL("COPY intake_batch ({}) FROM STDIN").format(names)) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in columns])
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO alerts ({0}) SELECT {0} FROM intake_batch "
+                "ON CONFLICT (alert_id) DO NOTHING RETURNING case_id, score"
+            ).format(names)
+        )
+        inserted = [(int(case_id), float(score)) for case_id, score in cursor.fetchall()]
+        cursor.execute("TRUNCATE intake_batch")  # the transaction goes on (the cases' update)
+    return inserted
+
+
 def _open_cases(
     db: Session, scenarios: set[tuple[str, str]], now: datetime
 ) -> dict[tuple[str, str], int]:
     """The open case of each (customer, typology), opening the missing ones; rows locked until
     the transaction ends, so a concurrent disposition cannot close a case under us."""
+    connection = db.connection()
     found: dict[tuple[str, str], int] = {}
     for _ in range(3):  # a case closed between our insert and select is opened again
         missing = scenarios - found.keys()
         if not missing:
             return found
-        db.execute(
-            insert(Case)
-            .values(
-                [
-                    {
-                        "customer_id": c,
-                        "typology": t,
-                        "status": "open",
-                        "opened_at": now,
-                        "updated_at": now,
-                        "alert_count": 0,
-                        "open_alerts": 0,
-                        "max_score": 0.0,
-                    }
-                    for c, t in sorted(missing)
-                ]
-            )
-            .on_conflict_do_nothing(
-                index_elements=["customer_id", "typology"],
-                # A literal, as in the index: a bound parameter would not match it once
-                # psycopg prepares the statement (from its fifth run).
-                index_where=text("status = 'open'"),
-            )
+        connection.execute(
+            _NEW_CASE,
+            [
+                {
+                    "customer_id": c,
+                    "typology": t,
+                    "status": "open",
+                    "opened_at": now,
+                    "updated_at": now,
+                    "alert_count": 0,
+                    "open_alerts": 0,
+                    "max_score": 0.0,
+                }
+                for c, t in sorted(missing)
+            ],
         )
-        rows = db.execute(
-            select(Case.id, Case.customer_id, Case.typology)
-            .where(Case.status == "open", tuple_(Case.customer_id, Case.typology).in_(missing))
-            .order_by(Case.id)
+        rows = connection.execute(
+            select(_CASES.c.id, _CASES.c.customer_id, _CASES.c.typology)
+            .where(
+                _CASES.c.status == "open", _CASES.c.customer_id.in_(sorted({c for c, _ in missing}))
+            )
+            .order_by(_CASES.c.id)
             .with_for_update()
         )
         for case_id, customer_id, typology in rows:
-            found[(customer_id, typology)] = case_id
+            if (customer_id, typology) in missing:
+                found[(customer_id, typology)] = case_id
     raise DatabaseUnavailable("could not find or open the cases of a batch (kept closing)")
 
 
@@ -154,26 +203,19 @@ def store_alerts(db: Session, messages: Sequence[Received]) -> StoreResult:
         alert_values(a, raw, source, cases[(a.event.customer_id, a.typology.value)], now)
         for a, raw, source in new
     ]
-    inserted = db.execute(
-        insert(AlertRow)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["alert_id"])
-        .returning(AlertRow.case_id, AlertRow.score)
-    ).all()
+    inserted = _insert_alerts(db, rows)
+    connection = db.connection()
     per_case: dict[int, tuple[int, float]] = {}
     for case_id, score in inserted:
         count, top = per_case.get(case_id, (0, 0.0))
         per_case[case_id] = (count + 1, max(top, score))
-    for case_id, (count, top) in per_case.items():
-        db.execute(
-            update(Case)
-            .where(Case.id == case_id)
-            .values(
-                alert_count=Case.alert_count + count,
-                open_alerts=Case.open_alerts + count,
-                max_score=func.greatest(Case.max_score, top),
-                updated_at=now,
-            )
+    if per_case:
+        connection.execute(
+            _COUNT_ALERTS,
+            [
+                {"b_case": c, "b_count": n, "b_top": top, "b_now": now}
+                for c, (n, top) in sorted(per_case.items())
+            ],
         )
     duplicates += len(new) - len(inserted)
     return StoreResult(len(inserted), duplicates, rejected)

@@ -178,12 +178,10 @@ def up(
 
 
 def _upgrade_desk(url: str) -> None:
-    from pydantic import SecretStr
-
     from stream.desk.database import make_engine, upgrade
     from stream.settings import DeskSettings
 
-    engine = make_engine(DeskSettings(database_url=SecretStr(url)))
+    engine = make_engine(DeskSettings(database_url=url))
     try:
         upgrade(engine)
     finally:

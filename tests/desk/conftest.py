@@ -31,7 +31,6 @@ import pytest
 import uvicorn
 from confluent_kafka import Consumer, Message, Producer
 from psycopg import sql
-from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
@@ -138,7 +137,7 @@ def engine(desk_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def desk_config(desk_url: str) -> DeskSettings:
     return DeskSettings(
-        database_url=SecretStr(desk_url),
+        database_url=desk_url,
         intake_group_id=f"desk-{uuid.uuid4().hex[:8]}",
         relay_idle_s=0.1,
     )

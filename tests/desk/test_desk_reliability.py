@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -77,7 +76,7 @@ def test_postgres_killed_mid_use_loses_no_disposition_and_sends_no_label_twice(
     desk_settings = test_settings.model_copy(
         update={
             "desk": test_settings.desk.model_copy(
-                update={"database_url": SecretStr(url), "port": port, "relay_idle_s": 0.05}
+                update={"database_url": url, "port": port, "relay_idle_s": 0.05}
             )
         }
     )
