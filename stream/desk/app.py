@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
@@ -179,8 +180,6 @@ def _auth_routes(app: FastAPI) -> None:
             add_user(db, username, password, role, by=who.user)
         except UserError as error:
             db.rollback()
-            from urllib.parse import quote
-
             return RedirectResponse(f"/admin/users?error={quote(str(error))}", status_code=303)
         db.commit()
         return RedirectResponse("/admin/users", status_code=303)

@@ -4,7 +4,7 @@ signed-in user (or a redirect to the login page), role checks, CSRF checks and r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +30,10 @@ class DeskState:
     settings: Settings
     engine: Engine
     records: ScoredRecordStore | None
+    model_versions: list[str] = field(default_factory=list)
+    """The queue's model-version choices, read at most once a minute (a DISTINCT over every
+    alert costs more than the rest of a queue page)."""
+    model_versions_at: float = float("-inf")
 
 
 class NotSignedIn(Exception):

@@ -14,6 +14,7 @@ A message that is not a valid alert is kept in ``intake_rejects`` with the reaso
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -169,11 +170,21 @@ def _open_cases(
     raise DatabaseUnavailable("could not find or open the cases of a batch (kept closing)")
 
 
-def store_alerts(db: Session, messages: Sequence[Received]) -> StoreResult:
-    """Store a batch of alert messages in the caller's transaction."""
-    now = utcnow()
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    alerts: list[tuple[Alert, bytes, str]]
+    """The first copy of each alert id in the batch: (alert, raw bytes, source)."""
+    rejects: list[tuple[Received, str]]
+    """Messages that are not alerts, with the reason."""
+    repeats: int
+    """Copies of an alert id already in the batch."""
+
+
+def decode_batch(messages: Sequence[Received]) -> DecodedBatch:
+    """Validate every message as an Alert (no I/O: the intake does this while the database
+    writes the previous batch)."""
     alerts: dict[str, tuple[Alert, bytes, str]] = {}
-    rejected = 0
+    rejects: list[tuple[Received, str]] = []
     for message in messages:
         try:
             alert = decode(Alert, message.raw)
@@ -181,16 +192,27 @@ def store_alerts(db: Session, messages: Sequence[Received]) -> StoreResult:
             log.warning(
                 "alert message at %s is not a valid alert: %s", message.source, error.reason
             )
-            db.add(
-                IntakeReject(
-                    source=message.source[:300], reason=error.reason, raw=message.raw, stored_at=now
-                )
-            )
-            rejected += 1
+            rejects.append((message, error.reason))
             continue
         assert message.raw is not None
         alerts.setdefault(alert.alert_id, (alert, message.raw, message.source))
-    duplicates = len(messages) - rejected - len(alerts)
+    return DecodedBatch(list(alerts.values()), rejects, len(messages) - len(rejects) - len(alerts))
+
+
+def store_alerts(db: Session, messages: Sequence[Received]) -> StoreResult:
+    """Store a batch of alert messages in the caller's transaction."""
+    return store_decoded(db, decode_batch(messages))
+
+
+def store_decoded(db: Session, batch: DecodedBatch) -> StoreResult:
+    """Store a decoded batch in the caller's transaction."""
+    now = utcnow()
+    for message, reason in batch.rejects:
+        db.add(
+            IntakeReject(source=message.source[:300], reason=reason, raw=message.raw, stored_at=now)
+        )
+    rejected, duplicates = len(batch.rejects), batch.repeats
+    alerts = {alert.alert_id: (alert, raw, source) for alert, raw, source in batch.alerts}
     if not alerts:
         return StoreResult(0, duplicates, rejected)
     known = set(db.scalars(select(AlertRow.alert_id).where(AlertRow.alert_id.in_(list(alerts)))))
@@ -225,30 +247,74 @@ def _source(message: Message) -> str:
     return f"{message.topic()}[{message.partition()}]@{message.offset()}"
 
 
+def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (str(message.topic()), int(message.partition() or 0))
+        last[key] = max(last.get(key, -1), int(message.offset() or 0))
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+_Work = tuple[DecodedBatch, list[TopicPartition]] | None
+
+
 class IntakeWorker:
-    """Consume alerts into the database until :meth:`stop`; one transaction per batch."""
+    """Consume alerts into the database until :meth:`stop`; one transaction per batch.
+
+    Two threads: this one polls and decodes, a writer stores. While the database writes batch
+    N, batch N+1 is decoded; offsets are committed here, in order, once their batch is stored.
+    """
 
     def __init__(self, settings: Settings, engine: Engine, *, retry_s: float = 1.0) -> None:
         self._settings = settings
         self._engine = engine
         self._retry_s = retry_s
         self._stopping = threading.Event()
+        self._failure: BaseException | None = None
         self.stored = 0
 
     def stop(self) -> None:
         self._stopping.set()
 
-    def _store(self, messages: list[Message]) -> StoreResult:
-        batch = [Received(m.value(), _source(m)) for m in messages]
+    def _store(self, batch: DecodedBatch) -> StoreResult:
         while True:
             try:
                 with guarded(), Session(self._engine) as db, db.begin():
-                    return store_alerts(db, batch)
+                    return store_decoded(db, batch)
             except DatabaseUnavailable as error:
                 if self._stopping.is_set():
                     raise
                 log.warning("intake: %s; retrying the batch in %.1f s", error, self._retry_s)
                 time.sleep(self._retry_s)
+
+    def _write(self, pending: queue.Queue[_Work], done: queue.Queue[list[TopicPartition]]) -> None:
+        while (work := pending.get()) is not None:
+            batch, offsets = work
+            try:
+                result = self._store(batch)
+            except DatabaseUnavailable:
+                return  # stopping while the database is away: the batch is read again
+            except BaseException as error:  # noqa: BLE001 - handed to the polling thread, re-raised
+                self._failure = error
+                return
+            self.stored += result.stored
+            if result.stored or result.rejected:
+                log.info(
+                    "intake: stored %d alert(s), %d duplicate(s), %d rejected",
+                    result.stored,
+                    result.duplicates,
+                    result.rejected,
+                )
+            done.put(offsets)
+
+    @staticmethod
+    def _commit(consumer: Consumer, done: queue.Queue[list[TopicPartition]]) -> None:
+        while not done.empty():
+            offsets = done.get_nowait()
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as error:  # a lost partition: its new owner re-reads them
+                log.warning("intake: commit failed (%s); those alerts may be read again", error)
 
     def run(self) -> None:
         desk = self._settings.desk
@@ -257,11 +323,15 @@ class IntakeWorker:
         log.info(
             "intake: reading %s as group %s", self._settings.topics.alerts, desk.intake_group_id
         )
+        pending: queue.Queue[_Work] = queue.Queue(maxsize=1)
+        done: queue.Queue[list[TopicPartition]] = queue.Queue()
+        writer = threading.Thread(target=self._write, args=(pending, done), name="intake-writer")
+        writer.start()
         try:
-            while not self._stopping.is_set():
-                polled = consumer.consume(desk.intake_batch_max, timeout=0.5)
+            while not self._stopping.is_set() and writer.is_alive():
+                self._commit(consumer, done)
                 messages = []
-                for message in polled:
+                for message in consumer.consume(desk.intake_batch_max, timeout=0.5):
                     error = message.error()
                     if error is None:
                         messages.append(message)
@@ -271,26 +341,25 @@ class IntakeWorker:
                         log.warning("intake consumer: %s", error.str())
                 if not messages:
                     continue
-                try:
-                    result = self._store(messages)
-                except DatabaseUnavailable:
-                    break  # stopping while the database is away: the batch is read again
-                self.stored += result.stored
-                if result.stored or result.rejected:
-                    log.info(
-                        "intake: stored %d alert(s), %d duplicate(s), %d rejected",
-                        result.stored,
-                        result.duplicates,
-                        result.rejected,
-                    )
-                last: dict[tuple[str, int], int] = {}
-                for message in messages:
-                    key = (str(message.topic()), int(message.partition() or 0))
-                    last[key] = max(last.get(key, -1), int(message.offset() or 0))
-                offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-                try:
-                    consumer.commit(offsets=offsets, asynchronous=False)
-                except KafkaException as error:  # a lost partition: its new owner re-reads them
-                    log.warning("intake: commit failed (%s); those alerts may be read again", error)
+                work = (
+                    decode_batch([Received(m.value(), _source(m)) for m in messages]),
+                    _next_offsets(messages),
+                )
+                while writer.is_alive():  # wait for room, committing what gets stored
+                    try:
+                        pending.put(work, timeout=0.2)
+                        break
+                    except queue.Full:
+                        self._commit(consumer, done)
         finally:
+            while writer.is_alive():
+                try:
+                    pending.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            writer.join()
+            self._commit(consumer, done)
             consumer.close()
+        if self._failure is not None:
+            raise RuntimeError("the intake's writer failed") from self._failure

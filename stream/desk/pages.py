@@ -3,13 +3,15 @@ page. Every handler needs a session; every form post needs the session's CSRF to
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_, select, update
 
-from schemas import SUSPICIOUS_TYPOLOGIES, Alert, Typology, decode
+from schemas import SUSPICIOUS_TYPOLOGIES, Alert, decode
 from stream.desk import plots
 from stream.desk.auth import audit
 from stream.desk.database import utcnow
@@ -68,9 +70,17 @@ def queue(request: Request, who: Who, db: Db) -> HTMLResponse:
         ages=list(AGES),
         sorts=SORTS,
         typologies=[t.value for t in SUSPICIOUS_TYPOLOGIES],
-        models=model_versions(db),
+        models=_model_versions(request, db),
         format_amount=format_amount,
     )
+
+
+def _model_versions(request: Request, db: Db) -> list[str]:
+    desk = state(request)
+    if time.monotonic() - desk.model_versions_at > 60:
+        desk.model_versions = model_versions(db)
+        desk.model_versions_at = time.monotonic()
+    return desk.model_versions
 
 
 def _alert_row(db: Db, alert_id: str) -> AlertRow:
@@ -165,8 +175,6 @@ def disposition(
         record_disposition(db, who.user, row.alert_id, verdict, typology or None, note)
     except DispositionRefused as error:
         db.rollback()
-        from urllib.parse import quote
-
         return _see_other(f"/alerts/{alert_id}?error={quote(str(error))}")
     db.commit()
     return _see_other(f"/cases/{row.case_id}" if verdict != Verdict.NEEDS_INFO else "/queue")
@@ -252,6 +260,3 @@ def audit_page(request: Request, who: Supervisor, db: Db) -> HTMLResponse:
     if target:
         query = query.where(or_(AuditEntry.target == target, AuditEntry.username == target))
     return render(request, "audit.html", entries=db.scalars(query).all(), target=target)
-
-
-__all__ = ["Typology", "router"]

@@ -10,12 +10,20 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, TextClause, and_, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from schemas import Typology
 from stream.desk.database import utcnow
-from stream.desk.tables import AlertRow, AlertStatus, Disposition, IntakeReject, OutboxRow, User
+from stream.desk.tables import (
+    ACTIVE_SQL,
+    AlertRow,
+    AlertStatus,
+    Disposition,
+    IntakeReject,
+    OutboxRow,
+    User,
+)
 
 ACTIVE = (AlertStatus.OPEN.value, AlertStatus.NEEDS_INFO.value)
 CLOSED = (AlertStatus.SUSPICIOUS.value, AlertStatus.LEGITIMATE.value)
@@ -104,10 +112,11 @@ class QueueFilter:
         }
         return "/queue" + (f"?{urlencode(params)}" if params else "")
 
-    def conditions(self, user_id: int, now: datetime) -> list[ColumnElement[bool]]:
-        where: list[ColumnElement[bool]] = []
-        statuses = STATUSES[self.status]
-        if statuses is not None:
+    def conditions(self, user_id: int, now: datetime) -> list[ColumnElement[bool] | TextClause]:
+        where: list[ColumnElement[bool] | TextClause] = []
+        if self.status == "active":
+            where.append(text(ACTIVE_SQL))  # the partial indexes' own predicate
+        elif (statuses := STATUSES[self.status]) is not None:
             where.append(AlertRow.status.in_(statuses))
         if self.typology:
             where.append(AlertRow.typology == self.typology)

@@ -50,6 +50,11 @@ class AlertStatus(StrEnum):
     LEGITIMATE = "legitimate"
 
 
+# The predicate of the active-queue indexes. Queries must use this very text (not bound
+# parameters) for PostgreSQL to prove they can use those indexes.
+ACTIVE_SQL = "status IN ('open', 'needs_info')"
+
+
 class Verdict(StrEnum):
     SUSPICIOUS = "suspicious"
     LEGITIMATE = "legitimate"
@@ -116,6 +121,10 @@ class AlertRow(Base):
     __tablename__ = "alerts"
     __table_args__ = (
         Index("ix_alerts_status_score", "status", "score"),
+        # The default queue (open and needs-information alerts) in score or time order, read
+        # straight from an index: no sort of every active alert for a page of 50.
+        Index("ix_alerts_active_score", "score", postgresql_where=text(ACTIVE_SQL)),
+        Index("ix_alerts_active_emitted", "emitted_at", postgresql_where=text(ACTIVE_SQL)),
         Index("ix_alerts_status_emitted", "status", "emitted_at"),
         Index("ix_alerts_customer_time", "customer_id", "event_time"),
         Index("ix_alerts_case", "case_id"),

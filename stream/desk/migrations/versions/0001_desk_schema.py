@@ -99,6 +99,20 @@ def upgrade() -> None:
     op.create_index("ix_alerts_status_emitted", "alerts", ["status", "emitted_at"], unique=False)
     op.create_index("ix_alerts_status_score", "alerts", ["status", "score"], unique=False)
     op.create_index("ix_alerts_typology", "alerts", ["typology"], unique=False)
+    op.create_index(
+        "ix_alerts_active_score",
+        "alerts",
+        ["score"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('open', 'needs_info')"),
+    )
+    op.create_index(
+        "ix_alerts_active_emitted",
+        "alerts",
+        ["emitted_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('open', 'needs_info')"),
+    )
     op.create_table(
         "audit",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -219,6 +233,8 @@ def downgrade() -> None:
     op.drop_index("ix_audit_target", table_name="audit")
     op.drop_index("ix_audit_at", table_name="audit")
     op.drop_table("audit")
+    op.drop_index("ix_alerts_active_emitted", table_name="alerts")
+    op.drop_index("ix_alerts_active_score", table_name="alerts")
     op.drop_index("ix_alerts_typology", table_name="alerts")
     op.drop_index("ix_alerts_status_score", table_name="alerts")
     op.drop_index("ix_alerts_status_emitted", table_name="alerts")
