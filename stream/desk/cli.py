@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -196,3 +197,37 @@ def _user_change(apply: Callable[[Session], object]) -> None:
         raise _fail(str(error)) from error
     finally:
         engine.dispose()
+
+
+def demo_banner(settings: Settings, secret_file: Path) -> str:
+    """The line `riskstream demo` prints about the desk: its URL and a login (a supervisor named
+    ``demo``, created on first use with a random password kept in ``secret_file``, 0600, so
+    later demos print the same one)."""
+    import secrets
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from stream.desk.auth import add_user
+    from stream.desk.database import guarded, make_engine
+    from stream.desk.errors import DeskError
+    from stream.desk.tables import User
+
+    url = f"http://{settings.desk.host}:{settings.desk.port}"
+    engine = make_engine(settings.desk)
+    try:
+        with guarded(), Session(engine) as db, db.begin():
+            if db.scalar(select(User.id).where(User.username == "demo")) is not None:
+                known = secret_file.is_file()
+                password = secret_file.read_text("utf-8").strip() if known else None
+                return f"case desk: {url}  (sign in as demo / {password or '(password lost)'})"
+            password = secrets.token_urlsafe(12)
+            add_user(db, "demo", password, "supervisor")
+    except DeskError as error:
+        return f"case desk: not available ({error})"
+    finally:
+        engine.dispose()
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.touch(mode=0o600)
+    secret_file.write_text(password + "\n", "utf-8")
+    return f"case desk: {url}  (sign in as demo / {password})"
