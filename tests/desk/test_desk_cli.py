@@ -92,3 +92,15 @@ def test_the_demo_login_is_created_once_and_kept_private(
         }
     )
     assert demo_banner(down, secret).startswith("case desk: not available")
+
+
+def test_the_migrations_create_exactly_the_declared_tables(engine: Engine) -> None:
+    """Alembic's own comparison of the migrated database with stream/desk/tables.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from stream.desk.tables import Base
+
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
