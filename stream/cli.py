@@ -10,6 +10,7 @@ from models.cli import model_app
 from stream.alerts.cli import alerts_app
 from stream.backtest.cli import backtest_app
 from stream.demo import demo
+from stream.desk.cli import desk, desk_app
 from stream.devenv.cli import app as dev_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
@@ -34,16 +35,18 @@ app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(trainer_app, name="trainer")
 app.add_typer(backtest_app, name="backtest")
+app.add_typer(desk_app, name="desk")
 app.command("simulate")(simulate)
 app.command("demo")(demo)
 app.command("replay")(replay_command)
 
 run_app = typer.Typer(
-    help="Long-running workers: the scorer and the trainer.", no_args_is_help=True
+    help="Long-running workers: the scorer, the trainer and the case desk.", no_args_is_help=True
 )
 app.add_typer(run_app, name="run")
 run_app.command("scorer")(scorer)
 run_app.command("trainer")(trainer)
+run_app.command("desk")(desk)
 
 
 @app.callback()

@@ -3,7 +3,8 @@
 1. a real Kafka broker and redis-server on 127.0.0.1 (`riskstream dev up`), unless running;
 2. a model: if the registry has no champion, simulate a labelled training set and train the
    small `demo` preset (a few minutes on 2 cores), then promote it;
-3. the scorer as a child process (`riskstream run scorer`);
+3. the scorer as a child process (`riskstream run scorer`), and the case desk
+   (`riskstream run desk`, its URL and a demo login printed);
 4. the simulator as a child process, streaming fresh traffic into `transactions` at a rate;
 5. alerts printed here as the scorer emits them.
 
@@ -121,6 +122,10 @@ def demo(
         since = datetime.now(UTC)
         scorer = _start("scorer", _riskstream("run", "scorer"), demo_dir / "scorer.log")
         children.append(scorer)
+        from stream.desk.cli import demo_banner
+
+        children.append(_start("desk", _riskstream("run", "desk"), demo_dir / "desk.log"))
+        typer.echo(demo_banner(settings, demo_dir / "desk-login.txt"))
         simulator = _start(
             "simulator",
             _riskstream(

@@ -311,6 +311,48 @@ class TrainerSettings(_Section):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on a graceful shutdown.")
 
 
+class DeskSettings(_Section):
+    """The analyst case desk (`riskstream run desk`); see docs/desk.md."""
+
+    database_url: str = Field(
+        "postgresql+psycopg://riskstream@127.0.0.1:5432/riskstream",
+        description="SQLAlchemy URL of the desk's PostgreSQL database; put the password in "
+        "`database_password`, not here.",
+    )
+    database_password: SecretStr | None = Field(
+        None, description="Password of the database user (secret)."
+    )
+    host: str = Field("127.0.0.1", description="Bind address of the web server.")
+    port: int = Field(8088, ge=0, le=65535, description="Web server port; 0 picks a free one.")
+    session_minutes: float = Field(
+        480.0, gt=0, description="A login session expires this long after sign-in."
+    )
+    secure_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind a TLS proxy)."
+    )
+    intake_group_id: str = Field("riskstream-desk", description="Kafka group of the intake.")
+    intake_batch_max: int = Field(
+        500, ge=1, le=10_000, description="Alerts stored per database transaction, at most."
+    )
+    relay_batch_max: int = Field(
+        200, ge=1, le=10_000, description="Outbox rows published per round, at most."
+    )
+    relay_idle_s: float = Field(
+        0.5, gt=0, description="How long the relay sleeps when the outbox is empty."
+    )
+    page_size: int = Field(50, ge=5, le=500, description="Alerts per queue page.")
+    recent_alerts: int = Field(
+        20, ge=1, le=500, description="The customer's other alerts shown on an alert page."
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_the_url(self) -> DeskSettings:
+        # The URL is shown by `config show` and in logs; a password in it would be too.
+        if urlsplit(self.database_url).password is not None:
+            raise ValueError("desk.database_url holds a password: put it in desk.database_password")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, description="One JSON object per line.")
@@ -339,6 +381,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     scorer: ScorerSettings = ScorerSettings()
     trainer: TrainerSettings = TrainerSettings()
+    desk: DeskSettings = DeskSettings()
     log: LogSettings = LogSettings()
 
 
