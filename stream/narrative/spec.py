@@ -78,7 +78,7 @@ class Template:
 TEMPLATES: Final[dict[str, Template]] = {
     "n1": Template("f1", LEVELED_N1, 128),
     # n2's length: chosen from measured narrative lengths (BENCHMARKS.md, narrative length)
-    "n2": Template("f2", LEVELED_N2, 160),
+    "n2": Template("f2", LEVELED_N2, 112),
 }
 LEVELED: Final = TEMPLATES[TEMPLATE_VERSION].leveled
 """The fitted levels of the current template."""

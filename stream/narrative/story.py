@@ -18,7 +18,7 @@ from schemas.common import Direction
 from stream.context.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
 from stream.context.story import StoryEntry
 from stream.narrative.spec import NarrativeSpec
-from stream.narrative.words import AMOUNT_LEVELS, COUNTERPARTY_NOUNS, EVENT_PHRASES
+from stream.narrative.words import AMOUNT_LEVELS, COUNTERPARTY_NOUNS, STORY_PHRASES
 
 MEMO_MAX_CHARS: Final = 40
 """The reference is cut (at a word boundary) to this many characters; measured to keep p99
@@ -84,7 +84,7 @@ def entry_text(entry: StoryEntry, spec: NarrativeSpec) -> str:
     channel = _CHANNELS[entry.channel_code]
     noun = COUNTERPARTY_NOUNS[(_TYPES[entry.counterparty_type_code], direction)]
     parts = [
-        f"{when(entry.seconds_before)}: {EVENT_PHRASES[(channel, direction)]}",
+        f"{when(entry.seconds_before)}: {STORY_PHRASES[(channel, direction)]}",
         AMOUNT_LEVELS[spec.level("amount_usd", entry.amount_usd)].removeprefix("amount "),
     ]
     vs_usual = _VS_USUAL_SHORT[spec.level("amount_zscore", entry.zscore)]

@@ -143,12 +143,12 @@ def compromised_terminal(ctx: Context) -> int:
     The cards that pay there meanwhile are copied (their own payments are genuine: kept in a
     separate, legitimate scenario). The tampered terminal also charges some of them twice -
     frauds at the point itself: a second payment of about the same amount minutes after the
-    genuine one - and the fraudsters later spend about half of the copied cards elsewhere:
-    cash from ATMs with a cloned card, or ordinary-looking purchases in other shops, days to
-    weeks after the skim. None of it is unusual for the card by amount or place; the
-    cardholders' chargebacks arrive with the usual, varying delays (see ``_labels``), so the
-    terminal's confirmed frauds accumulate while it is still compromised: that history, and a
-    card's payment at a point since confirmed compromised, is what connects the victims.
+    genuine one, nothing unusual for the card - and the fraudsters later use about half of the
+    copied cards elsewhere, days to weeks after the skim (``_cash_out``). The cardholders'
+    chargebacks arrive with the usual, varying delays (see ``_labels``), so the terminal's
+    confirmed frauds accumulate while it is still compromised: that history gives the point's
+    later frauds away, and a card's payment at a point since confirmed compromised makes its
+    cash-out stand out from an ordinary splurge.
     """
     rng, m = ctx.rng, ctx.world.merchants
     stores = ctx.world.customers.stores
@@ -189,28 +189,38 @@ def compromised_terminal(ctx: Context) -> int:
                 role=cat.ROLE_VICTIM, **at_point,
             )  # fmt: skip
         if rng.random() < 0.5:
-            _cash_out(ctx, fraud, card, ctx.days_later(t, 3, 21, cat.HOURS_SHOPPING))
+            _cash_out(ctx, fraud, card, ctx.days_later(t, 3, 21, cat.HOURS_SHOPPING), merchant)
     skims.close()
     return fraud.close()
 
 
-def _cash_out(ctx: Context, scenario: Scenario, card: int, t: int) -> None:
-    """One to three uses of a copied card: cash from ATMs with a clone, or purchases in
-    ordinary shops, at amounts the cardholder could have spent."""
+def _cash_out(ctx: Context, scenario: Scenario, card: int, t: int, avoid: int) -> None:
+    """What fraudsters do with a copied card: a cloned card emptied at ATMs the cardholder
+    never uses - two to four withdrawals near the daily limit within the hour, at any hour -
+    or spent on resellable goods (electronics, jewellery, gift cards) in other shops than the
+    skimmed one (``avoid``)."""
     rng, world = ctx.rng, ctx.world
-    atms = world.places.atms
-    for _ in range(int(rng.integers(1, 4))):
-        if rng.random() < 0.5:
-            notes = int(rng.choice([4, 5, 8, 10, 15, 20]))
+    if rng.random() < 0.5:
+        atms = world.places.atms
+        own = set(world.customers.atms[card].tolist())
+        atm = int(atms[rng.integers(0, len(atms))])
+        while atm in own and len(atms) > 2:
+            atm = int(atms[rng.integers(0, len(atms))])
+        t = ctx.at((t - world.start_ms) / 86_400_000, ANY_HOUR)
+        for _ in range(int(rng.integers(2, 5))):
             scenario.event(
                 t=t, cust=card, channel=cat.ATM_CH, direction=cat.OUTBOUND,
-                usd=20.0 * notes, cp=int(atms[rng.integers(0, len(atms))]), country=cat.US,
-                role=cat.ROLE_VICTIM,
+                usd=20.0 * int(rng.integers(10, 26)), cp=atm, country=cat.US, role=cat.ROLE_VICTIM,
             )  # fmt: skip
-        else:
-            merchant = ctx.merchant(STORE, country=cat.US)
-            usd = ctx.typical_usd(card, merchant) * float(rng.uniform(0.8, 2.5))
-            ctx.card_event(
-                scenario, t=t, cust=card, merchant=merchant, usd=usd, role=cat.ROLE_VICTIM
-            )
-        t = ctx.later(t, 5, 180)
+            t = ctx.later(t, 2, 25)
+        return
+    for _ in range(int(rng.integers(1, 4))):
+        merchant = ctx.merchant(STORE, mccs=cat.RISKY_MCC_CODES, country=cat.US)
+        if merchant == avoid:
+            continue
+        median = float(cat.MCC_MEDIAN_USD[world.merchants.mcc[merchant]])
+        ctx.card_event(
+            scenario, t=t, cust=card, merchant=merchant,
+            usd=float(np.clip(median * rng.uniform(1.0, 4.0), 40, 2_000)), role=cat.ROLE_VICTIM,
+        )  # fmt: skip
+        t = ctx.later(t, 5, 120)
