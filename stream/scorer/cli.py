@@ -45,8 +45,15 @@ def scorer(
     """Consume transactions, score micro-batches and produce alerts until SIGTERM/SIGINT.
 
     On a signal the batch in flight is finished, its outputs flushed and its offsets
-    committed; then the process exits 0 (or 3 if that took longer than
-    scorer.shutdown_timeout_s + 10 s, in which case nothing uncommitted was lost either).
+    committed. Nothing uncommitted is ever lost: whatever the exit, it is reprocessed.
+
+    \b
+    Exit codes:
+      0  stopped by SIGTERM/SIGINT, everything committed
+      1  the batch in flight could not be finished within scorer.shutdown_timeout_s
+      2  cannot start or go on: no champion or one that cannot be loaded, Kafka or Redis
+         refused the credentials, Redis lost the context, fenced by a newer instance
+      3  stopping took longer than scorer.shutdown_timeout_s + 10 s (watchdog)
     """
     from stream.scorer.app import build_scorer
     from stream.scorer.errors import ScorerFatal
