@@ -186,6 +186,20 @@ def _assemble(
     )
     metrics = ScorerMetrics()
     health = Health(stall_after_s=max(60.0, settings.scorer.shutdown_timeout_s))
+    server = None
+    if serve_metrics:
+        # Bound before the Kafka clients exist: a taken port is a start-up failure to report,
+        # not a traceback with a consumer left running.
+        try:
+            server = MetricsServer(
+                settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry,
+                health,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ScorerFatal(
+                f"metrics server on {settings.scorer.metrics_host}:"
+                f"{settings.scorer.metrics_port}: {exc}"
+            ) from exc
     runner = ScorerRunner(
         settings,
         watcher=watcher,
@@ -197,10 +211,7 @@ def _assemble(
         shadow=shadow,
         alert_mode=alert_mode,
     )
-    server = None
-    if serve_metrics:
-        server = MetricsServer(
-            settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry, health
-        ).start()
+    if server is not None:
+        server.start()
     watcher.start()
     return ScorerApp(runner, watcher, server)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 import typer
 
 from stream.settings import load_settings
+
+log = logging.getLogger(__name__)
 
 trainer_app = typer.Typer(help="The feedback loop: labels, fine-tunes, promotions.")
 
@@ -23,18 +26,30 @@ def trainer(
     """Consume labels, fine-tune challengers periodically and promote better ones, until
     SIGTERM/SIGINT.
 
-    On a signal a running fine-tune is stopped (nothing half-written is left), acknowledged
-    labels are committed, and the process exits 0; 2 if it stopped on an error it cannot
-    retry (the label in hand is read again after a restart); 3 if stopping took longer than
-    trainer.shutdown_timeout_s + 10 s."""
-    from stream.trainer.app import TrainerWorker
+    On a signal a running fine-tune is stopped (nothing half-written is left) and
+    acknowledged labels are committed.
+
+    \b
+    Exit codes:
+      0  stopped by SIGTERM/SIGINT
+      2  cannot start or go on: Redis refused the credentials or did not answer, the
+         metrics port is taken, a label cannot be processed or read (e.g. a codec is
+         missing); the label in hand is read again after a restart
+      3  stopping took longer than trainer.shutdown_timeout_s + 10 s (watchdog)"""
+    from stream.scorer.errors import ScorerFatal
+    from stream.trainer.app import EXIT_FATAL, TrainerWorker
 
     settings = load_settings()
     if shadow is not None:
         settings = settings.model_copy(
             update={"trainer": settings.trainer.model_copy(update={"shadow_mode": shadow})}
         )
-    raise typer.Exit(TrainerWorker(settings).run())
+    try:
+        worker = TrainerWorker(settings)
+    except ScorerFatal as exc:
+        log.critical("trainer cannot start: %s", exc)
+        raise typer.Exit(EXIT_FATAL) from None
+    raise typer.Exit(worker.run())
 
 
 @trainer_app.command("status")
