@@ -8,6 +8,7 @@ import typer
 
 from models.cli import model_app
 from stream.alerts.cli import alerts_app
+from stream.analyst.cli import analyst
 from stream.backtest.cli import backtest_app
 from stream.demo import demo
 from stream.devenv.cli import app as dev_app
@@ -39,11 +40,13 @@ app.command("demo")(demo)
 app.command("replay")(replay_command)
 
 run_app = typer.Typer(
-    help="Long-running workers: the scorer and the trainer.", no_args_is_help=True
+    help="Long-running workers: the scorer, the trainer and the simulated analyst desk.",
+    no_args_is_help=True,
 )
 app.add_typer(run_app, name="run")
 run_app.command("scorer")(scorer)
 run_app.command("trainer")(trainer)
+run_app.command("analyst")(analyst)
 
 
 @app.callback()
