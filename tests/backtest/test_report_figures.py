@@ -219,6 +219,12 @@ def test_the_report_command_writes_the_hand_figures_and_an_html_report(
     for title in ("Precision-recall", "Score histograms", "Alerts over time", "Recall per"):
         assert title in html
     assert "<script" not in html  # self-contained and static
+    # counts read as whole numbers and milliseconds to a tenth, not as 4-decimal shares
+    assert "<td>median events to detect</td><td>2</td>" in html
+    assert "<td>received to scored</td><td>5</td><td>300</td>" in html
+    assert "<td>scored to emitted</td><td>5</td><td>50.0</td>" in html
+    assert "<td>S1</td><td>mule_fan_in_out</td><td>3</td><td>2</td><td>2.00</td>" in html
+    assert "2.0000" not in html and "300.0000" not in html
 
 
 def test_two_runs_side_by_side(
