@@ -4,6 +4,8 @@ need them and `riskstream --help` stays fast."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from models.cli import model_app
@@ -49,8 +51,23 @@ run_app.command("trainer")(trainer)
 run_app.command("analyst")(analyst)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"riskstream {version('riskstream')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Read settings from RISKSTREAM_* environment variables and configure logging."""
     configure_logging(load_settings().log)
 
