@@ -41,6 +41,13 @@ def analyst(
     group_id: Annotated[str, typer.Option(help="Consumer group on the alerts topic.")] = (
         "riskstream-analyst"
     ),
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve /health and /ready on this port (for containers)."
+        ),
+    ] = None,
+    health_host: Annotated[str, typer.Option(help="Bind address of /health.")] = "127.0.0.1",
 ) -> None:
     """Disposition the live alerts from the simulator's truth, as analysts would: true or
     false positive, with the alert id, on the labels topic, after a review delay.
@@ -55,12 +62,21 @@ def analyst(
     settings = load_settings()
     if not truth.is_file():
         log.warning("%s does not exist yet: alerts are looked up once it does", truth)
+    health = server = None
+    if health_port is not None:
+        from prometheus_client import CollectorRegistry
+
+        from stream.scorer.metrics import Health, MetricsServer
+
+        health = Health(stall_after_s=60.0)
+        server = MetricsServer(health_host, health_port, CollectorRegistry(), health).start()
     desk = SimulatedAnalyst(
         settings,
         TruthFile(truth.resolve()),
         delay=parse_duration(delay),
         flush_after_s=flush_after_s,
         group_id=group_id,
+        health=health,
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -69,4 +85,9 @@ def analyst(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    raise typer.Exit(desk.run())
+    try:
+        code = desk.run()
+    finally:
+        if server is not None:
+            server.stop()
+    raise typer.Exit(code)

@@ -28,6 +28,7 @@ from stream.analyst.queue import DispositionQueue, Partition
 from stream.analyst.truth import TruthFile
 from stream.kafka.clients import OutgoingMessage, TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import KafkaIOError
+from stream.scorer.metrics import Health
 from stream.settings import Settings
 from stream.simulate.truth import analyst_dispositions
 
@@ -60,6 +61,7 @@ class SimulatedAnalyst:
         delay: timedelta,
         flush_after_s: float,
         group_id: str,
+        health: Health | None = None,
     ) -> None:
         if delay < timedelta(0):
             raise ValueError("the review delay must not be negative")
@@ -71,6 +73,7 @@ class SimulatedAnalyst:
         self._seen_events: set[str] = set()
         self.counts = DeskCounts()
         self._stop = threading.Event()
+        self._health = health
         self._consumer = Consumer(
             consumer_config(
                 settings.kafka, group_id, overrides={"client.id": f"{settings.kafka.client_id}-"
@@ -93,7 +96,11 @@ class SimulatedAnalyst:
         last_alert = time.monotonic()
         last_report = time.monotonic()
         try:
+            if self._health is not None:
+                self._health.set_ready("starting")
             while not self._stop.is_set():
+                if self._health is not None:
+                    self._health.beat()
                 messages = self._consumer.consume(500, timeout=0.5)
                 for message in messages:
                     self._read(message)

@@ -37,7 +37,8 @@ ENV_EXAMPLE = REPO_ROOT / "ops" / "compose.env.example"
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 SCALED_SERVICES = ("scorer", "scorer-gpu")
 RISKSTREAM_SERVICES = (
-    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator", "cli",
+    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator",
+    "analyst", "cli",
 )  # fmt: skip
 
 
@@ -206,7 +207,7 @@ def test_service_environment_builds_valid_settings(
     assert settings.kafka.bootstrap_servers == f"kafka:{plaintext_port[1]}"
     assert settings.redis.url.startswith("redis://redis:6379/")
     assert settings.redis.password is not None, "the bundled Redis requires a password"
-    if service not in ("topic-init", "simulator", "demo-data"):  # the ones that use models
+    if service not in ("topic-init", "simulator", "demo-data", "analyst"):  # using models
         registry_mount = compose.volume_target(service, "model-registry")
         assert str(settings.model.registry_dir) == registry_mount
     if compose.target(service) == "cuda":
@@ -327,6 +328,6 @@ def test_gpu_scorer_reserves_a_gpu(compose: Any) -> None:
 
 
 def test_the_demo_needs_its_profile(compose: Any) -> None:
-    for name in ("simulator", "demo-data", "model-init"):
+    for name in ("simulator", "demo-data", "model-init", "analyst"):
         assert compose.services[name]["profiles"] == ["demo"]
     assert "simulator" not in compose.active(())
