@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from stream.cli import app
@@ -78,3 +79,30 @@ def test_trainer_status_for_people_and_as_json(
     assert readable.stdout.startswith("cases         0 suspicious, 0 legitimate")
     assert "champion      none" in readable.stdout
     assert "{" not in readable.stdout
+
+
+def _commands(group: typer.Typer, prefix: str = "") -> list[str]:
+    """Every command path (``model train``, ``demo``) of a Typer app."""
+    found = [f"{prefix}{c.name}" for c in group.registered_commands if c.name]
+    for sub in group.registered_groups:
+        assert sub.typer_instance is not None
+        assert sub.name
+        found += _commands(sub.typer_instance, f"{prefix}{sub.name} ")
+    return found
+
+
+def test_every_command_is_in_the_readme_table() -> None:
+    """The README's "What is in the box" names every command: a row's first cell lists
+    `riskstream GROUP a / b / c` (or several `riskstream ...` forms)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    cells = [line.split("|")[1] for line in readme.splitlines() if line.startswith("| `riskstream")]
+    forms = [form for cell in cells for form in cell.split("`") if form.startswith("riskstream ")]
+    listed = set()
+    for form in forms:
+        group, *rest = form.split()[1:]
+        if "/" in rest:  # `riskstream model train / eval / list`
+            listed.update(f"{group} {name}" for name in rest if name != "/")
+        else:
+            listed.add(" ".join([group, *rest]))
+    missing = [c for c in _commands(app) if c not in listed]
+    assert missing == [], f"commands missing from the README table: {missing}"
