@@ -44,7 +44,7 @@ loop has to learn from labels."""
 
 DEMO_TRAINER: dict[str, str] = {
     # A fine-tune as soon as both classes have labels, then every 150 new cases or 3 minutes.
-    "RISKSTREAM_TRAINER__MIN_LABELS_PER_CLASS": "30",
+    "RISKSTREAM_TRAINER__MIN_LABELS_PER_CLASS": "20",
     "RISKSTREAM_TRAINER__FINETUNE_EVERY_LABELS": "150",
     "RISKSTREAM_TRAINER__FINETUNE_EVERY_MINUTES": "3",
     # Labels come within two simulated days (see the simulator's options below), so events
@@ -121,10 +121,12 @@ def ensure_model(settings: Settings, demo_dir: Path, customers: int, days: int) 
             check=True,
         )  # fmt: skip
     typer.echo("model: training the first model, a tiny student (progress below)")
-    subprocess.run(
-        _riskstream("model", "train", "--data", str(sim_dir), "--preset", "tiny", "--promote"),
-        check=True,
-    )
+    # A 2 % alert budget: enough false positives for the analysts' legitimate labels.
+    train = [
+        "model", "train", "--data", str(sim_dir), "--preset", "tiny", "--alert-rate", "0.02",
+        "--promote",
+    ]  # fmt: skip
+    subprocess.run(_riskstream(*train), check=True)
     champion = registry.champion()
     if champion is None:
         raise typer.Exit(1)
