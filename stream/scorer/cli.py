@@ -55,6 +55,7 @@ def scorer(
          refused the credentials, Redis lost the context, fenced by a newer instance
       3  stopping took longer than scorer.shutdown_timeout_s + 10 s (watchdog)
     """
+    from stream.context.errors import ContextError
     from stream.scorer.app import build_scorer
     from stream.scorer.errors import ScorerFatal
     from stream.scorer.memory import fix_mmap_threshold, freeze_startup_objects
@@ -79,7 +80,7 @@ def scorer(
         app = build_scorer(
             settings, pinned_version=model_version, accept_context_loss=accept_context_loss
         )
-    except ScorerFatal as exc:
+    except (ScorerFatal, ContextError) as exc:
         log.critical("scorer cannot start: %s", exc)
         raise typer.Exit(EXIT_FATAL) from None
     hard_limit_s = settings.scorer.shutdown_timeout_s + 10

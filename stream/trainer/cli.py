@@ -37,6 +37,7 @@ def trainer(
          metrics port is taken, a label cannot be processed or read (e.g. a codec is
          missing); the label in hand is read again after a restart
       3  stopping took longer than trainer.shutdown_timeout_s + 10 s (watchdog)"""
+    from stream.context.errors import ContextError
     from stream.scorer.errors import ScorerFatal
     from stream.trainer.app import EXIT_FATAL, TrainerWorker
 
@@ -47,7 +48,7 @@ def trainer(
         )
     try:
         worker = TrainerWorker(settings)
-    except ScorerFatal as exc:
+    except (ScorerFatal, ContextError) as exc:
         log.critical("trainer cannot start: %s", exc)
         raise typer.Exit(EXIT_FATAL) from None
     raise typer.Exit(worker.run())
