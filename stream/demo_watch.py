@@ -18,7 +18,7 @@ import typer
 from confluent_kafka import Consumer
 
 from schemas import Alert, DecodeError, decode
-from stream.alerts.tail import _start_offsets
+from stream.alerts.tail import start_offsets
 from stream.alerts.view import render
 from stream.analyst.truth import TruthFile
 from stream.demo_view import LiveQuality
@@ -86,8 +86,8 @@ class LoopWatch:
         )  # fmt: skip
         try:
             consumer.assign(
-                _start_offsets(consumer, topics.scores, self._since)
-                + _start_offsets(consumer, topics.alerts, self._since)
+                start_offsets(consumer, topics.scores, self._since)
+                + start_offsets(consumer, topics.alerts, self._since)
             )
             last_alert_shown = last_report = last_scored = time.monotonic()
             while True:
