@@ -17,10 +17,10 @@ features can therefore leave an alert with fewer reasons.
 **Descriptive clauses are never reasons.** Some clauses only say what the event is - its type
 ("inbound wire"), and any clause id in :data:`DESCRIPTIVE_CLAUSES` - not what is unusual about
 it. Hiding one leaves a narrative the model never saw (every narrative starts with its event
-type), so its occlusion drop measures how lost the model is without it, not evidence: measured
-on the demo bank, the event type was the top reason of most alerts, ahead of "high-risk
-country, never used before; new device" (BENCHMARKS.md, "Alert reasons"). They stay in every
-variant and are not ranked; the decision and the figures are in docs/models.md.
+type), so its occlusion drop measures how lost the model is without it, not evidence - yet it
+was reported as a reason, even the first, ahead of "high-risk country, never used before".
+They stay in every variant and are not ranked; the decision is in docs/models.md, the figures
+in BENCHMARKS.md ("Alert reasons").
 """
 
 from __future__ import annotations
