@@ -166,8 +166,8 @@ def _ports(settings: Settings) -> tuple[int, int]:
 
 def demo(
     customers: Annotated[int, typer.Option(help="Customers in the streamed traffic.")] = 1500,
-    days: Annotated[int, typer.Option(help="Days of traffic to stream.")] = 10,
-    rate: Annotated[float, typer.Option(help="Events per second streamed in.")] = 250.0,
+    days: Annotated[int, typer.Option(help="Days of traffic to stream.")] = 14,
+    rate: Annotated[float, typer.Option(help="Events per second streamed in.")] = 200.0,
     train_customers: Annotated[
         int, typer.Option(help="Customers in the first model's training data.")
     ] = 600,
