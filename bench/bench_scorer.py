@@ -76,6 +76,7 @@ from stream.settings import (
     ScorerSettings,
     Settings,
     TopicSettings,
+    load_settings,
 )
 from stream.simulate.config import build_config
 from stream.simulate.engine import simulate
@@ -86,7 +87,7 @@ BATCH = 256
 
 @contextmanager
 def infrastructure(workdir: Path) -> Iterator[tuple[KafkaBroker, RedisServer]]:
-    libs = ensure_kafka_jars(Path(".riskstream").resolve())
+    libs = ensure_kafka_jars(load_settings().home)
     kafka_port, controller_port, redis_port = free_ports(3)
     with (
         KafkaBroker(

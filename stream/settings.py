@@ -10,12 +10,18 @@ Secrets are :class:`pydantic.SecretStr`: they print as ``**********`` in logs, r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Per user, not per working directory: every command, run from any directory, finds the same
+# broker, Redis, model registry and runs. RISKSTREAM_HOME moves it (containers, tests, several
+# checkouts side by side).
+DEFAULT_HOME = Path("~/.riskstream")
 
 
 class _Section(BaseModel):
@@ -183,7 +189,8 @@ class ModelSettings(_Section):
     """Where models live and how they run."""
 
     registry_dir: Path = Field(
-        Path(".riskstream/registry"), description="Versioned model directories + champion."
+        Path("registry"),
+        description="Versioned model directories + champion; a relative path is under `home`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto picks CUDA when a GPU is present."
@@ -372,7 +379,10 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(
-        Path(".riskstream"), description="Local state: broker jars and data, runs, reports."
+        DEFAULT_HOME,
+        description="Local state: broker jars and data, the model registry, runs, reports. "
+        "Made absolute once, when the settings are read (a relative path is taken from the "
+        "working directory at that moment).",
     )
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -383,6 +393,25 @@ class Settings(BaseSettings):
     trainer: TrainerSettings = TrainerSettings()
     desk: DeskSettings = DeskSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_paths(cls, data: Any) -> Any:
+        """``home`` absolute, and a relative ``model.registry_dir`` under it - decided once
+        here, so no later ``chdir``, child process or other working directory sees another
+        place (see the README's "Configuration")."""
+        if not isinstance(data, dict):
+            return data
+        home = _absolute(Path(data.get("home") or DEFAULT_HOME))
+        model = data.get("model", {})
+        fields = dict(model) if isinstance(model, dict) else model.model_dump()
+        registry = Path(fields.get("registry_dir") or ModelSettings().registry_dir).expanduser()
+        fields["registry_dir"] = registry if registry.is_absolute() else home / registry
+        return {**data, "home": home, "model": fields}
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path.expanduser()))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -15,6 +15,7 @@ import redis
 
 from models.errors import ModelError
 from models.inference import LoadedModel, load_model
+from models.registry import Registry
 from schemas import TransactionEvent
 from stream.context.errors import ContextUnavailable
 from stream.context.features import FEATURE_NAMES, ContextFeatures
@@ -81,7 +82,10 @@ def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> Con
                     f"{exc.__cause__}"
                 ) from exc
             if time.monotonic() - started > deadline_s:
-                raise
+                raise ScorerFatal(
+                    f"Redis at {settings.redis.safe_url()} did not answer for "
+                    f"{deadline_s:.0f} s: {exc}"
+                ) from exc
             log.warning("waiting for Redis at %s: %s", settings.redis.safe_url(), exc)
             time.sleep(2.0)
 
@@ -98,6 +102,47 @@ class ScorerApp:
             self.metrics_server.stop()
 
 
+# What a model can raise when it cannot be loaded: the registry's own errors, a file system
+# error, or torch/safetensors refusing the weights.
+_LOAD_ERRORS = (ModelError, OSError, ValueError, RuntimeError)
+
+
+def model_start_problem(settings: Settings, version: str | None, exc: BaseException) -> str:
+    """One line saying which model cannot be loaded, why, and what fixes it."""
+    registry = settings.model.registry_dir
+    reason = " ".join(str(exc).split())  # one line, whatever the underlying error printed
+    if version is None:
+        return (
+            f"no champion model in {registry}: train and promote one "
+            "(`riskstream model train --data DIR --promote`), or set "
+            "RISKSTREAM_MODEL__REGISTRY_DIR to a registry that has one"
+        )
+    return (
+        f"model {version} in {registry} cannot be loaded ({reason}); fix: promote a working "
+        "version (`riskstream model list`, `riskstream model promote VERSION`) or roll back "
+        "(`riskstream model rollback`)"
+    )
+
+
+def _watch_champion(settings: Settings, pinned_version: str | None) -> ChampionWatcher:
+    """The champion (or the pinned version) loaded, or :class:`ScorerFatal` with one line."""
+    try:
+        return ChampionWatcher(
+            settings,
+            loader_for(settings),
+            pinned_version=pinned_version,
+            # The registry's shadow pointer (set by the trainer's shadow mode) is followed
+            # unless a shadow is pinned by settings or the scorer runs one fixed version.
+            follow_shadow=settings.scorer.shadow_model is None and pinned_version is None,
+        )
+    except _LOAD_ERRORS as exc:
+        try:
+            version = pinned_version or Registry(settings.model.registry_dir).champion()
+        except OSError:
+            version = None
+        raise ScorerFatal(model_start_problem(settings, version, exc)) from exc
+
+
 def build_scorer(
     settings: Settings,
     *,
@@ -106,6 +151,33 @@ def build_scorer(
     serve_metrics: bool = True,
     accept_context_loss: bool = False,
 ) -> ScorerApp:
+    """Everything the scorer runs, or :class:`ScorerFatal` (nothing left open) when it cannot
+    start: the model first, so a missing or broken champion ends start-up in seconds."""
+    watcher = _watch_champion(settings, pinned_version)
+    try:
+        return _assemble(settings, watcher, alert_mode, serve_metrics, accept_context_loss)
+    except BaseException:
+        watcher.stop()  # its Kafka consumer's threads would keep the process alive
+        raise
+
+
+def _assemble(
+    settings: Settings,
+    watcher: ChampionWatcher,
+    alert_mode: AlertMode,
+    serve_metrics: bool,
+    accept_context_loss: bool,
+) -> ScorerApp:
+    shadow = None
+    if settings.scorer.shadow_model is not None:
+        try:
+            shadow = loader_for(settings)(settings.scorer.shadow_model)
+        except _LOAD_ERRORS as exc:
+            raise ScorerFatal(
+                "shadow " + model_start_problem(settings, settings.scorer.shadow_model, exc)
+            ) from exc
+        log.info("shadow model %s scores alongside; its alerts go to %s", shadow.version,
+                 settings.topics.alerts_shadow)  # fmt: skip
     store = wait_for_context_store(settings)
     if accept_context_loss:
         store.initialize_namespace()
@@ -114,21 +186,22 @@ def build_scorer(
         settings.context.namespace,
         settings.scorer.scored_ttl_days * 86_400,
     )
-    watcher = ChampionWatcher(
-        settings,
-        loader_for(settings),
-        pinned_version=pinned_version,
-        # The registry's shadow pointer (set by the trainer's shadow mode) is followed unless
-        # a shadow is pinned by settings or the scorer runs one fixed version.
-        follow_shadow=settings.scorer.shadow_model is None and pinned_version is None,
-    )
-    shadow = None
-    if settings.scorer.shadow_model is not None:
-        shadow = loader_for(settings)(settings.scorer.shadow_model)
-        log.info("shadow model %s scores alongside; its alerts go to %s", shadow.version,
-                 settings.topics.alerts_shadow)  # fmt: skip
     metrics = ScorerMetrics()
     health = Health(stall_after_s=max(60.0, settings.scorer.shutdown_timeout_s))
+    server = None
+    if serve_metrics:
+        # Bound before the Kafka clients exist: a taken port is a start-up failure to report,
+        # not a traceback with a consumer left running.
+        try:
+            server = MetricsServer(
+                settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry,
+                health,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ScorerFatal(
+                f"metrics server on {settings.scorer.metrics_host}:"
+                f"{settings.scorer.metrics_port}: {exc}"
+            ) from exc
     runner = ScorerRunner(
         settings,
         watcher=watcher,
@@ -140,10 +213,7 @@ def build_scorer(
         shadow=shadow,
         alert_mode=alert_mode,
     )
-    server = None
-    if serve_metrics:
-        server = MetricsServer(
-            settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry, health
-        ).start()
+    if server is not None:
+        server.start()
     watcher.start()
     return ScorerApp(runner, watcher, server)

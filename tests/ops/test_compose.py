@@ -37,8 +37,8 @@ ENV_EXAMPLE = REPO_ROOT / "ops" / "compose.env.example"
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 SCALED_SERVICES = ("scorer", "scorer-gpu")
 RISKSTREAM_SERVICES = (
-    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator", "cli",
-    "desk-init", "desk",
+    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator",
+    "analyst", "cli", "desk-init", "desk",
 )  # fmt: skip
 
 
@@ -208,7 +208,7 @@ def test_service_environment_builds_valid_settings(
     assert settings.redis.url.startswith("redis://redis:6379/")
     assert settings.redis.password is not None, "the bundled Redis requires a password"
     # The ones that use models (the desk only reads alerts and writes labels).
-    if service not in ("topic-init", "simulator", "demo-data", "desk-init", "desk"):
+    if service not in ("topic-init", "simulator", "demo-data", "analyst", "desk-init", "desk"):
         registry_mount = compose.volume_target(service, "model-registry")
         assert str(settings.model.registry_dir) == registry_mount
     if compose.target(service) == "cuda":
@@ -348,6 +348,6 @@ def test_gpu_scorer_reserves_a_gpu(compose: Any) -> None:
 
 
 def test_the_demo_needs_its_profile(compose: Any) -> None:
-    for name in ("simulator", "demo-data", "model-init"):
+    for name in ("simulator", "demo-data", "model-init", "analyst"):
         assert compose.services[name]["profiles"] == ["demo"]
     assert "simulator" not in compose.active(())
