@@ -59,6 +59,13 @@ class ClassifierConfig(BaseModel):
     )
     numeric_bins: int = Field(16, ge=2, le=64, description="PLE: bins per feature.")
     numeric_dim: int = Field(4, ge=1, le=64, description="PLE: embedding width per feature.")
+    fusion_hidden: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Width of a hidden layer where the pooled text and the side path meet "
+        "before the head; 0: a linear head on their concatenation.",
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_length: int = Field(128, ge=8, le=512, description="Token limit; longer is truncated.")
 
@@ -179,7 +186,15 @@ class RiskClassifier(nn.Module):
             )
             width += config.feature_hidden
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(width, len(config.typologies))
+        self.head: nn.Module = nn.Linear(width, len(config.typologies))
+        if config.fusion_hidden:
+            # text and numbers meet in a hidden layer, not only in a sum of logits
+            self.head = nn.Sequential(
+                nn.Linear(width, config.fusion_hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.fusion_hidden, len(config.typologies)),
+            )
 
     def fit_feature_scaling(
         self,

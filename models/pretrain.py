@@ -58,7 +58,8 @@ def pretrain_mlm(
     device: torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Pretrain ``encoder`` in place; returns the first and last hundred steps' mean loss."""
+    """Pretrain ``encoder`` in place; returns the mean loss of the first and the last fifth of
+    the steps."""
     device = device or torch.device("cpu")
     head = BertOnlyMLMHead(encoder.config).to(device)  # type: ignore[no-untyped-call]
     # tie the output projection to the input embeddings, as BERT does
@@ -105,10 +106,11 @@ def pretrain_mlm(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     encoder.eval()  # type: ignore[no-untyped-call]
+    fifth = max(1, len(losses) // 5)
     summary = {
         "steps": float(steps),
-        "first_loss": float(np.mean(losses[:100])) if losses else float("nan"),
-        "last_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+        "first_loss": float(np.mean(losses[:fifth])) if losses else float("nan"),
+        "last_loss": float(np.mean(losses[-fifth:])) if losses else float("nan"),
         "seconds": time.perf_counter() - started,
     }
     log.info("pretrained %d steps: loss %.3f -> %.3f", steps, summary["first_loss"],

@@ -76,6 +76,7 @@ class TrainConfig(BaseModel):
     )
     numeric_bins: int = Field(16, ge=2, le=64)
     numeric_dim: int = Field(4, ge=1, le=64)
+    fusion_hidden: int = Field(0, ge=0, le=1024, description="0: a linear head.")
     dropout: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(
         128, ge=16, le=512, description="Token limit (narratives are built to fit it)."
@@ -200,6 +201,7 @@ def build_model(config: TrainConfig, feature_names: Sequence[str]) -> RiskClassi
         numeric=config.numeric,
         numeric_bins=config.numeric_bins,
         numeric_dim=config.numeric_dim,
+        fusion_hidden=config.fusion_hidden if config.hybrid else 0,
         dropout=config.dropout,
         max_length=config.max_length,
     )

@@ -34,7 +34,7 @@ def test_pretraining_learns_to_restore_masked_words() -> None:
     encoder = new_student(StudentSize(layers=1, hidden=64, heads=2))
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     summary = pretrain_mlm(
-        encoder, tokenizer, texts, steps=150, batch_size=32, seed=0, progress=False
+        encoder, tokenizer, texts, steps=100, batch_size=16, seed=0, progress=False
     )
     assert summary["last_loss"] < 0.6 * summary["first_loss"]
     changed = [k for k, v in encoder.state_dict().items() if not torch.equal(v, before[k])]
