@@ -76,6 +76,7 @@ from stream.settings import (
     ScorerSettings,
     Settings,
     TopicSettings,
+    load_settings,
 )
 from stream.simulate.config import build_config
 from stream.simulate.engine import simulate
@@ -86,7 +87,7 @@ BATCH = 256
 
 @contextmanager
 def infrastructure(workdir: Path) -> Iterator[tuple[KafkaBroker, RedisServer]]:
-    libs = ensure_kafka_jars(Path(".riskstream").resolve())
+    libs = ensure_kafka_jars(load_settings().home)
     kafka_port, controller_port, redis_port = free_ports(3)
     with (
         KafkaBroker(
@@ -443,7 +444,7 @@ def main() -> int:
                 )
             model = load_model(ModelSettings(registry_dir=registry_root), batch_size=BATCH)
             narrate = narrator_for(model)
-            built = [narrate(e, c.features) for e, c in zip(events, contexts, strict=False)]
+            built = [narrate(e, c) for e, c in zip(events, contexts, strict=False)]
             texts = [n.text for n in built]
             features = np.asarray([n.features for n in built], np.float32)
             store.drop_namespace()

@@ -303,7 +303,7 @@ def main() -> int:
             workdir, args.customers, args.days, seed=31, start_date="2026-05-01", progress=True
         )
         kafka_port, controller_port, redis_port = free_ports(3)
-        libs = ensure_kafka_jars(Path(".riskstream").resolve())
+        libs = ensure_kafka_jars(load_settings().home)
         with (
             KafkaBroker(workdir / "kafka", libs, port=kafka_port, controller_port=controller_port)
             as broker,

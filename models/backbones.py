@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 BackboneName = Literal["minilm", "student"]
 
-# Narratives are built to fit in 128 MiniLM tokens; longer input is truncated.
-MAX_NARRATIVE_TOKENS = 128
+# Position slots of a new student: narratives take up to 128 tokens (templates n1, n2);
+# the table costs memory only, so it leaves room for longer templates.
+MAX_NARRATIVE_TOKENS = 256
 
 _MINILM_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 

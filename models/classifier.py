@@ -18,9 +18,12 @@ student learns whatever pooling it is given.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import BertModel
@@ -48,12 +51,96 @@ class ClassifierConfig(BaseModel):
         (), description="Numeric context features of the side path; empty: text only."
     )
     feature_hidden: int = Field(64, ge=8, le=1024, description="Width of the side-path MLP.")
+    numeric: Literal["mlp", "ple"] = Field(
+        "mlp",
+        description="How the side path reads numbers: standardised floats into an MLP, or each "
+        "feature's piecewise-linear encoding over its own bins (edges fitted on the training "
+        "data where the label changes, so a threshold is as sharp as a tree's) first.",
+    )
+    numeric_bins: int = Field(16, ge=2, le=64, description="PLE: bins per feature.")
+    numeric_dim: int = Field(4, ge=1, le=64, description="PLE: embedding width per feature.")
+    fusion_hidden: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Width of a hidden layer where the pooled text and the side path meet "
+        "before the head; 0: a linear head on their concatenation.",
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_length: int = Field(128, ge=8, le=512, description="Token limit; longer is truncated.")
 
     @property
     def hybrid(self) -> bool:
         return bool(self.feature_names)
+
+
+class PiecewiseLinear(nn.Module):
+    """Each feature encoded over its own bins, then mapped to ``dim`` numbers.
+
+    For bin k with edges (a_k, b_k] the encoding is (x - a_k) / (b_k - a_k) clipped to [0, 1] -
+    1 for bins wholly below x, 0 above, a fraction in its own - except that the first bin is
+    not clipped below and the last not above (Gorishniy et al., "On Embeddings for Numerical
+    Features in Tabular Deep Learning", 2022). With edges placed where the label changes, a
+    rule such as "amount above 220" is one bin boundary: the network reads it as sharply as a
+    tree split. Edges are a buffer, saved with the weights."""
+
+    edges: torch.Tensor
+
+    def __init__(self, n_features: int, n_bins: int, dim: int) -> None:
+        super().__init__()
+        grid = torch.linspace(-3.0, 3.0, n_bins + 1)
+        self.register_buffer("edges", grid.repeat(n_features, 1))
+        self.weight = nn.Parameter(torch.randn(n_features, n_bins, dim) / math.sqrt(n_bins))
+        self.bias = nn.Parameter(torch.zeros(n_features, dim))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, features) -> (batch, features, bins)."""
+        left, right = self.edges[:, :-1], self.edges[:, 1:]
+        t = (x.unsqueeze(-1) - left) / (right - left).clamp_min(1e-6)
+        first = t[..., :1].clamp(max=1.0)
+        middle = t[..., 1:-1].clamp(0.0, 1.0)
+        last = t[..., -1:].clamp(min=0.0)
+        return torch.cat([first, middle, last], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoded = torch.einsum("bfk,fkd->bfd", self.encode(x), self.weight) + self.bias
+        return encoded.flatten(1)
+
+
+def fit_bin_edges(
+    scaled: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, n_bins: int
+) -> torch.Tensor:
+    """Per feature, ``n_bins + 1`` increasing edges: the split points of a small decision tree
+    fitted to the labels on that feature alone (target-aware: edges sit where the label rate
+    changes), topped up with quantiles where the tree needs fewer bins; a feature with a
+    single value gets an even grid around it."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    x = scaled.double().numpy()
+    y = labels.numpy()
+    w = weights.double().numpy()
+    rows = []
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        low, high = float(column.min()), float(column.max())
+        if high - low < 1e-9:
+            rows.append(np.linspace(low - 1.0, high + 1.0, n_bins + 1))
+            continue
+        tree = DecisionTreeClassifier(
+            max_leaf_nodes=n_bins, min_samples_leaf=max(20, len(column) // 2000), random_state=0
+        ).fit(column.reshape(-1, 1), y, sample_weight=w)
+        splits = tree.tree_.threshold[tree.tree_.feature >= 0]
+        edges = np.unique(np.concatenate([[low, high], splits]))
+        if len(edges) < n_bins + 1:
+            quantiles = np.quantile(column, np.linspace(0, 1, 4 * n_bins + 1))
+            extra = np.setdiff1d(np.unique(quantiles), edges)
+            take = extra[np.linspace(0, len(extra) - 1, min(len(extra), n_bins + 1 - len(edges)))
+                         .round().astype(int)] if len(extra) else extra  # fmt: skip
+            edges = np.unique(np.concatenate([edges, take]))
+        while len(edges) < n_bins + 1:  # too few distinct values: pad past the top
+            edges = np.append(edges, edges[-1] + 1.0)
+        rows.append(edges[: n_bins + 1] if len(edges) > n_bins + 1 else edges)
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
 
 
 def symlog(values: torch.Tensor) -> torch.Tensor:
@@ -85,23 +172,57 @@ class RiskClassifier(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.side: nn.Module | None = None
+        self.numeric: PiecewiseLinear | None = None
         if n_features:
+            inputs = n_features
+            if config.numeric == "ple":
+                self.numeric = PiecewiseLinear(n_features, config.numeric_bins, config.numeric_dim)
+                inputs = n_features * config.numeric_dim
             self.side = nn.Sequential(
-                nn.Linear(n_features, config.feature_hidden),
+                nn.Linear(inputs, config.feature_hidden),
                 nn.GELU(),
                 nn.Linear(config.feature_hidden, config.feature_hidden),
                 nn.GELU(),
             )
             width += config.feature_hidden
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(width, len(config.typologies))
+        self.head: nn.Module = nn.Linear(width, len(config.typologies))
+        if config.fusion_hidden:
+            # text and numbers meet in a hidden layer, not only in a sum of logits
+            self.head = nn.Sequential(
+                nn.Linear(width, config.fusion_hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.fusion_hidden, len(config.typologies)),
+            )
 
-    def fit_feature_scaling(self, train_features: torch.Tensor) -> None:
+    def fit_feature_scaling(
+        self,
+        train_features: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        rows: NDArray[np.intp] | None = None,
+    ) -> None:
         """Fix the standardisation from the training split's raw features (std floors at a
-        small value so a constant feature does not divide by zero)."""
+        small value so a constant feature does not divide by zero), and for a PLE side path
+        the bins, where the training ``labels`` change (``labels`` and ``weights`` are those
+        of ``rows`` of the features, default all)."""
         compressed = symlog(train_features.float())
         self.feature_mean.copy_(compressed.mean(dim=0))
         self.feature_std.copy_(compressed.std(dim=0, unbiased=False).clamp_min(1e-6))
+        if self.numeric is not None:
+            if labels is None:
+                raise ValueError("a piecewise-linear side path needs labels to fit its bins")
+            chosen = train_features if rows is None else train_features[torch.from_numpy(rows)]
+            scaled = self._scaled(chosen)
+            weights = torch.ones(len(scaled)) if weights is None else weights
+            self.numeric.edges.copy_(
+                fit_bin_edges(scaled, labels, weights, self.config.numeric_bins)
+            )
+
+    def _scaled(self, features: torch.Tensor) -> torch.Tensor:
+        scaled = (symlog(features.float()) - self.feature_mean) / self.feature_std
+        return torch.nan_to_num(scaled, nan=0.0).clamp(-_FEATURE_CLIP, _FEATURE_CLIP)
 
     def forward(
         self,
@@ -114,8 +235,9 @@ class RiskClassifier(nn.Module):
         if self.side is not None:
             if features is None:
                 raise ValueError("this is a hybrid model: features are required")
-            scaled = (symlog(features.float()) - self.feature_mean) / self.feature_std
-            scaled = torch.nan_to_num(scaled, nan=0.0).clamp(-_FEATURE_CLIP, _FEATURE_CLIP)
+            scaled = self._scaled(features)
+            if self.numeric is not None:
+                scaled = self.numeric(scaled)
             side = self.side(scaled.to(pooled.dtype))
             pooled = torch.cat([pooled, side], dim=-1)
         logits: torch.Tensor = self.head(self.dropout(pooled))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -161,7 +161,9 @@ def train_command(
 def eval_command(
     data: DataOption,
     version: Annotated[str | None, typer.Argument(help="Version; default: the champion.")] = None,
-    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    split: Annotated[
+        Literal["train", "validation", "test"], typer.Option(help="Which days to evaluate on.")
+    ] = "test",
     plots: Annotated[Path | None, typer.Option(help="Write PR curve + histograms here.")] = None,
     alert_rate: AlertRate = 0.01,
     precision: Precision = 0.5,
@@ -185,7 +187,7 @@ def eval_command(
             targets=Targets("alert_rate", alert_rate, precision),
             plots_dir=plots or settings.home / "reports" / model.version,
         )
-    except (ModelError, AttributeError) as exc:
+    except ModelError as exc:
         _fail(str(exc))
         return
     typer.echo(f"model {model.version}{' int8' if int8 else ''} on {split} days")
@@ -195,9 +197,16 @@ def eval_command(
 
 
 @model_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array, one object per version.")
+    ] = False,
+) -> None:
     """List registered versions, newest last; * marks the champion."""
     rows = list(_registry().summaries())
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
     if not rows:
         typer.echo("no models registered")
         return

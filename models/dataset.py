@@ -18,6 +18,7 @@ are partial and late by design: the model is judged on what really happened.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Iterator
 from datetime import date
@@ -32,11 +33,12 @@ from tqdm.auto import tqdm
 from models.errors import DatasetError
 from models.examples import NarrativeSet, SplitData, split_by_day
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
-from stream.context.features import FEATURE_NAMES, ContextFeatures
+from stream.context.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
 from stream.context.store import ContextStore, EventContext
+from stream.context.story import pack_story, unpack_story
 from stream.narrative import build_narrative, fit_spec
 from stream.redis_client import connect
-from stream.settings import Settings
+from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +113,39 @@ def read_labels(path: Path) -> list[LabelEvent]:
     return labels
 
 
+def label_maturity_days(labels: list[LabelEvent], quantile: float = 0.75) -> int:
+    """Days after which an event's label has normally arrived, from the labels' observed delays:
+    their ``quantile`` rounded up to whole days, within 1..30 (the default when there are no
+    labels). Three in four labels are in by then, so a counterparty's "settled" days are
+    nearly complete while still recent."""
+    if not labels:
+        return DEFAULT_LABEL_MATURITY_DAYS
+    delays = np.array([(x.label_time - x.event_time).total_seconds() / 86400 for x in labels])
+    return int(min(30, max(1, math.ceil(float(np.quantile(delays, quantile))))))
+
+
 def replay_contexts(
     events: list[TransactionEvent],
     labels: list[LabelEvent],
     settings: Settings,
     *,
+    label_maturity: int | None = None,
     progress: bool = True,
 ) -> list[EventContext]:
     """The EventContext of every event, computed by the real ContextStore on a throwaway
-    Redis namespace (deleted afterwards)."""
+    Redis namespace (deleted afterwards), with counterparty risk at ``label_maturity`` days
+    (default: the settings', else derived from ``labels``)."""
     namespace = f"dataset-{secrets.token_hex(4)}"
     context_settings = settings.context.model_copy(update={"namespace": namespace})
     client = connect(settings.redis)
-    store = ContextStore(client, context_settings, create_namespace=True)
+    store = ContextStore(
+        client,
+        context_settings,
+        create_namespace=True,
+        label_maturity_days=label_maturity
+        or settings.context.label_maturity_days
+        or label_maturity_days(labels),
+    )
     contexts: list[EventContext] = []
     next_label = 0
     try:
@@ -161,17 +183,20 @@ def build_split(
     if missing:
         raise DatasetError(f"{len(missing)} events have no truth row, e.g. {missing[0]}")
     cache = cache_dir or sim_dir / CACHE_DIR_NAME
-    contexts = cached_contexts(cache / CONTEXTS_FILE, events)
+    labels = read_labels(sim_dir / "labels.jsonl")
+    maturity = settings.context.label_maturity_days or label_maturity_days(labels)
+    contexts = cached_contexts(cache / CONTEXTS_FILE, events, maturity)
     if contexts is None:
         contexts = replay_contexts(
-            events, read_labels(sim_dir / "labels.jsonl"), settings, progress=progress
+            events, labels, settings, label_maturity=maturity, progress=progress
         )
-        save_contexts(cache / CONTEXTS_FILE, contexts)
+        save_contexts(cache / CONTEXTS_FILE, contexts, maturity)
     days: list[date] = [e.event_time.date() for e in events]
     parts = split_by_day(days, fractions)
 
-    # The spec's bucket edges come from the train days' features only.
-    spec = fit_spec(contexts[i].features for i in parts["train"])
+    # The spec's bucket edges come from the train days' features only; it records the label
+    # maturity the contexts were computed with, so the scorer computes the same for the model.
+    spec = fit_spec((contexts[i].features for i in parts["train"]), label_maturity_days=maturity)
 
     texts, clauses, features = [], [], []
     for event, context in tqdm(
@@ -203,7 +228,7 @@ def build_split(
     return split
 
 
-def save_contexts(path: Path, contexts: list[EventContext]) -> None:
+def save_contexts(path: Path, contexts: list[EventContext], label_maturity: int) -> None:
     """The replayed contexts as Parquet: replaying Redis is the slow step of a dataset, and
     the narratives can be rebuilt from these (a new narrative version) without it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,22 +236,41 @@ def save_contexts(path: Path, contexts: list[EventContext]) -> None:
         {
             "event_id": [c.event_id for c in contexts],
             "features": pa.array([list(c.features) for c in contexts], type=pa.list_(pa.float64())),
+            "story": pa.array([pack_story(c.story) for c in contexts], type=pa.binary()),
         }
-    )
+    ).replace_schema_metadata(_context_meta(label_maturity))
     pq.write_table(table, path)
 
 
-def cached_contexts(path: Path, events: list[TransactionEvent]) -> list[EventContext] | None:
-    """Contexts saved by :func:`save_contexts` for exactly these events, or None."""
+def _context_meta(label_maturity: int) -> dict[str, str]:
+    return {
+        "features_version": FEATURES_VERSION,
+        "features": ",".join(FEATURE_NAMES),
+        "label_maturity_days": str(label_maturity),
+    }
+
+
+def cached_contexts(
+    path: Path, events: list[TransactionEvent], label_maturity: int
+) -> list[EventContext] | None:
+    """Contexts saved by :func:`save_contexts` for exactly these events, features version and
+    label maturity, or None."""
     if not path.is_file():
         return None
-    table = pq.read_table(path).to_pydict()
+    stored = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (stored.schema.metadata or {}).items()}
+    if meta != _context_meta(label_maturity):
+        log.warning("ignoring %s: computed by another context version or maturity", path)
+        return None
+    table = stored.to_pydict()
     if table["event_id"] != [e.event_id for e in events]:
         log.warning("ignoring %s: it was computed for other events", path)
         return None
     return [
-        EventContext(event_id, ContextFeatures._make(row), False)
-        for event_id, row in zip(table["event_id"], table["features"], strict=True)
+        EventContext(event_id, ContextFeatures._make(row), False, unpack_story(story))
+        for event_id, row, story in zip(
+            table["event_id"], table["features"], table["story"], strict=True
+        )
     ]
 
 

@@ -13,11 +13,19 @@ scoring), and its weight has a plain meaning: "the score drops by this much with
 For a hybrid model the numeric features stay as they are while a clause is hidden, so a
 weight measures what the *words* added on top of the features; signals carried only by the
 features can therefore leave an alert with fewer reasons.
+
+**Descriptive clauses are never reasons.** Some clauses only say what the event is - its type
+("inbound wire"), and any clause id in :data:`DESCRIPTIVE_CLAUSES` - not what is unusual about
+it. Hiding one leaves a narrative the model never saw (every narrative starts with its event
+type), so its occlusion drop measures how lost the model is without it, not evidence - yet it
+was reported as a reason, even the first, ahead of "high-risk country, never used before".
+They stay in every variant and are not ranked; the decision is in docs/models.md, the figures
+in BENCHMARKS.md ("Alert reasons").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +34,10 @@ from numpy.typing import NDArray
 from models.inference import LoadedModel
 from schemas import Reason
 from stream.narrative.builder import SEPARATOR
+
+DESCRIPTIVE_CLAUSES: frozenset[str] = frozenset({"event"})
+"""Clause ids that describe the event rather than give evidence about it (see the module doc);
+a narrative template that adds such a clause adds its id here."""
 
 _REASON_TEXT_LIMIT = 512
 _CLAUSE_ID_LIMIT = 64
@@ -63,9 +75,11 @@ def explain(
     *,
     top_k: int = 3,
     remove_clause: RemoveClause = remove_clause_text,
+    descriptive: Collection[str] = DESCRIPTIVE_CLAUSES,
 ) -> list[list[Reason]]:
     """Up to ``top_k`` reasons per narrative (those whose removal lowered the score), largest
-    score drop first. Call it for alerted events only."""
+    score drop first; clauses whose id is in ``descriptive`` are kept in every variant and
+    never ranked. Call it for alerted events only."""
     texts: list[str] = []
     owners: list[int] = []
     clause_refs: list[tuple[int, Clause]] = []
@@ -73,6 +87,8 @@ def explain(
         texts.append(narrative.text)
         owners.append(index)
         for clause in narrative.clauses:
+            if clause.id in descriptive:
+                continue
             texts.append(remove_clause(narrative, clause.id))
             owners.append(index)
             clause_refs.append((index, clause))

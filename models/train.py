@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -71,8 +71,16 @@ class TrainConfig(BaseModel):
     student: StudentSize = StudentSize()
     hybrid: bool = Field(True, description="Feed the numeric context features beside the text.")
     feature_hidden: int = Field(64, ge=8, le=1024)
+    numeric: Literal["mlp", "ple"] = Field(
+        "ple", description="The side path's numbers: plain MLP, or piecewise-linear encoding."
+    )
+    numeric_bins: int = Field(16, ge=2, le=64)
+    numeric_dim: int = Field(4, ge=1, le=64)
+    fusion_hidden: int = Field(0, ge=0, le=1024, description="0: a linear head.")
     dropout: float = Field(0.1, ge=0, lt=1)
-    max_length: int = Field(128, ge=16, le=512)
+    max_length: int = Field(
+        128, ge=16, le=512, description="Token limit (narratives are built to fit it)."
+    )
     batch_size: int = Field(32, ge=1)
     learning_rate: float | None = Field(
         None, gt=0, description="Peak LR; default 1e-3 for a student, 5e-5 for MiniLM."
@@ -92,6 +100,12 @@ class TrainConfig(BaseModel):
     )
     validation_legit_sample_rate: float = Field(
         1.0, gt=0, le=1, description="Share of legitimate validation events scored per eval."
+    )
+    pretrain_steps: int = Field(
+        0,
+        ge=0,
+        description="Masked-token pretraining steps of a fresh student on the training "
+        "narratives (labelled or not) before supervised training; 0: none (models.pretrain).",
     )
     distill_alpha: float = Field(
         0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
@@ -184,6 +198,10 @@ def build_model(config: TrainConfig, feature_names: Sequence[str]) -> RiskClassi
         encoder=encoder.config.to_dict(),
         feature_names=tuple(feature_names) if config.hybrid else (),
         feature_hidden=config.feature_hidden,
+        numeric=config.numeric,
+        numeric_bins=config.numeric_bins,
+        numeric_dim=config.numeric_dim,
+        fusion_hidden=config.fusion_hidden if config.hybrid else 0,
         dropout=config.dropout,
         max_length=config.max_length,
     )
@@ -205,13 +223,29 @@ def starting_model(
     if init_from is None:
         model = build_model(config, feature_names)
         if model.config.hybrid:
-            model.fit_feature_scaling(torch.from_numpy(train_set.features))
+            rows = _binning_sample(train_set, config.seed)
+            model.fit_feature_scaling(
+                torch.from_numpy(train_set.features),
+                torch.from_numpy(train_set.labels[rows]),
+                torch.from_numpy(train_set.row_weights()[rows]),
+                rows=rows,
+            )
         return model
     if init_from.config.hybrid and tuple(init_from.config.feature_names) != tuple(feature_names):
         raise TrainingError(
             "cannot fine-tune: the starting model was trained on another feature layout"
         )
     return copy.deepcopy(init_from).cpu()
+
+
+def _binning_sample(data: NarrativeSet, seed: int, legitimate: int = 50_000) -> NDArray[np.intp]:
+    """Rows the side path's bins are fitted on: every suspicious row and at most
+    ``legitimate`` legitimate ones (weighted back by their row weights' share)."""
+    labels = data.labels
+    legit = np.flatnonzero(~labels)
+    if len(legit) > legitimate:
+        legit = np.random.default_rng(seed).choice(legit, legitimate, replace=False)
+    return np.sort(np.concatenate([np.flatnonzero(labels), legit])).astype(np.intp)
 
 
 def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
@@ -309,6 +343,19 @@ def train(
 
     tokenizer = load_tokenizer()
     model = starting_model(config, feature_names, train_set, init_from)
+    if config.pretrain_steps and init_from is None and config.backbone == "student":
+        from models.pretrain import pretrain_mlm
+
+        pretrain_mlm(
+            model.encoder,
+            tokenizer,
+            train_set.texts,
+            steps=config.pretrain_steps,
+            max_length=model.config.max_length,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+        )
     model.to(device)
     optimizer = _optimizer(model, config)
 

@@ -187,6 +187,8 @@ class Typology(StrEnum):
     PASS_THROUGH = "pass_through"  # noqa: S105 (a typology name, not a password)
     DORMANT_REACTIVATION = "dormant_reactivation"
     HIGH_RISK_JURISDICTION = "high_risk_jurisdiction"
+    # authorised push-payment fraud: the customer is talked into paying a fraudster
+    APP_SCAM = "app_scam"
 
 
 SUSPICIOUS_TYPOLOGIES: tuple[Typology, ...] = tuple(

@@ -14,6 +14,7 @@ class LabelSource(StrEnum):
     ANALYST = "analyst"  # an analyst's disposition of an alert
     CHARGEBACK = "chargeback"  # a card chargeback, typically weeks after the payment
     CONFIRMED_CASE = "confirmed_case"  # an investigation (e.g. a filed SAR) confirmed it
+    FRAUD_REPORT = "fraud_report"  # the customer reported it (e.g. a scam they were talked into)
 
 
 class LabelEvent(BaseModel):

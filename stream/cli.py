@@ -4,12 +4,16 @@ need them and `riskstream --help` stays fast."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from models.cli import model_app
 from stream.alerts.cli import alerts_app
+from stream.analyst.cli import analyst
 from stream.backtest.cli import backtest_app
 from stream.demo import demo
+from stream.desk.cli import desk, desk_app
 from stream.devenv.cli import app as dev_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
@@ -34,20 +38,40 @@ app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(trainer_app, name="trainer")
 app.add_typer(backtest_app, name="backtest")
+app.add_typer(desk_app, name="desk")
 app.command("simulate")(simulate)
 app.command("demo")(demo)
 app.command("replay")(replay_command)
 
 run_app = typer.Typer(
-    help="Long-running workers: the scorer and the trainer.", no_args_is_help=True
+    help="Long-running workers: the scorer, the trainer, the case desk and the simulated "
+    "analyst desk.",
+    no_args_is_help=True,
 )
 app.add_typer(run_app, name="run")
 run_app.command("scorer")(scorer)
 run_app.command("trainer")(trainer)
+run_app.command("desk")(desk)
+run_app.command("analyst")(analyst)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"riskstream {version('riskstream')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Read settings from RISKSTREAM_* environment variables and configure logging."""
     configure_logging(load_settings().log)
 

@@ -10,12 +10,18 @@ Secrets are :class:`pydantic.SecretStr`: they print as ``**********`` in logs, r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Per user, not per working directory: every command, run from any directory, finds the same
+# broker, Redis, model registry and runs. RISKSTREAM_HOME moves it (containers, tests, several
+# checkouts side by side).
+DEFAULT_HOME = Path("~/.riskstream")
 
 
 class _Section(BaseModel):
@@ -125,6 +131,11 @@ class RedisSettings(_Section):
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+DEFAULT_LABEL_MATURITY_DAYS = 7
+"""Label maturity when neither the settings nor the model name one: a week, the delay within
+which most card-fraud reports arrive."""
+
+
 class ContextSettings(_Section):
     """Rolling context kept in Redis (see stream/context)."""
 
@@ -144,13 +155,49 @@ class ContextSettings(_Section):
         "a random value per deployment and keep it within a namespace (secret). Unset: a public "
         "development key, and the scorer warns.",
     )
+    label_maturity_days: int | None = Field(
+        None,
+        ge=1,
+        le=30,
+        description="Counterparty risk counts only events at least this many days old, whose "
+        "fraud labels have normally arrived. None: the model's own (stored with its narrative "
+        "spec; a dataset derives it from its labels' observed delays), else "
+        f"{DEFAULT_LABEL_MATURITY_DAYS} days.",
+    )
+    compromise_min_frauds: int = Field(
+        2,
+        ge=1,
+        description="A point (terminal, merchant, account) counts as confirmed compromised once "
+        "this many of its payments of the last 30 days are labelled fraud...",
+    )
+    compromise_min_share: float = Field(
+        0.01, ge=0, le=1, description="...and they are at least this share of those payments."
+    )
+    exposure_before_days: float = Field(
+        7.0,
+        ge=0,
+        le=30,
+        description="Cards that paid at a compromised point from this long before a labelled "
+        "fraud there until the label arrived count as exposed.",
+    )
+    exposure_window_days: int = Field(
+        60, ge=1, le=365, description="A card's exposure counts for this long after its payment."
+    )
+    story_events: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="Events each customer's story remembers (the narrative tells the newest of "
+        "them that fit its length). Fixed within a namespace, like the context's other bounds.",
+    )
 
 
 class ModelSettings(_Section):
     """Where models live and how they run."""
 
     registry_dir: Path = Field(
-        Path(".riskstream/registry"), description="Versioned model directories + champion."
+        Path("registry"),
+        description="Versioned model directories + champion; a relative path is under `home`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto picks CUDA when a GPU is present."
@@ -291,6 +338,48 @@ class TrainerSettings(_Section):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on a graceful shutdown.")
 
 
+class DeskSettings(_Section):
+    """The analyst case desk (`riskstream run desk`); see docs/desk.md."""
+
+    database_url: str = Field(
+        "postgresql+psycopg://riskstream@127.0.0.1:5432/riskstream",
+        description="SQLAlchemy URL of the desk's PostgreSQL database; put the password in "
+        "`database_password`, not here.",
+    )
+    database_password: SecretStr | None = Field(
+        None, description="Password of the database user (secret)."
+    )
+    host: str = Field("127.0.0.1", description="Bind address of the web server.")
+    port: int = Field(8088, ge=0, le=65535, description="Web server port; 0 picks a free one.")
+    session_minutes: float = Field(
+        480.0, gt=0, description="A login session expires this long after sign-in."
+    )
+    secure_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind a TLS proxy)."
+    )
+    intake_group_id: str = Field("riskstream-desk", description="Kafka group of the intake.")
+    intake_batch_max: int = Field(
+        500, ge=1, le=10_000, description="Alerts stored per database transaction, at most."
+    )
+    relay_batch_max: int = Field(
+        200, ge=1, le=10_000, description="Outbox rows published per round, at most."
+    )
+    relay_idle_s: float = Field(
+        0.5, gt=0, description="How long the relay sleeps when the outbox is empty."
+    )
+    page_size: int = Field(50, ge=5, le=500, description="Alerts per queue page.")
+    recent_alerts: int = Field(
+        20, ge=1, le=500, description="The customer's other alerts shown on an alert page."
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_the_url(self) -> DeskSettings:
+        # The URL is shown by `config show` and in logs; a password in it would be too.
+        if urlsplit(self.database_url).password is not None:
+            raise ValueError("desk.database_url holds a password: put it in desk.database_password")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, description="One JSON object per line.")
@@ -310,7 +399,10 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(
-        Path(".riskstream"), description="Local state: broker jars and data, runs, reports."
+        DEFAULT_HOME,
+        description="Local state: broker jars and data, the model registry, runs, reports. "
+        "Made absolute once, when the settings are read (a relative path is taken from the "
+        "working directory at that moment).",
     )
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -319,7 +411,27 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     scorer: ScorerSettings = ScorerSettings()
     trainer: TrainerSettings = TrainerSettings()
+    desk: DeskSettings = DeskSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_paths(cls, data: Any) -> Any:
+        """``home`` absolute, and a relative ``model.registry_dir`` under it - decided once
+        here, so no later ``chdir``, child process or other working directory sees another
+        place (see the README's "Configuration")."""
+        if not isinstance(data, dict):
+            return data
+        home = _absolute(Path(data.get("home") or DEFAULT_HOME))
+        model = data.get("model", {})
+        fields = dict(model) if isinstance(model, dict) else model.model_dump()
+        registry = Path(fields.get("registry_dir") or ModelSettings().registry_dir).expanduser()
+        fields["registry_dir"] = registry if registry.is_absolute() else home / registry
+        return {**data, "home": home, "model": fields}
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path.expanduser()))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -80,7 +80,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         _INFRA.lines.append(f"kafka: bring-your-own at {os.environ[BYO_KAFKA_ENV]}")
         yield None
         return
-    libs = ensure_kafka_jars(REPO_ROOT / ".riskstream")
+    libs = ensure_kafka_jars(Settings().home)  # where `riskstream dev install` put them
     port, controller_port = free_ports(2)
     broker = KafkaBroker(
         tmp_path_factory.mktemp("kafka"), libs, port=port, controller_port=controller_port

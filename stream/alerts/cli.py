@@ -30,7 +30,11 @@ def tail(
     start: Annotated[
         str,
         typer.Option(
-            "--from", help="now, beginning, or an ISO 8601 time (e.g. 2026-03-01T08:00Z)."
+            "--from",
+            help="now, beginning, or an ISO 8601 time (e.g. 2026-03-01T08:00Z) on the broker's "
+            "clock: the time each alert was written to the topic (its Kafka timestamp), not the "
+            "event time of the payment it is about - replayed or simulated traffic has event "
+            "times far from the time it was scored.",
         ),
     ] = "now",
     as_json: Annotated[

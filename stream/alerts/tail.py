@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 StartAt = str | datetime  # "now", "beginning", or a moment
 
 
-def _start_offsets(consumer: Consumer, topic: str, start: StartAt) -> list[TopicPartition]:
+def start_offsets(consumer: Consumer, topic: str, start: StartAt) -> list[TopicPartition]:
+    """Where to start reading every partition of ``topic``: its end, its beginning, or the
+    first message written at or after a moment (the broker's timestamps)."""
     metadata = consumer.list_topics(topic, timeout=30)
     if topic not in metadata.topics or metadata.topics[topic].error is not None:
         raise LookupError(f"topic {topic!r} does not exist")
@@ -59,7 +61,7 @@ def read_alerts(
         )
     )
     try:
-        consumer.assign(_start_offsets(consumer, topic, start))
+        consumer.assign(start_offsets(consumer, topic, start))
         last = time.monotonic()
         while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
             message = consumer.poll(0.2)

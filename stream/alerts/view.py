@@ -64,7 +64,8 @@ def render(alert: Alert) -> str:
     what = (
         f"    {e.direction.value} {e.channel.value} {format_amount(e.amount_minor, e.currency)} "
         f"{arrow} {e.counterparty_type.value} {e.counterparty_id} ({e.country})  "
-        f"event {e.event_id}  model {alert.model_version}"
+        # The alert id is what an analyst's disposition (LabelEvent.alert_id) refers to.
+        f"event {e.event_id}  model {alert.model_version}  alert {alert.alert_id}"
     )
     lines = [head, what]
     if alert.reasons:

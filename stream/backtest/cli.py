@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -104,7 +105,11 @@ def summary_lines(report: BacktestReport) -> list[str]:
 
 
 @backtest_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array of the runs' manifests (run.json).")
+    ] = False,
+) -> None:
     """Runs under <home>/runs, newest first: status, model, events, alerts."""
     from stream.replay.errors import ReplayError
     from stream.replay.manifest import RunManifest, runs_dir
@@ -117,6 +122,9 @@ def list_command() -> None:
         except (ReplayError, ValueError):
             continue
     manifests.sort(key=lambda m: m.timings.started_at, reverse=True)
+    if as_json:
+        typer.echo(json.dumps([m.model_dump(mode="json") for m in manifests], indent=2))
+        return
     for m in manifests:
         typer.echo(
             f"{m.run_id:<56} {m.status:<11} {m.model_version:<36} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
+from typing import Literal
 
 from stream.backtest.report import BacktestReport, Percentiles
 
@@ -31,19 +32,46 @@ PLOT_TITLES = {
 }
 
 
-def _fmt(value: object, digits: int = 4) -> str:
+Kind = Literal["auto", "count", "ms", "hours", "share"]
+"""How a number reads: ``count`` whole (a median of counts may be x.5), ``ms`` to 0.1 ms
+below 100 ms and whole above, ``hours`` to 0.01, ``share`` (rates, scores) to 4 digits;
+``auto``: ints as counts, other floats as shares."""
+
+
+class _Cell(str):
+    """Already formatted and escaped (a row whose cells have different kinds)."""
+
+    __slots__ = ()
+
+
+def _fmt(value: object, kind: Kind = "auto") -> str:
+    if isinstance(value, _Cell):
+        return value
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return escape(str(value))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return escape(str(value))
+    if kind == "count" or (kind == "auto" and isinstance(value, int)):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    if kind == "ms":
+        return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+    if kind == "hours":
+        return f"{value:,.2f}"
+    return f"{value:.4f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], kinds: Sequence[Kind] = ()
+) -> str:
+    """``kinds[i]`` formats column i (``auto`` for columns beyond it)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+
+    def cell(i: int, value: object) -> str:
+        return f"<td>{_fmt(value, kinds[i] if i < len(kinds) else 'auto')}</td>"
+
+    body = "".join(
+        "<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -92,6 +120,22 @@ HEADLINE: list[tuple[str, Callable[[BacktestReport], object]]] = [
 ]
 
 
+HEADLINE_KINDS: dict[str, Kind] = {
+    "alerts per day": "count",
+    "median events to detect": "count",
+    "mean events to detect": "count",
+    "median hours to detect": "hours",
+}
+
+
+def _headline_rows(*reports: BacktestReport) -> list[list[object]]:
+    """One row per headline figure: its name, then each report's value, formatted."""
+    return [
+        [name, *(_Cell(_fmt(get(r), HEADLINE_KINDS.get(name, "auto"))) for r in reports)]
+        for name, get in HEADLINE
+    ]
+
+
 def _latency_rows(latency: Mapping[str, Percentiles]) -> list[list[object]]:
     return [
         [name.replace("_", " "), p.count, p.p50, p.p90, p.p99, p.max] for name, p in latency.items()
@@ -102,13 +146,14 @@ def render_report(report: BacktestReport, images: Mapping[str, bytes]) -> str:
     ttd = report.time_to_detect
     sections = [
         "<h2>Summary</h2>",
-        _table(["figure", "value"], [[name, get(report)] for name, get in HEADLINE]),
+        _table(["figure", "value"], _headline_rows(report)),
         "<h2>Plots</h2>",
         _plots(images),
         "<h2>Per typology</h2>",
         _table(
             ["typology", "events", "alerted", "recall"],
             [[t.typology, t.events, t.alerted, t.recall] for t in report.per_typology],
+            ["auto", "count", "count", "share"],
         ),
         "<h2>Time to detect</h2>",
         '<p class="note">Events into a scenario (replay order) when its first alert fires; '
@@ -116,6 +161,7 @@ def render_report(report: BacktestReport, images: Mapping[str, bytes]) -> str:
         _table(
             ["typology", "scenarios", "median events", "p90 events", "max events"],
             [[t, p.count, p.p50, p.p90, p.max] for t, p in ttd.per_typology.items()],
+            ["auto", "count", "count", "count", "count"],
         ),
         _table(
             ["scenario", "typology", "events", "first alert at event", "hours to detect"],
@@ -123,13 +169,19 @@ def render_report(report: BacktestReport, images: Mapping[str, bytes]) -> str:
                 [s.scenario_id, s.typology, s.events, s.first_alert_event, s.hours_to_detect]
                 for s in ttd.per_scenario
             ],
+            ["auto", "auto", "count", "count", "hours"],
         ),
         "<h2>Latency (ms)</h2>",
-        _table(["step", "count", "p50", "p90", "p99", "max"], _latency_rows(report.latency_ms)),
+        _table(
+            ["step", "count", "p50", "p90", "p99", "max"],
+            _latency_rows(report.latency_ms),
+            ["auto", "count", "ms", "ms", "ms", "ms"],
+        ),
         "<h2>Per day</h2>",
         _table(
             ["day (UTC)", "events", "alerts", "true positives"],
             [[d.day.isoformat(), d.events, d.alerts, d.true_positives] for d in report.per_day],
+            ["auto", "count", "count", "count"],
         ),
     ]
     return _page(f"Backtest {report.run_id}", "".join(sections))
@@ -149,7 +201,8 @@ def render_comparison(
     rows = []
     for name, get in HEADLINE:
         a, b = get(first), get(second)
-        rows.append([name, a, b, delta(a, b)])
+        kind = HEADLINE_KINDS.get(name, "auto")
+        rows.append([name, *(_Cell(_fmt(v, kind)) for v in (a, b, delta(a, b)))])
     typologies = sorted({t.typology for r in (first, second) for t in r.per_typology})
     recall_a = {t.typology: t for t in first.per_typology}
     recall_b = {t.typology: t for t in second.per_typology}
@@ -177,6 +230,6 @@ def render_comparison(
         "<h2>Recall per typology</h2>",
         _table(["typology", first.run_id, second.run_id, "difference"], typology_rows),
         "<h2>Median latency (ms)</h2>",
-        _table(["step", first.run_id, second.run_id], latency_rows),
+        _table(["step", first.run_id, second.run_id], latency_rows, ["auto", "ms", "ms"]),
     ]
     return _page(f"Backtest {first.run_id} vs {second.run_id}", "".join(sections))

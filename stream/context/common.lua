@@ -25,10 +25,8 @@ local DAY_MS = 86400000
 local HOUR_MS = 3600000
 local WEEK_MS = 7 * DAY_MS
 local MONTH_MS = 30 * DAY_MS
--- Past days kept: the 30-day window of an event up to a day older than the newest.
-local KEEP_DAYS = 31
 
-local cfg = { sunpack('<ddddddddd', ARGV[1]) }
+local cfg = { sunpack('<dddddddddddd', ARGV[1]) }
 local TTL_MS = cfg[1]           -- every window-bearing key (35 days by default)
 local PROFILE_TTL_MS = cfg[2]   -- the state blob with the long-memory profile (400 days)
 local TOL_MS = cfg[3]           -- out-of-order tolerance
@@ -38,6 +36,9 @@ local DEVICE_CAP = cfg[6]       -- customer: first-seen devices
 local SET_CAP = cfg[7]          -- inbound senders (customer) / customers (counterparty)
 local DEDUPE_CAP = cfg[8]       -- event ids remembered per entity, at most
 local DEDUPE_SPAN_MS = cfg[9]   -- ... and while the entity's newest time is this close
+local MATURITY_DAYS = cfg[10]   -- counterparty: labels of events this many days old have arrived
+local EXPOSURE_WINDOW_MS = cfg[11] -- customer: compromised points paid at within this window
+local STORY_K = cfg[12]         -- customer: recent events remembered for the story
 
 -- TTLs are wall clock (Redis expires keys by it). Refreshing them costs a command per key, so
 -- it happens when an entity is created or its last refresh (header stamp) is REFRESH_MS old;
@@ -129,11 +130,11 @@ end
 ----------------------------------------------------------------------------------------------
 -- Day-granular windows (7d, 30d). The header holds the newest day D, its running totals and
 -- cached totals over days [D-6, D-1] and [D-29, D-1]. Past days' totals live in a ring of
--- RING_DAYS fixed-size slots: day d in slot d % RING_DAYS, stamped d + 1 (0: never written), so
--- a slot left over from an older day reads as empty and nothing ever has to be deleted. The
--- ring is read and written only when the newest day rolls over (store the old day, subtract
--- the days leaving the windows) or a late event lands in a past day; an event on the newest
--- day touches header numbers only. Totals are integers (counts, cents), so the caches kept by
+-- L.ring_days fixed-size slots: day d in slot d % L.ring_days, stamped d + 1 (0: never
+-- written), so a slot left over from an older day reads as empty and nothing ever has to be
+-- deleted. The ring is read and written only when the newest day rolls over (store the old day,
+-- subtract the days leaving the windows) or a late event lands in a past day; an event on the
+-- newest day touches header numbers only. Totals are integers (counts, cents), so the caches kept by
 -- additions and subtractions are exact.
 --
 -- (Measured on the benchmark bank, where about half of all events are an entity's first of
@@ -150,7 +151,8 @@ end
 -- L.put(st, offset, bytes), which stores one slot (a key's slot is written in place with
 -- SETRANGE: a 28-byte write instead of re-sending the whole ring).
 
-local RING_DAYS = 32 -- at least KEEP_DAYS + 1
+-- Each layout sets L.keep_days (past days kept: the oldest window an event up to a day older
+-- than the newest can need) and L.ring_days (slots, at least keep_days + 1).
 
 local function zeros(n)
   local z = {}
@@ -164,7 +166,7 @@ local W7, W30 = {}, {} -- add_to_day's results (reused: read at once by the call
 -- Add day k's stored totals (if its slot holds day k) times `sign` into acc[from..from+nv-1];
 -- the ring starts after byte `at` of the string `ring`.
 local function ring_add(L, ring, at, k, acc, from, sign)
-  local off = at + (k % RING_DAYS) * L.slot + 1
+  local off = at + (k % L.ring_days) * L.slot + 1
   if #ring < off then
     return
   end
@@ -190,7 +192,7 @@ end
 
 -- Store `vals` (array, or header values from index `from`) as day k's totals.
 local function ring_put(st, L, k, vals, from)
-  L.put(st, (k % RING_DAYS) * L.slot, L.pack(k + 1, vals, from))
+  L.put(st, (k % L.ring_days) * L.slot, L.pack(k + 1, vals, from))
 end
 
 -- Make day d the newest: the old newest day's totals are stored, caches slide to d.
@@ -228,7 +230,7 @@ local function roll_day(st, L, d)
     end
   end
   -- the old day stays readable for late events (and leaves the windows through the ring)
-  if any and gap <= KEEP_DAYS then
+  if any and gap <= L.keep_days then
     ring_put(st, L, old, h, today)
   end
   for j = 0, nv - 1 do
@@ -259,7 +261,7 @@ local function add_to_day(st, L, d, vals)
   end
   -- A late event in a past day: applied to that day (if still kept) and to the caches that
   -- cover it; its own windows are computed as of its day from the stored days.
-  if d >= newest - KEEP_DAYS then
+  if d >= newest - L.keep_days then
     local ring, at = L.ring(st)
     local day = ring_get(L, ring, at, d)
     for j = 1, nv do

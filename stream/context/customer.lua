@@ -3,14 +3,18 @@
 -- CUSTOMER_RECORD in features.py.
 --
 -- Keys under the base "<ns>:{c:<customer_id>}":
---   :s  state blob: header | recent-event log | recent outbound | dedupe FIFO
+--   :s  state blob: header | recent-event log | recent outbound | story | dedupe FIFO
 --   :d  string: ring of past days' totals (7d/30d windows; read and written about once per
 --       active day, see common.lua)
 --   :k  hash of first-seen times: 'p'..counterparty, 'd'..device, 'k'..country -> packed double
 --   :z  zset 'p'..inbound sender -> its latest inbound time (distinct senders over 7 days)
+--   :x  zset of payments at points later confirmed compromised: member = packed payment time
+--       .. entity tag, score = confirmation time (written by exposure.lua, read here)
 
 -- header (doubles): 1 layout version, then
-local LAYOUT_VERSION = 3 -- 2: ':d' is a string ring; 3: keyed hashes (ops.py, hash_key)
+-- 2: ':d' is a string ring; 3 (two branches): keyed hashes (ops.py, hash_key) / exposure to
+-- compromised points (':x', slot 43) and the story; 4: both, and the namespace marker as KEYS[1]
+local LAYOUT_VERSION = 4
 local H_FIRST, H_NEWEST, H_N = 2, 3, 4
 local H_OUT, H_IN = 5, 9              -- per direction: n, mean ln(1+x), M2, sum (4 values each)
 local H_DROP_PREV, H_DROP_IN = 13, 14 -- newest times among events pruned from the log
@@ -27,7 +31,7 @@ local function customer_ring(st)
   return st.ring, 0
 end
 local H_D_TTL = 39 -- 1 once the ':d' key was created (with its TTL) by customer_ring_put
-local RING_BYTES = RING_DAYS * 28
+local RING_BYTES = 32 * 28 -- DAYS.ring_days slots
 -- A slot is written in place with SETRANGE, which keeps the key's TTL. The key is created
 -- whole (SET of all RING_BYTES with PX), never grown by SETRANGE: Redis grows a string
 -- greedily, up to twice what it holds. SETRANGE returns the length: anything but RING_BYTES
@@ -51,6 +55,7 @@ end
 local I6_MAX = 2 ^ 47 - 1
 local DAYS = {
   day = 16, today = 17, c7 = 23, c30 = 29, nv = 6, slot_fmt = '<IHi6Hi6Hi6', slot = 28,
+  ring_days = 32, keep_days = 31,
   max = { 65535, I6_MAX, 65535, I6_MAX, 65535, I6_MAX },
   -- (add_to_day saturates every total at its field; the mmin here is a second guard)
   pack = function(stamp, v, i)
@@ -62,7 +67,9 @@ local DAYS = {
 local H_NP, H_ND, H_NZ = 35, 36, 37   -- first-seen counterparties, devices; sender zset size
 local H_LOGN, H_RON, H_FIFON = 38, 40, 41
 local H_TTL_AT = 42                   -- wall clock of the last TTL refresh
-local N_HDR = 42
+local H_EXPOSED = 43 -- 1 once ':x' holds a mark (set by exposure.lua), so most skip the lookup
+local H_STORYN = 44 -- story entries
+local N_HDR = 44
 local HDR_FMT = rep_fmt('d', N_HDR)
 
 -- day values: out count, out sum, in count, in sum, near-threshold cash deposits, cash-in sum
@@ -74,9 +81,20 @@ local RO_UNIT, RW, RO_CAP = 'ddI', 3, 16 -- recent outbound transfers: time, cen
 -- exactly (up to 2^53), so a sum does not depend on the order of additions and subtractions -
 -- a window slid event by event equals one summed afresh, whatever the batch boundaries were -
 -- and a replay reproduces live context to the bit. Records report dollars (cents / 100).
-local N_REC = 39
+local N_REC = 41
 local REC_FMT = rep_fmt('f', N_REC)
-local FIFO_W = 16 + 4 * N_REC
+
+-- The story: the customer's last STORY_K events by event time (ties in arrival order), kept as
+-- a string of fixed-size entries, oldest first: time (whole seconds), amount (log2(1 + USD) in
+-- 1/2048 steps), z-score against the usual (quarters), the event's kind byte from ops.py
+-- (channel, direction, counterparty type, high-risk country), novelty bits (counterparty,
+-- device, country new; late) and the counterparty hash. Each event is returned with the entries
+-- before it (a count byte, then the entries, zero-padded to STORY_K): what the narrative tells
+-- and the story features are computed from, in Python. They are part of the record the dedupe
+-- memory keeps, so a redelivered event gets the same story back.
+local STORY_UNIT, STORY_W = '<IHbBBI', 13
+local STORY_BYTES = 1 + STORY_K * STORY_W
+local FIFO_W = 16 + 4 * N_REC + STORY_BYTES
 
 
 local SD_FLOOR = 0.25        -- ln units: a customer paying the same amount has std ~0
@@ -87,6 +105,7 @@ local ROUND_TRIP_TOLERANCE = 0.05
 local function load_state(base)
   local st = {
     skey = base .. ':s', kkey = base .. ':k', zkey = base .. ':z', dkey = base .. ':d',
+    xkey = base .. ':x',
     dirty = false, rolled = false, created = false, z_created = false,
   }
   local raw = rcall('GET', st.skey)
@@ -95,7 +114,9 @@ local function load_state(base)
     local h = zeros(N_HDR)
     h[1] = LAYOUT_VERSION
     h[H_DROP_PREV], h[H_DROP_IN], h[H_LAST_IN], h[DAYS.day] = -1, -1, -1, -1
-    st.hdr, st.log, st.log_first, st.ro = h, {}, 1, {}
+    -- marks may precede the blob (a replay that applied labels first, an expired blob)
+    h[H_EXPOSED] = rcall('EXISTS', st.xkey)
+    st.hdr, st.log, st.log_first, st.ro, st.story = h, {}, 1, {}, ''
     fifo_load(st, '', 1, 0, FIFO_W, 0)
     return st
   end
@@ -118,7 +139,9 @@ local function load_state(base)
   else
     st.ro = {}
   end
-  fifo_load(st, raw, pos, h[H_FIFON], FIFO_W, h[H_NEWEST])
+  local story_end = pos + h[H_STORYN] * STORY_W
+  st.story = ssub(raw, pos, story_end - 1)
+  fifo_load(st, raw, story_end, h[H_FIFON], FIFO_W, h[H_NEWEST])
   return st
 end
 
@@ -136,11 +159,13 @@ local function save_state(st)
   ro_first = (ro_first - 1) / RW + 1
   local log_n = #st.log / LW - st.log_first + 1
   h[H_LOGN], h[H_RON], h[H_FIFON] = log_n, #ro / RW - ro_first + 1, st.fifo_n
+  h[H_STORYN] = #st.story / STORY_W
   local ttl1, ttl2 = ttl_args(st, h, H_TTL_AT)
   local blob = tconcat(fifo_encode(st, {
     spack(HDR_FMT, unpack(h)),
     pack_records(LOG_UNIT, st.log, LW, st.log_first),
     pack_records(RO_UNIT, ro, RW, ro_first),
+    st.story,
   }))
   if ttl2 then
     rcall('SET', st.skey, blob, ttl1, ttl2)
@@ -387,10 +412,60 @@ local function round_trip(st, t, amt, flags, cph, outbound)
   return 0, -1
 end
 
+-- Card passed through a compromised point: among the marks confirmed by t (exposure.lua), the
+-- distinct points this customer paid at within EXPOSURE_WINDOW_MS before t, and the days since
+-- the latest such payment (-1: none).
+local function exposure(st, h, t)
+  if h[H_EXPOSED] == 0 then
+    return 0, -1
+  end
+  local marks = rcall('ZRANGEBYSCORE', st.xkey, '-inf', t)
+  local points, n, latest = {}, 0, -1
+  for i = 1, #marks do
+    local visit = sunpack('<d', marks[i])
+    if visit <= t and visit > t - EXPOSURE_WINDOW_MS then
+      local point = ssub(marks[i], 9)
+      if not points[point] then
+        points[point] = true
+        n = n + 1
+      end
+      if visit > latest then
+        latest = visit
+      end
+    end
+  end
+  if latest < 0 then
+    return 0, -1
+  end
+  return n, (t - latest) / DAY_MS
+end
+
+-- The story before an event at t (whole seconds) - the remembered events older than it, and
+-- those as old that arrived before it - as returned bytes; then the event itself is remembered
+-- (the oldest entry goes beyond STORY_K; an event older than everything remembered in a full
+-- story is not: it was never among the customer's last STORY_K).
+local function story(st, t_s, entry)
+  local s = st.story
+  local n = #s / STORY_W
+  local p = n
+  while p > 0 and sunpack('<I', s, (p - 1) * STORY_W + 1) > t_s do
+    p = p - 1
+  end
+  local before = ssub(s, 1, p * STORY_W)
+  if p > 0 or n < STORY_K then
+    s = before .. entry .. ssub(s, p * STORY_W + 1)
+    if n + 1 > STORY_K then
+      s = ssub(s, STORY_W + 1)
+    end
+    st.story = s
+  end
+  return schar(p) .. before .. srep(schar(0), (STORY_K - p) * STORY_W)
+end
+
 local function apply_op(st, op)
   -- amt: whole US cents
-  local t, amt, flags, cph, devh, cc, idh, pfield, kfield, dfield =
-    sunpack('<ddHIIHc8Hc0Hc0Hc0', op)
+  local t, amt, flags, cph, devh, cc, kind, idh, pfield, kfield, dfield =
+    sunpack('<ddHIIHBc8Hc0Hc0Hc0', op)
   local snapshot = fifo_find(st, idh)
   if snapshot then
     return 1, snapshot
@@ -424,6 +499,11 @@ local function apply_op(st, op)
   local senders = inbound_senders(st, h, t, outbound, pfield)
   local z, ratio, n = baseline(h, outbound, amt)
   local rt_match, rt_days = round_trip(st, t, amt, flags, cph, outbound)
+  local exposed_points, exposed_days = exposure(st, h, t)
+  local novelty = cp_new + 2 * device_new + 4 * country_new + (late and 8 or 0)
+  local told = story(st, floor(t / 1000), spack(STORY_UNIT, floor(t / 1000),
+    mmin(65535, floor(mlog(1 + amt / 100) / mlog(2) * 2048 + 0.5)),
+    mmax(-127, mmin(127, floor(z * 4 + 0.5))), kind, novelty, cph))
 
   local since_prev, since_in = -1, -1
   if prev >= 0 then
@@ -445,7 +525,8 @@ local function apply_op(st, op)
     small1, ecom1, risky1,
     w7[V_NEAR], w7[V_CASH] / 100, senders,
     since_in, out_in, rt_match, rt_days,
-    late and 1 or 0)
+    late and 1 or 0,
+    exposed_points, exposed_days) .. told
   fifo_push(st, idh, h[H_NEWEST], record)
   prune_log(st, h)
   return 0, record

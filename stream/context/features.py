@@ -20,11 +20,18 @@ equally immutable and slot-free, typed per field for mypy, and builds in ~0.4 µ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Final, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from schemas.common import Channel, CounterpartyType
 
-FEATURES_VERSION: Final = "f1"
+FEATURES_VERSION: Final = "f2"
+"""f2 appended the card's exposure to compromised points (customer) and the maturity-aware
+counterparty risk; f1 (56 features) is the same list without them, see ``FEATURE_SETS``."""
 
 # Categorical codes: explicit, so reordering an enum in schemas/ never silently changes them.
 CHANNEL_CODES: Final[dict[Channel, int]] = {
@@ -102,6 +109,10 @@ class ContextFeatures(NamedTuple):
     round_trip_match: float  # inbound transfer within 5% of an outbound one in 30 days
     round_trip_days: float  # since that outbound transfer; -1 if none
     late: float  # older than the customer's newest event by more than the tolerance
+    # f2: the card paid, within the exposure window before the event, at points confirmed
+    # compromised by labels known by the event's time (common point of purchase)
+    compromised_points: float  # distinct such points
+    days_since_compromised_visit: float  # since the latest such payment; -1 if none
 
     # --- the counterparty entity (COUNTERPARTY_RECORD, counterparty.lua): the card terminal
     # when the event names one (the unit a skimmer compromises), else the counterparty
@@ -112,6 +123,35 @@ class ContextFeatures(NamedTuple):
     cp_fraud_labels_30d: float  # its events of the last 30 days labelled fraud by then
     cp_fraud_rate_30d: float  # ... as a share of its events in those 30 days
     cp_age_days: float  # since its first event seen
+    # f2: maturity-aware risk - events of the "mature" days D-m-w+1 .. D-m (w = 1, 7, 30 days,
+    # D the event's day, m = label maturity: labels of such events have normally arrived), the
+    # fraud labels known by the event's time among them, and their share; immature recent days
+    # never dilute the rate
+    cp_mature_count_1d: float
+    cp_mature_count_7d: float
+    cp_mature_count_30d: float
+    cp_mature_fraud_1d: float
+    cp_mature_fraud_7d: float
+    cp_mature_fraud_30d: float
+    cp_mature_rate_1d: float
+    cp_mature_rate_7d: float
+    cp_mature_rate_30d: float
+    cp_days_since_fraud: float  # since its latest event labelled fraud (label known); -1 if none
+
+    # --- the customer's story (STORY_FEATURES: computed in Python from the last events that
+    # customer.lua remembers, see stream/context/story.py) -------------------------------
+    story_events: float  # remembered events before this one (up to story_events)
+    story_span_s: float  # from the oldest of them to this event
+    story_min_gap_s: float  # shortest gap between consecutive ones, this included; -1 if none
+    story_inbound: float
+    story_small: float  # payments <= reference.SMALL_AMOUNT_USD
+    story_new_counterparties: float
+    story_new_devices: float
+    story_same_counterparty: float  # with this event's counterparty
+    story_same_counterparty_rising: float  # ... rising in amount in a row up to this one
+    story_high_risk: float  # to or from high-risk countries
+    story_max_zscore: float
+    story_amount_vs_mean: float  # log2 of this amount against their mean
 
     def to_vector(self) -> list[float]:
         """The features in ``FEATURE_NAMES`` order."""
@@ -120,6 +160,16 @@ class ContextFeatures(NamedTuple):
 
 FEATURE_NAMES: Final[tuple[str, ...]] = ContextFeatures._fields
 
+_F2_ONLY: Final = frozenset(
+    {"compromised_points", "days_since_compromised_visit"}
+    | {name for name in FEATURE_NAMES if name.startswith(("cp_mature_", "cp_days_since", "story_"))}
+)
+FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
+    "f1": tuple(name for name in FEATURE_NAMES if name not in _F2_ONLY),
+    "f2": FEATURE_NAMES,
+}
+"""The features of each features version, in the order a model of that version reads them."""
+
 EVENT_FIELDS: Final = FEATURE_NAMES[: FEATURE_NAMES.index("out_count_1h")]
 CUSTOMER_RECORD: Final = FEATURE_NAMES[
     FEATURE_NAMES.index("out_count_1h") : FEATURE_NAMES.index("cp_count_24h")
@@ -127,15 +177,37 @@ CUSTOMER_RECORD: Final = FEATURE_NAMES[
 """The customer features in the order customer.lua packs them."""
 
 COUNTERPARTY_RECORD: Final = tuple(
-    name.removeprefix("cp_") for name in FEATURE_NAMES[FEATURE_NAMES.index("cp_count_24h") :]
+    name.removeprefix("cp_")
+    for name in FEATURE_NAMES[
+        FEATURE_NAMES.index("cp_count_24h") : FEATURE_NAMES.index("story_events")
+    ]
 )
 """What counterparty.lua packs (``cp_`` + name in FEATURE_NAMES)."""
+STORY_PART: Final = FEATURE_NAMES[FEATURE_NAMES.index("story_events") :]
 
 
 def assemble(
     event_part: tuple[float, ...],
     customer_part: tuple[float, ...],
     counterparty_part: tuple[float, ...],
+    story_part: tuple[float, ...],
 ) -> ContextFeatures:
-    """Join the parts computed by Python (event) and by the Redis scripts."""
-    return ContextFeatures._make(event_part + customer_part + counterparty_part)
+    """Join the parts computed by Python (event, story) and by the Redis scripts."""
+    return ContextFeatures._make(event_part + customer_part + counterparty_part + story_part)
+
+
+@lru_cache(maxsize=64)
+def _columns(names: tuple[str, ...]) -> NDArray[np.intp]:
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise ValueError(f"features this code does not compute: {', '.join(unknown)}")
+    return np.asarray([index[name] for name in names], dtype=np.intp)
+
+
+def select_features(rows: NDArray[np.float32], names: Sequence[str]) -> NDArray[np.float32]:
+    """The columns ``names`` of ``rows`` (vectors in FEATURE_NAMES order): what a model of an
+    older features version reads. Raises ValueError for a name this code does not compute."""
+    if tuple(names) == FEATURE_NAMES:
+        return rows
+    return rows.reshape(len(rows), len(FEATURE_NAMES))[:, _columns(tuple(names))]

@@ -26,7 +26,7 @@ CUSTOMER: Final = "c"
 COUNTERPARTY: Final = "p"
 TERMINAL: Final = "t"
 
-CUSTOMER_SUFFIXES: Final = (":s", ":d", ":k", ":z")
+CUSTOMER_SUFFIXES: Final = (":s", ":d", ":k", ":z", ":x")
 COUNTERPARTY_SUFFIXES: Final = (":s", ":d", ":u", ":b")
 
 

@@ -24,6 +24,7 @@ from stream.context.reference import (
     amount_usd,
     is_near_threshold_usd,
 )
+from stream.context.story import event_kind
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
@@ -39,12 +40,13 @@ F_TRANSFER: Final = 64
 
 _TRANSFER_CHANNELS: Final = frozenset({Channel.WIRE, Channel.ACH, Channel.P2P, Channel.CRYPTO})
 
-# t_ms, amount in whole US cents, flags, counterparty hash, device hash, country code, event-id hash
-_CUSTOMER_HEAD: Final = struct.Struct("<ddHIIH8s")
+# t_ms, amount in whole US cents, flags, counterparty hash, device hash, country code, kind byte
+# (story.event_kind), event-id hash
+_CUSTOMER_HEAD: Final = struct.Struct("<ddHIIHB8s")
 _COUNTERPARTY_HEAD: Final = struct.Struct("<d8s")
 _LENGTH: Final = struct.Struct("<H")
 _LABEL_TIMES: Final = struct.Struct("<dd")
-CONFIG: Final = struct.Struct("<ddddddddd")  # see ContextStore.__init__ and common.lua
+CONFIG: Final = struct.Struct("<dddddddddddd")  # see ContextStore._event_config, common.lua
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -95,6 +97,10 @@ class EventOps(NamedTuple):
     """What one event contributes: its own features and an op for each entity it touches."""
 
     event_part: tuple[float, ...]
+    time_s: int
+    """Event time in whole seconds (the story's clock)."""
+    counterparty_hash: int
+    """The hash the customer's story remembers the counterparty by."""
     customer_op: bytes
     counterparty_op: bytes
     """For the counterparty entity: the card terminal if the event names one, else the
@@ -166,6 +172,8 @@ def event_ops(event: TransactionEvent, key: bytes = DEVELOPMENT_HASH_KEY) -> Eve
         device_hash = keyed_hash32(device_field, key)
     else:
         device_part, device_hash = _NO_DEVICE, 0
+    cp_hash = keyed_hash32(cp, key)
+    type_code = _TYPE_CODES[event.counterparty_type]
     # Field names of the first-seen hash are built here, where it is cheaper than in Lua.
     customer_op = b"".join(
         (
@@ -173,9 +181,10 @@ def event_ops(event: TransactionEvent, key: bytes = DEVELOPMENT_HASH_KEY) -> Eve
                 t_ms,
                 float(round(usd * 100)),
                 flags,
-                keyed_hash32(cp, key),
+                cp_hash,
                 device_hash,
                 country_code,
+                event_kind(int(channel_code), is_outbound == 1.0, int(type_code), high_risk == 1.0),
                 idh,
             ),
             _LENGTH.pack(len(cp) + 1),
@@ -193,7 +202,7 @@ def event_ops(event: TransactionEvent, key: bytes = DEVELOPMENT_HASH_KEY) -> Eve
         usd,
         is_outbound,
         channel_code,
-        _TYPE_CODES[event.counterparty_type],
+        type_code,
         1.0 if risky else 0.0,
         high_risk,
         1.0 if near else 0.0,
@@ -201,7 +210,7 @@ def event_ops(event: TransactionEvent, key: bytes = DEVELOPMENT_HASH_KEY) -> Eve
         1.0 if moment.weekday() >= 5 else 0.0,
         0.0 if event.terminal_id is None else 1.0,
     )
-    return EventOps(event_part, customer_op, counterparty_op)
+    return EventOps(event_part, int(t_ms // 1000), cp_hash, customer_op, counterparty_op)
 
 
 def counterparty_entity(terminal_id: str | None, counterparty_id: str) -> tuple[str, str]:

@@ -18,10 +18,10 @@ import logging
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import redis
 import redis.cluster
@@ -38,12 +38,6 @@ from stream.context.errors import (
     ContextStateLost,
     ContextUnavailable,
 )
-from stream.context.features import (
-    COUNTERPARTY_RECORD,
-    CUSTOMER_RECORD,
-    ContextFeatures,
-    assemble,
-)
 from stream.context.ops import (
     CONFIG,
     DEVELOPMENT_HASH_KEY,
@@ -52,8 +46,26 @@ from stream.context.ops import (
     event_ops,
     label_op,
 )
+from stream.context.results import (
+    EventContext,
+    LabelApplyResult,
+    PendingContexts,
+    ScriptCall,
+    collect_marks,
+    script_call,
+)
+from stream.context.story import ENTRY
 from stream.redis_client import AnyRedis
-from stream.settings import ContextSettings
+from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, ContextSettings
+
+__all__ = [  # the result types (results.py) are part of this module's API
+    "ContextLimits",
+    "ContextStore",
+    "EventContext",
+    "LabelApplyResult",
+    "PendingContexts",
+    "marker_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +73,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _DAY_MS: Final = 86_400_000
-_CUSTOMER_RECORD: Final = struct.Struct("<B" + "f" * len(CUSTOMER_RECORD))
-_COUNTERPARTY_RECORD: Final = struct.Struct("<B" + "f" * len(COUNTERPARTY_RECORD))
-_LABELS_CONFIG: Final = struct.Struct("<ddd")
+_LABELS_CONFIG: Final = struct.Struct("<ddddddd")
+_EXPOSURE_CONFIG: Final = struct.Struct("<ddd")
+_DOUBLE: Final = struct.Struct("<d")
 
 # Errors after which the same batch may succeed: the server is (re)starting, failing over or
 # unreachable. BusyLoadingError is a ConnectionError subclass; ReadOnlyError means a replica
@@ -116,85 +128,13 @@ class ContextLimits:
     """...and while the entity's newest event time is less than this past their arrival."""
     labels_cap: int = 1024
     """Fraud labels kept per counterparty (the oldest-known go first)."""
+    exposure_fanout_cap: int = 512
+    """Customers marked per fraud label at a compromised point (its customers of the days
+    around the fraud; the earliest payments first). Bounds the work one label can cause."""
+    exposure_marks_cap: int = 32
+    """Payments at compromised points remembered per customer."""
     ops_per_call: int = 512
     """Ops per EVALSHA: bounds how long one script call blocks Redis (~10 ms)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventContext:
-    """The context of one event, as of its own time and including it."""
-
-    event_id: str
-    features: ContextFeatures
-    duplicate: bool
-    """The event had been processed before; ``features`` is the snapshot stored back then."""
-
-
-@dataclass(frozen=True, slots=True)
-class LabelApplyResult:
-    applied: int
-    """Fraud labels newly recorded against their counterparty entity."""
-    duplicates: int
-    """Fraud labels of events already labelled fraud (idempotent replays, or a second source)."""
-    skipped: int
-    """Labels that say "legitimate", or name neither a counterparty nor a terminal."""
-
-
-class PendingContexts:
-    """The contexts of a submitted batch, once Redis has applied it."""
-
-    def __init__(
-        self,
-        future: Future[list[bytes | list[int]]] | None,
-        events: Sequence[TransactionEvent],
-        prepared: list[EventOps],
-        calls: list[_Call],
-    ) -> None:
-        self._future = future
-        self._events = events
-        self._prepared = prepared
-        self._calls = calls
-
-    def result(self, timeout: float | None = None) -> list[EventContext]:
-        """The contexts, in the batch's order; raises what ``update_batch`` raises."""
-        if self._future is None:
-            return []
-        outputs = self._future.result(timeout)
-        n = len(self._events)
-        customer: list[tuple[float, ...]] = [()] * n
-        counterparty: list[tuple[float, ...]] = [()] * n
-        duplicate = [False] * n
-        for call, output in zip(self._calls, outputs, strict=True):
-            _unpack(call, output, customer, counterparty, duplicate)
-        return [
-            EventContext(
-                event.event_id,
-                assemble(ops.event_part, customer[i], counterparty[i]),
-                duplicate[i],
-            )
-            for i, (event, ops) in enumerate(zip(self._events, self._prepared, strict=True))
-        ]
-
-
-def _unpack(
-    call: _Call,
-    output: bytes | list[int],
-    customer: list[tuple[float, ...]],
-    counterparty: list[tuple[float, ...]],
-    duplicate: list[bool],
-) -> None:
-    if not isinstance(output, bytes):
-        raise ContextError(f"unexpected reply from the {call.script} script")
-    is_customer = call.script == "customer"
-    record = _CUSTOMER_RECORD if is_customer else _COUNTERPARTY_RECORD
-    if len(output) != record.size * len(call.targets):
-        raise ContextError(f"{call.script} script returned {len(output)} bytes")
-    for target, (status, *values) in zip(call.targets, record.iter_unpack(output), strict=True):
-        if is_customer:
-            customer[target] = tuple(values)
-            duplicate[target] = status == 1
-        else:
-            counterparty[target] = tuple(values)
 
 
 def _script_source(name: str) -> str:
@@ -207,20 +147,6 @@ def _entity_script(name: str) -> str:
     # The customer script adds the sliding-window helpers (window.lua) to the shared prelude.
     parts = ("common.lua", "window.lua") if name == "customer.lua" else ("common.lua",)
     return "#!lua\n" + "".join(_script_source(part) for part in (*parts, name, "main.lua"))
-
-
-@dataclass(slots=True)
-class _Call:
-    script: str  # "customer", "counterparty" or "labels"
-    keys: list[str]  # the slot's marker, then one entity base key per op
-    args: list[bytes]
-    targets: list[int]  # per op: where its result goes
-
-
-def _call(script: str, marker: str, ops: list[tuple[str, bytes, int]]) -> _Call:
-    return _Call(
-        script, [marker, *(op[0] for op in ops)], [op[1] for op in ops], [op[2] for op in ops]
-    )
 
 
 class ContextStore:
@@ -240,6 +166,7 @@ class ContextStore:
         limits: ContextLimits | None = None,
         *,
         create_namespace: bool = False,
+        label_maturity_days: int | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -256,24 +183,32 @@ class ContextStore:
         lim = self._limits
         self._profile_ttl_ms = lim.profile_ttl_days * _DAY_MS
         self._ttl_ms = settings.ttl_days * _DAY_MS
-        self._config = CONFIG.pack(
-            float(self._ttl_ms),
-            float(self._profile_ttl_ms),
-            float(settings.out_of_order_tolerance_s * 1000),
-            float(lim.log_cap),
-            float(lim.seen_cap),
-            float(lim.device_cap),
-            float(lim.set_cap),
-            float(lim.dedupe_cap),
-            float(lim.dedupe_span_s * 1000),
+        # what customer.lua returns after each record: a count byte and the story's entries
+        self._story_bytes = 1 + settings.story_events * ENTRY.size
+        self._label_maturity_days = (
+            label_maturity_days or settings.label_maturity_days or DEFAULT_LABEL_MATURITY_DAYS
         )
+        self._config = self._event_config()
         self._labels_config = _LABELS_CONFIG.pack(
-            float(self._ttl_ms), float(lim.labels_cap), float(self._profile_ttl_ms)
+            float(self._ttl_ms),
+            float(lim.labels_cap),
+            float(self._profile_ttl_ms),  # the marker's TTL (labels.lua checks it first)
+            float(settings.compromise_min_frauds),
+            settings.compromise_min_share,
+            settings.exposure_before_days * _DAY_MS,
+            float(lim.exposure_fanout_cap),
+        )
+        # Marks live as long as they can count (the exposure window), at least as the windows.
+        self._exposure_config = _EXPOSURE_CONFIG.pack(
+            float(max(self._ttl_ms, (settings.exposure_window_days + 1) * _DAY_MS)),
+            float(lim.exposure_marks_cap),
+            float(self._profile_ttl_ms),
         )
         self._sources = {
             "customer": _entity_script("customer.lua"),
             "counterparty": _entity_script("counterparty.lua"),
             "labels": "#!lua\n" + _script_source("labels.lua"),
+            "exposure": "#!lua\n" + _script_source("exposure.lua"),
         }
         self._shas: dict[str, str] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -290,6 +225,44 @@ class ContextStore:
     @property
     def limits(self) -> ContextLimits:
         return self._limits
+
+    @property
+    def label_maturity_days(self) -> int:
+        return self._label_maturity_days
+
+    def follow_model_maturity(self, model_days: int | None) -> None:
+        """Compute counterparty risk with the maturity a model was trained with (its narrative
+        spec's), unless the settings name one; cheap when nothing changes (called per batch)."""
+        days = self._settings.label_maturity_days or model_days or DEFAULT_LABEL_MATURITY_DAYS
+        if days != self._label_maturity_days:
+            logger.info("counterparty risk now uses a label maturity of %d days", days)
+            self.set_label_maturity_days(days)
+
+    def set_label_maturity_days(self, days: int) -> None:
+        """Serve another model's maturity (the one it was trained with) from the next batch
+        on. The counterparty scripts recompute their cached mature windows on a change, so
+        the state stays consistent whatever sequence of maturities it has seen."""
+        if not 1 <= days <= 30:
+            raise ContextError(f"label maturity must be 1..30 days, got {days}")
+        self._label_maturity_days = days
+        self._config = self._event_config()
+
+    def _event_config(self) -> bytes:
+        lim, settings = self._limits, self._settings
+        return CONFIG.pack(
+            float(self._ttl_ms),
+            float(self._profile_ttl_ms),
+            float(settings.out_of_order_tolerance_s * 1000),
+            float(lim.log_cap),
+            float(lim.seen_cap),
+            float(lim.device_cap),
+            float(lim.set_cap),
+            float(lim.dedupe_cap),
+            float(lim.dedupe_span_s * 1000),
+            float(self._label_maturity_days),
+            float(settings.exposure_window_days * _DAY_MS),
+            float(settings.story_events),
+        )
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -360,7 +333,7 @@ class ContextStore:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="context-store")
             future = self._executor.submit(self._guard, self._run, calls)
-        return PendingContexts(future, events, ops, calls)
+        return PendingContexts(future, events, ops, calls, self._story_bytes)
 
     def close(self) -> None:
         """Wait for submitted batches and stop the background thread (the client stays open)."""
@@ -378,7 +351,9 @@ class ContextStore:
     def apply_labels(self, labels: Sequence[LabelEvent]) -> LabelApplyResult:
         """Record fraud labels against the labelled event's counterparty entity (its terminal
         when it names one, see ``ops.counterparty_entity``); from the label's time on, they
-        count in that entity's label-derived risk. Idempotent."""
+        count in that entity's label-derived risk. When the labels make an entity a confirmed
+        compromised point, the customers who paid there around the fraud are marked (a second
+        round trip, see labels.lua and exposure.lua). Idempotent."""
         ns = self._namespace
         ops: list[tuple[str, bytes, int]] = []
         skipped = 0
@@ -394,8 +369,29 @@ class ContextStore:
             return LabelApplyResult(0, 0, skipped)
         calls = list(self._group("labels", ops))
         outputs = self._guard(self._run, calls)
-        applied = sum(int(added) for output in outputs for added in output)
-        return LabelApplyResult(applied, len(ops) - applied, skipped)
+        applied = 0
+        marks: dict[tuple[str, bytes], float] = {}
+        for call, output in zip(calls, outputs, strict=True):
+            if not isinstance(output, list) or len(output) != len(call.args):
+                raise ContextError("unexpected reply from the labels script")
+            # call.keys[0] is the slot's marker; the entity keys follow, one per op
+            for key, op, reply in zip(call.keys[1:], call.args, output, strict=True):
+                added, exposed = reply
+                applied += int(added)
+                if exposed:
+                    collect_marks(key, op, exposed, marks)
+        exposed_count = self._mark_exposures(marks) if marks else 0
+        return LabelApplyResult(applied, len(ops) - applied, skipped, exposed_count)
+
+    def _mark_exposures(self, marks: dict[tuple[str, bytes], float]) -> int:
+        """One exposure.lua op per (customer, payment at a point): its earliest confirmation."""
+        ns = self._namespace
+        ops = [
+            (keys.customer_base(ns, customer), _DOUBLE.pack(confirmed) + member, i)
+            for i, ((customer, member), confirmed) in enumerate(sorted(marks.items()))
+        ]
+        outputs = self._guard(self._run, list(self._group("exposure", ops)))
+        return sum(int(n) for n in outputs)
 
     def drop_namespace(self) -> int:
         """Delete every key of the namespace (a finished backtest); returns how many."""
@@ -417,7 +413,7 @@ class ContextStore:
 
     def _plan_events(
         self, events: Sequence[TransactionEvent], prepared: Sequence[EventOps]
-    ) -> list[_Call]:
+    ) -> list[ScriptCall]:
         ns = self._namespace
         customer_ops: list[tuple[str, bytes, int]] = []
         counterparty_ops: list[tuple[str, bytes, int]] = []
@@ -430,7 +426,7 @@ class ContextStore:
             *self._group("counterparty", counterparty_ops),
         ]
 
-    def _group(self, script: str, ops: list[tuple[str, bytes, int]]) -> Iterator[_Call]:
+    def _group(self, script: str, ops: list[tuple[str, bytes, int]]) -> Iterator[ScriptCall]:
         """Calls of about ``ops_per_call`` ops; on a cluster, one hash slot per call. All ops
         of one entity go into one call, in their order: a call is what a retry repeats, and
         the dedupe memory keeps every id of an entity's last call (common.lua). A chunk closes
@@ -450,10 +446,10 @@ class ContextStore:
             for entity_ops in entities:
                 chunk.extend(entity_ops)
                 if len(chunk) >= size:
-                    yield _call(script, marker, chunk)
+                    yield script_call(script, marker, chunk)
                     chunk = []
             if chunk:
-                yield _call(script, marker, chunk)
+                yield script_call(script, marker, chunk)
 
     # --- execution -----------------------------------------------------------------------------
 
@@ -463,14 +459,20 @@ class ContextStore:
             sha = self._client.script_load(source)  # type: ignore[union-attr]
             self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
-    def _run(self, calls: list[_Call]) -> list[bytes | list[int]]:
+    def _run(self, calls: list[ScriptCall]) -> list[Any]:
         """One pipeline of every call (each checks its slot's marker first). Reloads the
         scripts and retries once after NOSCRIPT (a restarted Redis forgot them); retrying is
         safe because every op is idempotent."""
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
             for call in calls:
-                config = self._labels_config if call.script == "labels" else self._config
+                config = (
+                    self._labels_config
+                    if call.script == "labels"
+                    else self._exposure_config
+                    if call.script == "exposure"
+                    else self._config
+                )
                 # execute_command, not .evalsha(): redis-py's cluster pipeline blocks the
                 # method (it cannot see keys in general) but routes EVALSHA by its keys.
                 pipe.execute_command(

@@ -1,6 +1,7 @@
-"""`riskstream dev up|down|status`: the local Kafka broker and Redis server for development.
+"""`riskstream dev up|down|status`: the local Kafka broker, Redis and PostgreSQL for development.
 
-Everything lives under ``<settings.home>/dev/`` (``kafka/``, ``redis/``, ``devenv.json``); the
+Everything lives under ``<settings.home>/dev/`` (``kafka/``, ``redis/``, ``postgres/``,
+``devenv.json``); the
 broker's jars are cached in ``<settings.home>/kafka/libs``. Mounted by ``stream/cli.py`` as::
 
     app.add_typer(stream.devenv.cli.app, name="dev")
@@ -17,6 +18,7 @@ import typer
 from stream.devenv.errors import DevEnvError
 from stream.devenv.jars import ensure_kafka_jars, kafka_version
 from stream.devenv.kafka import KafkaBroker
+from stream.devenv.postgres import PostgresServer, ensure_postgres_binaries
 from stream.devenv.redis_server import (
     REDIS_URL_ENV,
     RedisServer,
@@ -38,6 +40,7 @@ _STATE_FILE = "devenv.json"
 KafkaPort = Annotated[int, typer.Option(help="Kafka client (PLAINTEXT) port.")]
 ControllerPort = Annotated[int, typer.Option(help="KRaft controller port.")]
 RedisPort = Annotated[int, typer.Option(help="redis-server port (when REDIS_URL is not used).")]
+PostgresPort = Annotated[int, typer.Option(help="PostgreSQL port (the case desk's database).")]
 
 
 def _dev_dir() -> Path:
@@ -74,11 +77,13 @@ def install(
         bool,
         typer.Option(
             help="Also the tools only the test suite uses: kcat (the README's alert-reading "
-            "recipe is run by a test) and promtool (checks the Prometheus config)."
+            "recipe is run by a test), promtool (checks the Prometheus config), and chromium "
+            "with chromium-driver (the case desk's browser tests)."
         ),
     ] = False,
 ) -> None:
-    """Install what the broker and Redis need: Kafka jars from Maven Central, Debian's redis-server.
+    """Install what the servers need: Kafka jars from Maven Central, Debian's redis-server and
+    postgresql.
 
     Idempotent and cached: a second run only checks. `make setup` runs it so a fresh machine
     fails early, with a clear message, rather than inside the first test that needs a server.
@@ -87,9 +92,12 @@ def install(
     try:
         libs = ensure_kafka_jars(home)
         redis_binary = ensure_redis_server_binary()
+        postgres_bin = ensure_postgres_binaries()
         tools = (
             {"kcat": ensure_debian_tool("kcat", "kcat"),
-             "promtool": ensure_debian_tool("promtool", "prometheus")}
+             "promtool": ensure_debian_tool("promtool", "prometheus"),
+             "chromium": ensure_debian_tool("chromium", "chromium"),
+             "chromedriver": ensure_debian_tool("chromedriver", "chromium-driver")}
             if test_tools
             else {}
         )  # fmt: skip
@@ -97,6 +105,7 @@ def install(
         raise _fail(error) from error
     typer.echo(f"kafka {kafka_version()} jars: {libs}")
     typer.echo(f"redis-server: {redis_binary}")
+    typer.echo(f"postgresql: {postgres_bin}")
     for name, path in tools.items():
         typer.echo(f"{name}: {path}")
 
@@ -106,8 +115,10 @@ def up(
     kafka_port: KafkaPort = 9092,
     controller_port: ControllerPort = 9093,
     redis_port: RedisPort = 6379,
+    postgres_port: PostgresPort = 5432,
 ) -> None:
-    """Start the broker and Redis (reusing healthy running ones) and create riskstream's topics.
+    """Start the broker, Redis and PostgreSQL (reusing healthy running ones), create
+    riskstream's topics, the desk's database and its tables.
 
     Redis: the server named by $REDIS_URL is used when it answers PING.
     Otherwise redis-server is started on 127.0.0.1 (installing Debian's package if needed).
@@ -124,6 +135,7 @@ def up(
     state = {
         "kafka": {"port": kafka_port, "controller_port": controller_port},
         "redis": {"external": True} if external else {"port": redis_port},
+        "postgres": {"port": postgres_port},
     }
     dev_dir.mkdir(parents=True, exist_ok=True)
     (dev_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", "utf-8")
@@ -141,6 +153,10 @@ def up(
             redis_server.start()
             redis_url, redis_pid = redis_server.url, redis_server.pid
         created = ensure_topics(broker.kafka_settings(), standard_topics(settings.topics))
+        postgres = PostgresServer(postgres_port, dev_dir / "postgres")
+        postgres.start()
+        desk_url = postgres.ensure_database()
+        _upgrade_desk(desk_url)
     except StreamError as error:
         raise _fail(error) from error
 
@@ -149,19 +165,35 @@ def up(
         typer.echo(f"Redis  {redis_url}  (pid {redis_pid})")
     else:
         typer.echo(f"Redis  {RedisSettings(url=redis_url).safe_url()}  (from ${REDIS_URL_ENV})")
+    typer.echo(
+        f"PostgreSQL  127.0.0.1:{postgres_port}  (pid {postgres.pid}, data {postgres.data_dir})"
+    )
     typer.echo(f"Topics created: {', '.join(created) if created else 'none (all existed)'}")
     typer.echo(f"export RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
     if not external:
         typer.echo(f"export RISKSTREAM_REDIS__URL={redis_url}")
     else:
         typer.echo(f'export RISKSTREAM_REDIS__URL="${REDIS_URL_ENV}"')
+    typer.echo(f"export RISKSTREAM_DESK__DATABASE_URL={desk_url}")
+
+
+def _upgrade_desk(url: str) -> None:
+    from stream.desk.database import make_engine, upgrade
+    from stream.settings import DeskSettings
+
+    engine = make_engine(DeskSettings(database_url=url))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 @app.command()
 def down() -> None:
-    """Stop the broker and the redis-server started by `up` (SIGTERM, then SIGKILL if needed).
+    """Stop the broker, redis-server and PostgreSQL started by `up`.
 
-    Kafka's data stays in <home>/dev/kafka: the next `up` has the same topics and messages.
+    Kafka's data stays in <home>/dev/kafka and the desk's database in <home>/dev/postgres: the
+    next `up` has the same topics, messages, alerts and users.
     A server from $REDIS_URL is not touched.
     """
     dev_dir = _dev_dir()
@@ -178,6 +210,17 @@ def down() -> None:
         pid = server.pid
         server.stop()
         typer.echo(f"{name}: stopped (pid {pid})" if pid else f"{name}: was not running")
+    postgres = _recorded_postgres(dev_dir, state)
+    pid = postgres.pid
+    try:
+        postgres.stop()
+    except StreamError as error:
+        raise _fail(error) from error
+    typer.echo(f"PostgreSQL: stopped (pid {pid})" if pid else "PostgreSQL: was not running")
+
+
+def _recorded_postgres(dev_dir: Path, state: dict[str, Any]) -> PostgresServer:
+    return PostgresServer(state.get("postgres", {}).get("port", 5432), dev_dir / "postgres")
 
 
 def is_up() -> bool:
@@ -189,7 +232,7 @@ def is_up() -> bool:
 
 @app.command()
 def status() -> None:
-    """Show whether the broker and redis-server of `up` run and answer, with their addresses."""
+    """Show whether the broker, PostgreSQL and redis-server of `up` run and answer."""
     dev_dir = _dev_dir()
     state = _read_state(dev_dir)
     broker = _recorded_broker(dev_dir, state)
@@ -198,6 +241,12 @@ def status() -> None:
     else:
         health = "answering" if broker.answers() else "NOT answering"
         typer.echo(f"Kafka  {broker.bootstrap_servers}  pid {broker.pid}, {health}")
+    postgres = _recorded_postgres(dev_dir, state)
+    if postgres.pid is None:
+        typer.echo("PostgreSQL  stopped")
+    else:
+        health = "answering" if postgres.answers() else "NOT answering"
+        typer.echo(f"PostgreSQL  127.0.0.1:{postgres.port}  pid {postgres.pid}, {health}")
     redis_state = state.get("redis", {})
     if redis_state.get("external"):
         typer.echo(f"Redis  external (${REDIS_URL_ENV}), not managed here")

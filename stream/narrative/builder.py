@@ -17,8 +17,10 @@ from schemas.transaction import TransactionEvent
 from stream.context.features import FEATURE_NAMES, ContextFeatures
 from stream.context.reference import NIGHT_HOURS_UTC, REPORTING_THRESHOLD_USD
 from stream.context.store import EventContext
+from stream.context.story import StoryEntry
 from stream.narrative.spec import NarrativeSpec
-from stream.narrative.tokens import MAX_TOKENS, SEPARATOR_TOKENS, SPECIAL_TOKENS, clause_tokens
+from stream.narrative.story import entry_text, memo_text
+from stream.narrative.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, clause_tokens
 from stream.narrative.words import (
     AMOUNT_LEVELS,
     COUNTERPARTY_NOUNS,
@@ -28,6 +30,7 @@ from stream.narrative.words import (
     RISKY_CATEGORY_WORDS,
     TOTAL_LEVELS,
     VS_USUAL,
+    count_of,
     nth,
     quantity,
 )
@@ -40,6 +43,9 @@ CLAUSE_ORDER: Final = (
     "amount_vs_usual",
     "counterparty",
     "cp_fraud_rate",
+    "cp_confirmed_fraud",
+    "cp_fraud_recency",
+    "compromised_exposure",
     "country",
     "device",
     "dormancy",
@@ -61,8 +67,14 @@ CLAUSE_ORDER: Final = (
     "account_age",
     "time_of_day",
     "late",
+    *(f"story_{i}" for i in range(1, 65)),
+    "memo",
 )
-"""Every clause id, most important first (the order they appear in and are kept in)."""
+"""Every clause id, most important first (the order they appear in and are kept in). Template
+n1 uses ``cp_fraud_rate``; n2 replaced it by the maturity-aware ``cp_confirmed_fraud``, added
+``cp_fraud_recency`` and ``compromised_exposure``, then tells the story (``story_1`` is the
+newest remembered event) and the customer's reference (``memo``, kept whatever the length:
+its room is reserved first)."""
 
 _HOUR_S: Final = 3600.0
 _DAY_S: Final = 86400.0
@@ -85,6 +97,8 @@ class Narrative:
     """``ContextFeatures`` in FEATURE_NAMES order (for the hybrid model and the GBDT)."""
     version: str
     """The NarrativeSpec version; a model is trained on, and served with, one version."""
+    story: tuple[StoryEntry, ...] = ()
+    """The story the context carried (kept with scored records, to narrate them again)."""
 
 
 def narrative_without(narrative: Narrative, clause_id: str) -> str:
@@ -109,11 +123,23 @@ def _clause(clause_id: str, text: str) -> tuple[Clause, int]:
 
 
 def build_narrative(
-    event: TransactionEvent, context: EventContext | ContextFeatures, spec: NarrativeSpec
+    event: TransactionEvent,
+    context: EventContext | ContextFeatures,
+    spec: NarrativeSpec,
+    story: tuple[StoryEntry, ...] | None = None,
 ) -> Narrative:
-    """Narrate ``event`` in the light of ``context`` (an EventContext or its features)."""
-    f = context.features if isinstance(context, EventContext) else context
-    budget = MAX_TOKENS - SPECIAL_TOKENS + SEPARATOR_TOKENS  # the first clause has no ";"
+    """Narrate ``event`` in the light of ``context`` (an EventContext, or its features and
+    ``story``: the story an EventContext carries, else none)."""
+    if isinstance(context, EventContext):
+        f, story = context.features, context.story if story is None else story
+    else:
+        f, story = context, story or ()
+    budget = spec.max_tokens - SPECIAL_TOKENS + SEPARATOR_TOKENS  # the first clause has no ";"
+    n2 = spec.template_version != "n1"
+    memo = memo_text(event.memo) if n2 else ""
+    memo_clause = Clause("memo", memo) if memo else None
+    if memo_clause is not None:  # free text: counted, never cached
+        budget -= clause_tokens(memo, cache=False) + SEPARATOR_TOKENS
     kept: list[Clause] = []
     for clause_id, text in _clause_texts(event, f, spec):
         clause, tokens = _clause(clause_id, text)
@@ -121,11 +147,21 @@ def build_narrative(
         if budget < 0:
             break  # clauses are in order of importance: the rest matter less
         kept.append(clause)
+    if n2 and budget >= 0:
+        for index, entry in enumerate(story, start=1):
+            clause, tokens = _clause(f"story_{index}", entry_text(entry, spec))
+            budget -= tokens + SEPARATOR_TOKENS
+            if budget < 0:
+                break  # the newest come first: older ones matter less
+            kept.append(clause)
+    if memo_clause is not None:
+        kept.append(memo_clause)
     return Narrative(
         text=SEPARATOR.join([c.text for c in kept]),
         clauses=tuple(kept),
         features=f,
         version=spec.version,
+        story=story,
     )
 
 
@@ -165,9 +201,12 @@ def _clause_texts(
 
     # the counterparty entity is the terminal when the event names one
     entity = "terminal" if f.has_terminal else noun
-    if f.cp_fraud_labels_30d >= 1:
-        rate = RATE_LEVELS[spec.level("cp_fraud_rate_30d", f.cp_fraud_rate_30d)]
-        add(("cp_fraud_rate", f"{entity}'s recent fraud rate {rate}"))
+    if spec.template_version == "n1":
+        if f.cp_fraud_labels_30d >= 1:
+            rate = RATE_LEVELS[spec.level("cp_fraud_rate_30d", f.cp_fraud_rate_30d)]
+            add(("cp_fraud_rate", f"{entity}'s recent fraud rate {rate}"))
+    else:
+        out.extend(_counterparty_risk(f, spec, entity))
 
     new_country = f.country_new and has_history
     if f.high_risk_country and new_country:
@@ -307,6 +346,54 @@ def _clause_texts(
     if f.late:
         add(("late", "reported late"))
     return out
+
+
+def _counterparty_risk(
+    f: ContextFeatures, spec: NarrativeSpec, entity: str
+) -> list[tuple[str, str]]:
+    """Template n2: confirmed fraud at the counterparty entity among its *settled* payments
+    (old enough for their labels to have arrived, so recent days never dilute the share), the
+    latest confirmed fraud there, and the card's payments at points later confirmed
+    compromised."""
+    out: list[tuple[str, str]] = []
+    if f.cp_mature_fraud_7d >= 1:
+        share = RATE_LEVELS[spec.level("cp_mature_rate_7d", f.cp_mature_rate_7d)]
+        frauds = count_of(f.cp_mature_fraud_7d, "confirmed fraud", "confirmed frauds")
+        text = f"{entity} with {frauds} among its settled payments of the past week, {share} share"
+        out.append(("cp_confirmed_fraud", text))
+    elif f.cp_mature_fraud_30d >= 1:
+        share = RATE_LEVELS[spec.level("cp_mature_rate_30d", f.cp_mature_rate_30d)]
+        frauds = count_of(f.cp_mature_fraud_30d, "confirmed fraud", "confirmed frauds")
+        text = f"{entity} with {frauds} among its settled payments of the past month, {share} share"
+        out.append(("cp_confirmed_fraud", text))
+    elif f.cp_fraud_labels_30d >= 1:
+        frauds = count_of(f.cp_fraud_labels_30d, "fraud", "frauds")
+        out.append(
+            ("cp_confirmed_fraud", f"{entity} with {frauds} confirmed among recent payments")
+        )
+    if f.cp_days_since_fraud >= 0:
+        out.append(
+            ("cp_fraud_recency", "latest confirmed fraud there " + _ago(f.cp_days_since_fraud))
+        )
+    if f.compromised_points >= 1:
+        points = count_of(f.compromised_points, "point", "points")
+        when = _ago(f.days_since_compromised_visit)
+        out.append(
+            ("compromised_exposure", f"card used {when} at {points} later confirmed compromised")
+        )
+    return out
+
+
+def _ago(days: float) -> str:
+    if days < 1:
+        return "earlier today"
+    if days < 2:
+        return "yesterday"
+    if days < 7:
+        return "this week"
+    if days < 30:
+        return "weeks ago"
+    return "months ago"
 
 
 assert len(FEATURE_NAMES) == len(ContextFeatures._fields)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 MAX_TOKENS: Final = 128
-"""The model's input limit, including [CLS] and [SEP] (models.backbones.MAX_NARRATIVE_TOKENS)."""
+"""Template n1's input limit, including [CLS] and [SEP]; each template has its own
+(``spec.Template.max_tokens``)."""
 SPECIAL_TOKENS: Final = 2
 SEPARATOR_TOKENS: Final = 1  # the ";" between clauses
 _CACHE_LIMIT: Final = 100_000  # clause texts are a finite vocabulary; this only guards memory
@@ -46,13 +47,14 @@ def _load() -> Any:
         return _tokenizer
 
 
-def clause_tokens(text: str) -> int:
-    """Tokens of ``text`` without special tokens (cached)."""
+def clause_tokens(text: str, *, cache: bool = True) -> int:
+    """Tokens of ``text`` without special tokens (cached, unless ``cache`` is False: free
+    text such as a payment reference would only fill the cache)."""
     count = _counts.get(text)
     if count is None:
         tok = _tokenizer if _tokenizer is not None else _load()
         count = len(tok.encode(text, add_special_tokens=False).ids)
-        if len(_counts) < _CACHE_LIMIT:
+        if cache and len(_counts) < _CACHE_LIMIT:
             _counts[text] = count
     return count
 

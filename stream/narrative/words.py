@@ -52,6 +52,11 @@ def quantity(n: float, plural: str) -> str:
     return f"hundreds of {plural}"
 
 
+def count_of(n: float, singular: str, plural: str) -> str:
+    """ "one confirmed fraud", "three confirmed frauds", "dozens of confirmed frauds"."""
+    return f"one {singular}" if int(n) == 1 else quantity(n, plural)
+
+
 def nth(n: float, singular: str, plural: str) -> str:
     """ "fourth outbound payment", or the quantity of the plural when past ten."""
     count = int(n)
@@ -99,6 +104,27 @@ EVENT_PHRASES: Final[dict[tuple[Channel, Direction], str]] = {
     (Channel.CRYPTO, Direction.OUTBOUND): "transfer to a crypto exchange",
     (Channel.CRYPTO, Direction.INBOUND): "transfer from a crypto exchange",
 }
+
+
+STORY_PHRASES: Final[dict[tuple[Channel, Direction], str]] = {
+    (Channel.CARD, Direction.OUTBOUND): "card in store",
+    (Channel.CARD, Direction.INBOUND): "card refund",
+    (Channel.ECOMMERCE, Direction.OUTBOUND): "online card",
+    (Channel.ECOMMERCE, Direction.INBOUND): "online refund",
+    (Channel.ATM, Direction.OUTBOUND): "atm cash",
+    (Channel.ATM, Direction.INBOUND): "atm deposit",
+    (Channel.WIRE, Direction.OUTBOUND): "wire out",
+    (Channel.WIRE, Direction.INBOUND): "wire in",
+    (Channel.ACH, Direction.OUTBOUND): "transfer out",
+    (Channel.ACH, Direction.INBOUND): "transfer in",
+    (Channel.P2P, Direction.OUTBOUND): "p2p out",
+    (Channel.P2P, Direction.INBOUND): "p2p in",
+    (Channel.CASH, Direction.OUTBOUND): "cash out",
+    (Channel.CASH, Direction.INBOUND): "cash in",
+    (Channel.CRYPTO, Direction.OUTBOUND): "crypto out",
+    (Channel.CRYPTO, Direction.INBOUND): "crypto in",
+}
+"""The story's shorter event phrases (a story entry is read many times per narrative)."""
 
 
 def counterparty_noun(kind: CounterpartyType, direction: Direction) -> str:

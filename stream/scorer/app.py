@@ -15,10 +15,11 @@ import redis
 
 from models.errors import ModelError
 from models.inference import LoadedModel, load_model
+from models.registry import Registry
 from schemas import TransactionEvent
 from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
-from stream.context.features import FEATURE_NAMES, ContextFeatures
-from stream.context.store import ContextStore
+from stream.context.features import FEATURE_NAMES
+from stream.context.store import ContextStore, EventContext
 from stream.kafka.groups import GroupOffsetsUnavailable, committed_offsets
 from stream.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
 from stream.redis_client import connect
@@ -35,20 +36,23 @@ log = logging.getLogger(__name__)
 
 def narrator_for(model: LoadedModel) -> Narrate:
     """Narratives exactly as the model was trained to read them: its own spec (template
-    version + fitted edges), and - for hybrid models - the same feature vector layout."""
-    if model.hybrid and tuple(model.feature_names) != FEATURE_NAMES:
-        raise ModelError(
-            f"model {model.version} was trained on a different feature layout than this "
-            "scorer computes; retrain it on the current context features"
-        )
+    version + fitted edges), and - for hybrid models - features this scorer computes (a model
+    of an older features version reads a subset of them, by name; see ``model_features``)."""
     spec = (
         NarrativeSpec.from_json(orjson.dumps(model.narrative_spec))
         if model.narrative_spec
         else default_spec()
     )
+    unknown = set(model.feature_names) - set(FEATURE_NAMES)
+    if model.hybrid and unknown:
+        raise ModelError(
+            f"model {model.version} reads features this scorer does not compute "
+            f"({', '.join(sorted(unknown))}); retrain it on the current context features"
+        )
 
-    def narrate(event: TransactionEvent, features: ContextFeatures) -> Narrative:
-        return build_narrative(event, features, spec)
+    def narrate(event: TransactionEvent, context: EventContext) -> Narrative:
+        # the context's story too: models are trained on narratives that tell it
+        return build_narrative(event, context, spec)
 
     return narrate
 
@@ -83,7 +87,10 @@ def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> Con
                     f"{exc.__cause__}"
                 ) from exc
             if time.monotonic() - started > deadline_s:
-                raise
+                raise ScorerFatal(
+                    f"Redis at {settings.redis.safe_url()} did not answer for "
+                    f"{deadline_s:.0f} s: {exc}"
+                ) from exc
             log.warning("waiting for Redis at %s: %s", settings.redis.safe_url(), exc)
             time.sleep(2.0)
 
@@ -147,6 +154,47 @@ class ScorerApp:
             self.metrics_server.stop()
 
 
+# What a model can raise when it cannot be loaded: the registry's own errors, a file system
+# error, or torch/safetensors refusing the weights.
+_LOAD_ERRORS = (ModelError, OSError, ValueError, RuntimeError)
+
+
+def model_start_problem(settings: Settings, version: str | None, exc: BaseException) -> str:
+    """One line saying which model cannot be loaded, why, and what fixes it."""
+    registry = settings.model.registry_dir
+    reason = " ".join(str(exc).split())  # one line, whatever the underlying error printed
+    if version is None:
+        return (
+            f"no champion model in {registry}: train and promote one "
+            "(`riskstream model train --data DIR --promote`), or set "
+            "RISKSTREAM_MODEL__REGISTRY_DIR to a registry that has one"
+        )
+    return (
+        f"model {version} in {registry} cannot be loaded ({reason}); fix: promote a working "
+        "version (`riskstream model list`, `riskstream model promote VERSION`) or roll back "
+        "(`riskstream model rollback`)"
+    )
+
+
+def _watch_champion(settings: Settings, pinned_version: str | None) -> ChampionWatcher:
+    """The champion (or the pinned version) loaded, or :class:`ScorerFatal` with one line."""
+    try:
+        return ChampionWatcher(
+            settings,
+            loader_for(settings),
+            pinned_version=pinned_version,
+            # The registry's shadow pointer (set by the trainer's shadow mode) is followed
+            # unless a shadow is pinned by settings or the scorer runs one fixed version.
+            follow_shadow=settings.scorer.shadow_model is None and pinned_version is None,
+        )
+    except _LOAD_ERRORS as exc:
+        try:
+            version = pinned_version or Registry(settings.model.registry_dir).champion()
+        except OSError:
+            version = None
+        raise ScorerFatal(model_start_problem(settings, version, exc)) from exc
+
+
 def build_scorer(
     settings: Settings,
     *,
@@ -155,6 +203,33 @@ def build_scorer(
     serve_metrics: bool = True,
     accept_context_loss: bool = False,
 ) -> ScorerApp:
+    """Everything the scorer runs, or :class:`ScorerFatal` (nothing left open) when it cannot
+    start: the model first, so a missing or broken champion ends start-up in seconds."""
+    watcher = _watch_champion(settings, pinned_version)
+    try:
+        return _assemble(settings, watcher, alert_mode, serve_metrics, accept_context_loss)
+    except BaseException:
+        watcher.stop()  # its Kafka consumer's threads would keep the process alive
+        raise
+
+
+def _assemble(
+    settings: Settings,
+    watcher: ChampionWatcher,
+    alert_mode: AlertMode,
+    serve_metrics: bool,
+    accept_context_loss: bool,
+) -> ScorerApp:
+    shadow = None
+    if settings.scorer.shadow_model is not None:
+        try:
+            shadow = loader_for(settings)(settings.scorer.shadow_model)
+        except _LOAD_ERRORS as exc:
+            raise ScorerFatal(
+                "shadow " + model_start_problem(settings, settings.scorer.shadow_model, exc)
+            ) from exc
+        log.info("shadow model %s scores alongside; its alerts go to %s", shadow.version,
+                 settings.topics.alerts_shadow)  # fmt: skip
     store = wait_for_context_store(settings)
     claim_namespace(store, settings, accept_loss=accept_context_loss)
     records = ScoredRecordStore(
@@ -162,21 +237,22 @@ def build_scorer(
         settings.context.namespace,
         settings.scorer.scored_ttl_days * 86_400,
     )
-    watcher = ChampionWatcher(
-        settings,
-        loader_for(settings),
-        pinned_version=pinned_version,
-        # The registry's shadow pointer (set by the trainer's shadow mode) is followed unless
-        # a shadow is pinned by settings or the scorer runs one fixed version.
-        follow_shadow=settings.scorer.shadow_model is None and pinned_version is None,
-    )
-    shadow = None
-    if settings.scorer.shadow_model is not None:
-        shadow = loader_for(settings)(settings.scorer.shadow_model)
-        log.info("shadow model %s scores alongside; its alerts go to %s", shadow.version,
-                 settings.topics.alerts_shadow)  # fmt: skip
     metrics = ScorerMetrics()
     health = Health(stall_after_s=max(60.0, settings.scorer.shutdown_timeout_s))
+    server = None
+    if serve_metrics:
+        # Bound before the Kafka clients exist: a taken port is a start-up failure to report,
+        # not a traceback with a consumer left running.
+        try:
+            server = MetricsServer(
+                settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry,
+                health,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ScorerFatal(
+                f"metrics server on {settings.scorer.metrics_host}:"
+                f"{settings.scorer.metrics_port}: {exc}"
+            ) from exc
     runner = ScorerRunner(
         settings,
         watcher=watcher,
@@ -188,10 +264,7 @@ def build_scorer(
         shadow=shadow,
         alert_mode=alert_mode,
     )
-    server = None
-    if serve_metrics:
-        server = MetricsServer(
-            settings.scorer.metrics_host, settings.scorer.metrics_port, metrics.registry, health
-        ).start()
+    if server is not None:
+        server.start()
     watcher.start()
     return ScorerApp(runner, watcher, server)

@@ -45,9 +45,17 @@ def scorer(
     """Consume transactions, score micro-batches and produce alerts until SIGTERM/SIGINT.
 
     On a signal the batch in flight is finished, its outputs flushed and its offsets
-    committed; then the process exits 0 (or 3 if that took longer than
-    scorer.shutdown_timeout_s + 10 s, in which case nothing uncommitted was lost either).
+    committed. Nothing uncommitted is ever lost: whatever the exit, it is reprocessed.
+
+    \b
+    Exit codes:
+      0  stopped by SIGTERM/SIGINT, everything committed
+      1  the batch in flight could not be finished within scorer.shutdown_timeout_s
+      2  cannot start or go on: no champion or one that cannot be loaded, Kafka or Redis
+         refused the credentials, Redis lost the context, fenced by a newer instance
+      3  stopping took longer than scorer.shutdown_timeout_s + 10 s (watchdog)
     """
+    from stream.context.errors import ContextError
     from stream.scorer.app import build_scorer
     from stream.scorer.errors import ScorerFatal
     from stream.scorer.memory import fix_mmap_threshold, freeze_startup_objects
@@ -72,7 +80,7 @@ def scorer(
         app = build_scorer(
             settings, pinned_version=model_version, accept_context_loss=accept_context_loss
         )
-    except ScorerFatal as exc:
+    except (ScorerFatal, ContextError) as exc:
         log.critical("scorer cannot start: %s", exc)
         raise typer.Exit(EXIT_FATAL) from None
     hard_limit_s = settings.scorer.shutdown_timeout_s + 10

@@ -12,14 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol, TypeVar
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from models.inference import LoadedModel
 from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, alert_id_for, decode
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.common import format_utc
-from stream.context.features import ContextFeatures
+from stream.context.features import select_features
+from stream.context.results import EventContext
+from stream.context.story import StoryEntry
 from stream.kafka.clients import OutgoingMessage
 
 # Header names on dead letters (the original headers are kept as they were, before these).
@@ -55,9 +59,12 @@ class NarrativeLike(Protocol):
     def features(self) -> Sequence[float]: ...
     @property
     def version(self) -> str: ...
+    @property
+    def story(self) -> tuple[StoryEntry, ...]: ...
 
 
-Narrate = Callable[[TransactionEvent, ContextFeatures], NarrativeLike]
+Narrate = Callable[[TransactionEvent, EventContext], NarrativeLike]
+"""Narrates an event in the light of its context (features and the customer's story)."""
 AlertMode = Literal["live", "shadow", "backtest"]
 
 
@@ -245,6 +252,18 @@ def isolate_failures(
             except Exception:  # noqa: BLE001 - the canary fails too: not the input
                 raise error from None
         return done, failed
+
+
+def model_features(
+    model: LoadedModel, narratives: Sequence[NarrativeLike]
+) -> NDArray[np.float32] | None:
+    """The numeric features ``model`` reads, in its order: narratives carry every feature this
+    code computes; a model of an older features version reads a subset, by name. None for a
+    text-only model."""
+    if not model.hybrid:
+        return None
+    rows = np.asarray([n.features for n in narratives], dtype=np.float32)
+    return select_features(rows, model.feature_names)
 
 
 def build_alert(

@@ -132,7 +132,8 @@ class ScorerMetrics:
 
 class Health:
     """What /health and /ready report. Liveness = the loop made progress recently;
-    readiness = a model is loaded and partitions are assigned (or the loop is idle)."""
+    readiness = live, and nothing is marked not-ready (e.g. a batch being retried while Redis
+    or the broker is away). Partition assignment plays no part: an idle replica is ready."""
 
     def __init__(self, stall_after_s: float) -> None:
         self._lock = threading.Lock()

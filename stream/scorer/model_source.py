@@ -79,6 +79,9 @@ class ChampionWatcher:
         self._pending_shadow: tuple[LoadedModel | None] | None = None
         self._thread: threading.Thread | None = None
         self._notices: Consumer | None = None
+        # The model first: a champion that cannot load ends start-up before any Kafka client
+        # (and its threads) exists, so the process can exit at once.
+        self.current = loader(self._registry.resolve(pinned_version))
         if listen_for_notices and pinned_version is None:
             # A group of its own per process: every scorer must see every notice.
             config = consumer_config(
@@ -88,7 +91,6 @@ class ChampionWatcher:
             )
             self._notices = Consumer(config)
             self._notices.subscribe([settings.topics.models])
-        self.current = loader(self._registry.resolve(pinned_version))
 
     def start(self) -> ChampionWatcher:
         if self._pinned is None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-
-import numpy as np
 
 from models.inference import LoadedModel
 from models.reasons import explain
@@ -33,7 +32,8 @@ from schemas import (
     Typology,
 )
 from stream.context.features import FEATURE_NAMES, ContextFeatures
-from stream.context.store import ContextStore
+from stream.context.store import ContextStore, EventContext
+from stream.context.story import pack_story, unpack_story
 from stream.kafka.clients import OutgoingMessage
 from stream.scorer.core import (
     AlertMode,
@@ -50,6 +50,7 @@ from stream.scorer.core import (
     decode_batch,
     each_guarded,
     isolate_failures,
+    model_features,
     score_message,
 )
 from stream.scorer.metrics import ScorerMetrics
@@ -136,13 +137,13 @@ class BatchProcessor:
         dead.extend(refused)
 
         started = time.perf_counter()
-        features, failed = self._contexts(kept, recorded)
+        contexts, failed = self._contexts(model, kept, recorded)
         self.metrics.context_latency.observe(time.perf_counter() - started)
         dead.extend(failed)
-        kept = [d for d in kept if d.event.event_id in features]
+        kept = [d for d in kept if d.event.event_id in contexts]
 
         started = time.perf_counter()
-        scored, failed = self._score(model, kept, features, recorded)
+        scored, failed = self._score(model, kept, contexts, recorded)
         self.metrics.model_latency.observe(time.perf_counter() - started)
         dead.extend(failed)
         scored_at = utc_now()
@@ -158,7 +159,7 @@ class BatchProcessor:
             scored = [s for s in scored if s.decoded.incoming.source not in lost]
         self._records.put_batch(self._scored_records(model, scored, alerts, scored_at, recorded))
         if self._shadow is not None:
-            self._score_shadow([s.decoded for s in scored], features, outputs)
+            self._score_shadow([s.decoded for s in scored], contexts, outputs)
         if self._scores_topic is not None:
             outputs.messages.extend(score_message(s, model, self._scores_topic) for s in scored)
         outputs.scored, outputs.dead = len(scored), len(dead)
@@ -198,13 +199,19 @@ class BatchProcessor:
         return kept, recorded, dead
 
     def _contexts(
-        self, kept: list[Decoded], recorded: dict[str, ScoredRecord]
-    ) -> tuple[dict[str, ContextFeatures], list[DeadLetter]]:
-        """Each event's context: the recorded one for a redelivery whose record was written,
-        otherwise from the context store (which recognises the rest of a redelivered batch by
-        its dedupe memory)."""
-        features = {
-            event_id: ContextFeatures._make(record.features)
+        self, model: LoadedModel, kept: list[Decoded], recorded: dict[str, ScoredRecord]
+    ) -> tuple[dict[str, EventContext], list[DeadLetter]]:
+        """Each event's context: the recorded one (features and story) for a redelivery whose
+        record was written, otherwise from the context store (which recognises the rest of a
+        redelivered batch by its dedupe memory, story included). Counterparty risk follows
+        the label maturity ``model`` was trained with."""
+        contexts = {
+            event_id: EventContext(
+                event_id,
+                ContextFeatures._make(record.features),
+                True,
+                unpack_story(bytes.fromhex(record.story)),
+            )
             for event_id, record in recorded.items()
         }
         dead: list[DeadLetter] = []
@@ -219,18 +226,19 @@ class BatchProcessor:
             else:
                 pending.append(item)
                 prepared.append(ops)
-        contexts = self._store.update_batch([d.event for d in pending], prepared)
-        duplicates = sum(1 for c in contexts if c.duplicate)
+        self._store.follow_model_maturity(model.narrative_spec.get("label_maturity_days"))
+        applied = self._store.update_batch([d.event for d in pending], prepared)
+        duplicates = sum(1 for c in applied if c.duplicate)
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
-        features.update((c.event_id, c.features) for c in contexts)
-        return features, dead
+        contexts.update((c.event_id, c) for c in applied)
+        return contexts, dead
 
     def _score(
         self,
         model: LoadedModel,
         kept: list[Decoded],
-        features: dict[str, ContextFeatures],
+        contexts: dict[str, EventContext],
         recorded: dict[str, ScoredRecord],
     ) -> tuple[list[Scored], list[DeadLetter]]:
         """Narratives for the events, then one model call for those without a recorded score
@@ -239,7 +247,7 @@ class BatchProcessor:
         dead: list[DeadLetter] = []
         narrated: list[tuple[Decoded, NarrativeLike]] = []
         for item, narrative, reason in each_guarded(
-            kept, lambda d: _checked(narrate(d.event, features[d.event.event_id])), "narrating"
+            kept, lambda d: _checked(narrate(d.event, contexts[d.event.event_id])), "narrating"
         ):
             if reason is not None or narrative is None:
                 dead.append(DeadLetter(item.incoming, reason or "", "unprocessable_event"))
@@ -277,7 +285,9 @@ class BatchProcessor:
         broken model when a model call fails on every event of a batch."""
         if model.version not in self._canaries:
             event = _canary_event()
-            zeros = ContextFeatures._make([0.0] * len(FEATURE_NAMES))
+            zeros = EventContext(
+                event.event_id, ContextFeatures._make([0.0] * len(FEATURE_NAMES)), False
+            )
             incoming = Incoming("canary", 0, 0, None, None, (), None, utc_now())
             narrative = self._narrate(model)(event, zeros)
             self._canaries[model.version] = (Decoded(incoming, event), narrative)
@@ -313,11 +323,12 @@ class BatchProcessor:
         return alerts, dead
 
     def _explain(self, model: LoadedModel, items: Sequence[Scored]) -> list[list[Reason]]:
-        features = np.asarray([s.narrative.features for s in items], dtype=np.float32)
-        return explain(model, [s.narrative for s in items], features, top_k=self._top_reasons)
+        narratives = [s.narrative for s in items]
+        features = model_features(model, narratives)
+        return explain(model, narratives, features, top_k=self._top_reasons)
 
     def _score_shadow(
-        self, kept: list[Decoded], features: dict[str, ContextFeatures], outputs: BatchOutputs
+        self, kept: list[Decoded], contexts: dict[str, EventContext], outputs: BatchOutputs
     ) -> None:
         """The challenger scores the same events; its alerts go only to the shadow topic. An
         event the challenger cannot score is skipped (and logged): the champion scored it."""
@@ -327,7 +338,7 @@ class BatchProcessor:
         pairs = [
             (item, narrative)
             for item, narrative, reason in each_guarded(
-                kept, lambda d: _checked(narrate(d.event, features[d.event.event_id])), "shadow"
+                kept, lambda d: _checked(narrate(d.event, contexts[d.event.event_id])), "shadow"
             )
             if reason is None and narrative is not None
         ]
@@ -381,20 +392,32 @@ class BatchProcessor:
                     scored_at_ms=scored_at_ms,
                     source=item.decoded.incoming.source,
                     typology_probability=item.typology_probability,
+                    story=pack_story(item.narrative.story).hex(),
                 )
             )
         return records
 
 
 def _reusable(record: ScoredRecord, event: TransactionEvent) -> bool:
-    """A record describes this redelivered event in this feature layout (one written before
-    an upgrade that changed the features, or without a typology probability, is not used:
-    the event is processed again, its context recognised by the dedupe memory if it can be)."""
+    """A record describes this redelivered event in this feature layout, with its story (one
+    written before an upgrade that changed the features, or without a typology probability,
+    is not used: the event is processed again, its context recognised by the dedupe memory if
+    it can be)."""
     return (
         record.customer_id == event.customer_id
         and len(record.features) == len(FEATURE_NAMES)
         and record.typology_probability is not None
+        and _story_readable(record.story)
     )
+
+
+def _story_readable(story: str) -> bool:
+    """The record's story decodes (``pack_story`` hex; empty: the customer's first event)."""
+    try:
+        unpack_story(bytes.fromhex(story))
+    except (ValueError, TypeError, struct.error):
+        return False
+    return True
 
 
 def _checked(narrative: NarrativeLike) -> NarrativeLike:
@@ -407,8 +430,9 @@ def _predict(model: LoadedModel, items: Sequence[tuple[Decoded, NarrativeLike]])
     """One model call for ``items``; raises on a non-finite score (a dead letter, not an
     alert nobody can rank)."""
     narratives = [n for _, n in items]
-    features = np.asarray([n.features for n in narratives], dtype=np.float32)
-    predictions = model.predict_batch([n.text for n in narratives], features)
+    predictions = model.predict_batch(
+        [n.text for n in narratives], model_features(model, narratives)
+    )
     probabilities = predictions.typology_probability()
     scored = []
     for (item, narrative), score, typology, probability in zip(

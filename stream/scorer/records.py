@@ -72,6 +72,9 @@ class ScoredRecord:
     """Where the event was read (topic[partition]@offset)."""
     typology_probability: float | None = None
     """None in records written before it was kept: such an event is scored again."""
+    story: str = ""
+    """The customer's story behind the narrative (``story.pack_story``, hex), so it can be
+    narrated again with another spec, and a redelivered event gets the same story back."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -92,6 +95,7 @@ class ScoredRecord:
                 "scored_at_ms": self.scored_at_ms,
                 "source": self.source,
                 "typology_probability": self.typology_probability,
+                "story": self.story,
             }
         )
 

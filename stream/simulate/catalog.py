@@ -47,22 +47,51 @@ ROLES: Final = (
 )
 ROLE_CUSTOMER, ROLE_VICTIM, ROLE_SUBJECT, ROLE_SENDER, ROLE_ORIGIN, ROLE_HOP = range(len(ROLES))
 
-# Memos are shared by background and scenarios: a memo only criminals use would be a giveaway.
-MEMOS: Final = (
-    "SALARY",
-    "PAYROLL",
-    "RENT",
-    "INVOICE",
-    "SERVICES",
-    "THANKS",
-    "DINNER",
-    "GIFT",
-    "LOAN",
-    "SAVINGS",
-    "FAMILY SUPPORT",
-    "DEPOSIT",
+# Payment references: each kind has the ways people write it; a customer keeps their own way
+# (stream.simulate.memos). Kinds are shared by background and scenarios: a reference only
+# criminals use would be a giveaway, so the scam kinds overlap honest ones ("investment",
+# "family support", "gift") and only some of their phrasings are rare in honest traffic.
+MEMO_KINDS: Final[dict[str, tuple[str, ...]]] = {
+    "SALARY": ("salary", "monthly salary", "wages", "pay"),
+    "PAYROLL": ("payroll", "staff wages", "salaries"),
+    "RENT": ("rent", "monthly rent", "rent flat 2", "room rent", "rent - apartment"),
+    "INVOICE": ("invoice", "inv 2231", "invoice 1043", "payment for invoice", "bill 772"),
+    "SERVICES": ("services", "consulting", "design work", "repairs", "cleaning"),
+    "THANKS": ("thanks", "thank you", "cheers", "ty"),
+    "DINNER": ("dinner", "pizza", "drinks", "lunch", "groceries"),
+    "GIFT": ("gift", "birthday gift", "happy birthday", "present"),
+    "LOAN": ("loan", "paying you back", "loan repayment", "what i owe you"),
+    "SAVINGS": ("savings", "to savings", "rainy day fund"),
+    "FAMILY SUPPORT": ("family support", "for mum", "for the family", "school fees"),
+    "DEPOSIT": ("deposit", "cash deposit", "takings"),
+    "RENT SHARE": ("rent share", "my half of rent", "rent split", "flat rent share"),
+    "INVESTMENT": ("investment", "brokerage top up", "isa contribution", "index fund"),
+    # what scam victims are told to write (authorised push payment scams)
+    "SCAM INVESTMENT": (
+        "investment",
+        "crypto investment",
+        "trading account deposit",
+        "platform fee",
+        "withdrawal fee",
+        "tax to release profits",
+    ),
+    "SCAM ROMANCE": (
+        "for you my love",
+        "gift",
+        "visa fee",
+        "flight ticket",
+        "hospital bill",
+        "customs fee for parcel",
+    ),
+    "SCAM IMPERSONATION": ("safe account", "security transfer", "family support", "savings"),
+}
+MEMOS: Final = tuple(text for variants in MEMO_KINDS.values() for text in variants)
+"""Every phrasing, flat: an event's ``memo`` column indexes this (-1: none)."""
+MEMO: Final = dict(
+    zip(MEMO_KINDS, np.cumsum([0, *map(len, MEMO_KINDS.values())]).tolist(), strict=False)
 )
-MEMO = {name: index for index, name in enumerate(MEMOS)}
+"""Kind -> the index of its first phrasing (what generators and scenarios write)."""
+SCAM_MEMO_KINDS: Final = frozenset({"SCAM INVESTMENT", "SCAM ROMANCE", "SCAM IMPERSONATION"})
 
 
 # ---- merchant categories ----------------------------------------------------------------------

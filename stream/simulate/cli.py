@@ -74,7 +74,10 @@ def simulate(
         typer.Option(help="Benign look-alike scenarios per suspicious scenario of a typology."),
     ] = _DEFAULTS.lookalike_ratio,
     chargeback_delay_days: Annotated[
-        str, typer.Option(help="Card fraud label delay range in days, e.g. 5-45.")
+        str,
+        typer.Option(
+            help="Card fraud label delay in days: 5th-95th percentile, log-normal, e.g. 1.5-20."
+        ),
     ] = "{:g}-{:g}".format(*_DEFAULTS.chargeback_delay_days),
     case_delay_days: Annotated[
         str, typer.Option(help="AML confirmed-case label delay range in days, e.g. 20-90.")

@@ -79,7 +79,12 @@ class SimulationConfig(BaseModel):
         description="Silence before a dormant account wakes up; capped at 60% of the run.",
     )
     chargeback_delay_days: DayRange = Field(
-        (5.0, 45.0), description="Card fraud: chargeback arrives this long after the fraud."
+        (1.5, 20.0),
+        description=(
+            "Card fraud: the 5th and 95th percentiles of how long after the fraud its "
+            "chargeback arrives; log-normal in between (most cardholders dispute within days "
+            "of noticing, a tail takes weeks)."
+        ),
     )
     case_delay_days: DayRange = Field(
         (20.0, 90.0), description="AML: a confirmed case arrives this long after the scheme."

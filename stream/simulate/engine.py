@@ -33,7 +33,9 @@ from stream.simulate.laundering import (
     structuring,
 )
 from stream.simulate.lookalikes import LOOKALIKES
+from stream.simulate.memos import personalise
 from stream.simulate.population import DAY_MS, World, build_world
+from stream.simulate.scams import app_scam
 from stream.simulate.scenario import Context, Injector
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ INJECTORS: dict[Typology, Injector] = {
     Typology.CARD_TESTING: card_testing,
     Typology.STOLEN_CARD: stolen_card,
     Typology.COMPROMISED_TERMINAL: compromised_terminal,
+    Typology.APP_SCAM: app_scam,
 }
 CARD_FRAUD: frozenset[Typology] = frozenset(
     {
@@ -60,7 +63,10 @@ CARD_FRAUD: frozenset[Typology] = frozenset(
         Typology.COMPROMISED_TERMINAL,
     }
 )
-"""Typologies whose labels arrive as chargebacks; the others arrive as confirmed AML cases."""
+"""Typologies whose labels arrive as chargebacks."""
+REPORTED_FRAUD: frozenset[Typology] = frozenset({Typology.APP_SCAM})
+"""Typologies whose labels arrive as the customer's fraud report, as soon as chargebacks (the
+customer notices); the others arrive as confirmed AML cases, weeks later."""
 
 _MAX_FAILURES = 3  # consecutive injector refusals before a typology is given up for this run
 
@@ -190,13 +196,39 @@ def _labels(config: SimulationConfig, events: Frame) -> Labels:
     np.maximum.at(last_ms, inverse, events["t_ms"][rows])
     typology = np.zeros(len(groups), dtype=np.int64)
     typology[inverse] = events["typology"][rows]
-    card = np.isin(typology, [cat.code(cat.TYPOLOGIES, t) for t in CARD_FRAUD])
-    low = np.where(card, config.chargeback_delay_days[0], config.case_delay_days[0])
-    high = np.where(card, config.chargeback_delay_days[1], config.case_delay_days[1])
-    delay_ms = (rng.uniform(low, high) * DAY_MS).astype(np.int64)
+    card = np.isin(typology, [cat.code(cat.TYPOLOGIES, t) for t in CARD_FRAUD | REPORTED_FRAUD])
+    case_days = rng.uniform(*config.case_delay_days, size=len(groups))
+    delay_days = np.where(card, _chargeback_days(config, rng, len(groups)), case_days)
+    delay_ms = (delay_days * DAY_MS).astype(np.int64)
     label_ms = (last_ms + delay_ms)[inverse]
     order = np.lexsort((rows, label_ms))
     return Labels(rows[order], label_ms[order])
+
+
+def _references(config: SimulationConfig, events: Frame) -> npt.NDArray[np.int64]:
+    """Each reference in its writer's phrasing (see ``memos``): a transfer between two
+    customers of the bank shows the sender's reference on both sides."""
+    memo = personalise(config.seed, config.customers, events["memo"], events["cust"])
+    link = events["link"]
+    sent = (link >= 0) & (events["direction"] == cat.OUTBOUND)
+    received = (link >= 0) & (events["direction"] == cat.INBOUND)
+    by_link = dict(zip(link[sent].tolist(), memo[sent].tolist(), strict=True))
+    memo[received] = [
+        by_link.get(k, m) for k, m in zip(link[received], memo[received], strict=True)
+    ]
+    return memo
+
+
+def _chargeback_days(
+    config: SimulationConfig, rng: np.random.Generator, n: int
+) -> npt.NDArray[np.float64]:
+    """Chargeback delays: log-normal with ``chargeback_delay_days`` as its 5th and 95th
+    percentiles (a degenerate range gives that delay exactly)."""
+    low, high = config.chargeback_delay_days
+    if low <= 0 or high <= low:
+        return np.full(n, float(high))
+    median, sigma = np.sqrt(low * high), np.log(high / low) / (2 * 1.6449)
+    return np.asarray(rng.lognormal(np.log(median), sigma, n), dtype=np.float64)
 
 
 def simulate(config: SimulationConfig, *, progress: bool = False) -> Simulation:
@@ -215,6 +247,7 @@ def simulate(config: SimulationConfig, *, progress: bool = False) -> Simulation:
         frame = frame.take(~_silence(world, frame))
         order = np.lexsort((np.arange(len(frame)), frame["cust"], frame["t_ms"]))
         events = frame.take(order)
+        events.columns["memo"] = _references(config, events)
         bar.update()
         labels = _labels(config, events)
         bar.update()

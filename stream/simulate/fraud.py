@@ -13,7 +13,7 @@ from schemas import Typology
 from stream.context.reference import SMALL_AMOUNT_USD
 from stream.simulate import catalog as cat
 from stream.simulate.population import ONLINE, STORE
-from stream.simulate.scenario import Context, Party
+from stream.simulate.scenario import Context, Party, Scenario
 
 ANY_HOUR = np.full(24, 1 / 24)  # bots and fraud rings keep no office hours
 # Where account-takeover money goes: mostly domestic mule accounts, some abroad.
@@ -138,8 +138,18 @@ def stolen_card(ctx: Context) -> int:
 
 
 def compromised_terminal(ctx: Context) -> int:
-    """One tampered terminal overcharges many different customers over several days; only
-    the terminal's history (and its chargebacks as they arrive) connects the victims."""
+    """A skimmer on one terminal of a busy local store for two to five weeks.
+
+    The cards that pay there meanwhile are copied (their own payments are genuine: kept in a
+    separate, legitimate scenario). The tampered terminal also charges some of them twice -
+    frauds at the point itself: a second payment of about the same amount minutes after the
+    genuine one, nothing unusual for the card - and the fraudsters later use about half of the
+    copied cards elsewhere, days to weeks after the skim (``_cash_out``). The cardholders'
+    chargebacks arrive with the usual, varying delays (see ``_labels``), so the terminal's
+    confirmed frauds accumulate while it is still compromised: that history gives the point's
+    later frauds away, and a card's payment at a point since confirmed compromised makes its
+    cash-out stand out from an ordinary splurge.
+    """
     rng, m = ctx.rng, ctx.world.merchants
     stores = ctx.world.customers.stores
     regulars = np.bincount(stores.ravel(), minlength=len(m.kind))
@@ -149,29 +159,68 @@ def compromised_terminal(ctx: Context) -> int:
     weights = regulars[candidates].astype(np.float64)
     merchant = int(candidates[rng.choice(len(candidates), p=weights / weights.sum())])
     terminal = int(m.first_terminal[merchant] + rng.integers(0, m.n_terminals[merchant]))
-    window = float(rng.uniform(2, 7))
-    day0 = ctx.start_day(window)
-    wanted = int(rng.integers(8, 31))
+    period = float(rng.uniform(14, 35))
+    day0 = ctx.start_day(period)
+    wanted = int(rng.integers(12, 41))
     # Its regular customers first, then passers-by (anyone local).
-    victims = ctx.bystanders(wanted, among=np.flatnonzero((stores == merchant).any(axis=1)))
-    if len(victims) < wanted:
-        others = np.setdiff1d(ctx.bystanders(wanted * 2), victims)[: wanted - len(victims)]
-        victims = np.r_[victims, others]
-    scenario = ctx.scenario("fraud:compromised_terminal", Typology.COMPROMISED_TERMINAL)
+    cards = ctx.bystanders(wanted, among=np.flatnonzero((stores == merchant).any(axis=1)))
+    if len(cards) < wanted:
+        others = np.setdiff1d(ctx.bystanders(wanted * 2), cards)[: wanted - len(cards)]
+        cards = np.r_[cards, others]
+    fraud = ctx.scenario("fraud:compromised_terminal", Typology.COMPROMISED_TERMINAL)
+    skims = ctx.scenario("skim:compromised_terminal")  # the genuine payments, legitimate
     country = int(m.country[merchant])
-    for victim in victims:
-        for _ in range(1 if rng.random() < 0.8 else 2):
+    at_point = {
+        "channel": cat.CARD,
+        "direction": cat.OUTBOUND,
+        "currency": int(cat.COUNTRY_CURRENCY[country]),
+        "cp": int(m.cp[merchant]),
+        "country": country,
+        "terminal": terminal,
+        "mcc": int(m.mcc[merchant]),
+    }
+    for card in (int(c) for c in cards):
+        usd = ctx.typical_usd(card, merchant) * float(rng.uniform(0.6, 1.4))
+        t = ctx.at(day0 + float(rng.uniform(0, period)), cat.HOURS_SHOPPING)
+        skims.event(t=t, cust=card, usd=usd, role=cat.ROLE_CUSTOMER, **at_point)
+        if rng.random() < 0.4:
+            fraud.event(
+                t=ctx.later(t, 1, 15), cust=card, usd=usd * float(rng.uniform(0.9, 1.3)),
+                role=cat.ROLE_VICTIM, **at_point,
+            )  # fmt: skip
+        if rng.random() < 0.5:
+            _cash_out(ctx, fraud, card, ctx.days_later(t, 3, 21, cat.HOURS_SHOPPING), merchant)
+    skims.close()
+    return fraud.close()
+
+
+def _cash_out(ctx: Context, scenario: Scenario, card: int, t: int, avoid: int) -> None:
+    """What fraudsters do with a copied card: a cloned card emptied at ATMs the cardholder
+    never uses - two to four withdrawals near the daily limit within the hour, at any hour -
+    or spent on resellable goods (electronics, jewellery, gift cards) in other shops than the
+    skimmed one (``avoid``)."""
+    rng, world = ctx.rng, ctx.world
+    if rng.random() < 0.5:
+        atms = world.places.atms
+        own = set(world.customers.atms[card].tolist())
+        atm = int(atms[rng.integers(0, len(atms))])
+        while atm in own and len(atms) > 2:
+            atm = int(atms[rng.integers(0, len(atms))])
+        t = ctx.at((t - world.start_ms) / 86_400_000, ANY_HOUR)
+        for _ in range(int(rng.integers(2, 5))):
             scenario.event(
-                t=ctx.at(day0 + float(rng.uniform(0, window)), cat.HOURS_SHOPPING),
-                cust=int(victim),
-                channel=cat.CARD,
-                direction=cat.OUTBOUND,
-                usd=ctx.typical_usd(int(victim), merchant) * float(rng.uniform(2.5, 6.0)),
-                currency=int(cat.COUNTRY_CURRENCY[country]),
-                cp=int(m.cp[merchant]),
-                country=country,
-                terminal=terminal,
-                mcc=int(m.mcc[merchant]),
-                role=cat.ROLE_VICTIM,
-            )
-    return scenario.close()
+                t=t, cust=card, channel=cat.ATM_CH, direction=cat.OUTBOUND,
+                usd=20.0 * int(rng.integers(10, 26)), cp=atm, country=cat.US, role=cat.ROLE_VICTIM,
+            )  # fmt: skip
+            t = ctx.later(t, 2, 25)
+        return
+    for _ in range(int(rng.integers(1, 4))):
+        merchant = ctx.merchant(STORE, mccs=cat.RISKY_MCC_CODES, country=cat.US)
+        if merchant == avoid:
+            continue
+        median = float(cat.MCC_MEDIAN_USD[world.merchants.mcc[merchant]])
+        ctx.card_event(
+            scenario, t=t, cust=card, merchant=merchant,
+            usd=float(np.clip(median * rng.uniform(1.0, 4.0), 40, 2_000)), role=cat.ROLE_VICTIM,
+        )  # fmt: skip
+        t = ctx.later(t, 5, 120)

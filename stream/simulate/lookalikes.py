@@ -200,6 +200,48 @@ def event_venue(ctx: Context) -> int:
     return scenario.close()
 
 
+def terminal_with_one_chargeback(ctx: Context) -> int:
+    """A busy terminal where one stolen card was used - a genuine fraud, charged back as usual
+    - while everything else there stays honest: its regulars keep paying at it in the weeks
+    after. One confirmed fraud is not a compromise (the compromised terminal's look-alike)."""
+    rng, m = ctx.rng, ctx.world.merchants
+    stores = ctx.world.customers.stores
+    regulars = np.bincount(stores.ravel(), minlength=len(m.kind))
+    candidates = np.flatnonzero((m.kind == STORE) & (m.country == cat.US) & (regulars >= 5))
+    if len(candidates) == 0:
+        return 0
+    weights = regulars[candidates].astype(np.float64)
+    merchant = int(candidates[rng.choice(len(candidates), p=weights / weights.sum())])
+    terminal = int(m.first_terminal[merchant] + rng.integers(0, m.n_terminals[merchant]))
+    day0 = ctx.start_day(21)
+    at_point = {
+        "channel": cat.CARD,
+        "direction": cat.OUTBOUND,
+        "cp": int(m.cp[merchant]),
+        "terminal": terminal,
+        "mcc": int(m.mcc[merchant]),
+    }
+    # the fraud is a stolen card's: only where stolen cards occur in this run (an excluded or
+    # not yet introduced typology never appears)
+    config = ctx.world.config
+    if config.weight(Typology.STOLEN_CARD) > 0 and day0 >= config.first_day(Typology.STOLEN_CARD):
+        victim = int(ctx.bystanders(1)[0])
+        fraud = ctx.scenario("fraud:stolen_card:single", Typology.STOLEN_CARD)
+        fraud.event(
+            t=ctx.at(day0, cat.HOURS_SHOPPING), cust=victim, role=cat.ROLE_VICTIM,
+            usd=ctx.typical_usd(victim, merchant) * float(rng.uniform(3.0, 8.0)), **at_point,
+        )  # fmt: skip
+        fraud.close()
+    honest = ctx.scenario("lookalike:terminal_with_one_chargeback")
+    customers = ctx.bystanders(20, among=np.flatnonzero((stores == merchant).any(axis=1)))
+    for cust in (int(c) for c in customers):
+        honest.event(
+            t=ctx.at(day0 + float(rng.uniform(2, 21)), cat.HOURS_SHOPPING), cust=cust, role=ME,
+            usd=ctx.typical_usd(cust, merchant) * float(rng.uniform(0.6, 1.5)), **at_point,
+        )  # fmt: skip
+    return honest.close()
+
+
 def cash_business_deposits(ctx: Context) -> int:
     """A shop banks a week of cash takings: several deposits near the threshold, at its usual
     branch, some of them above it (which structurers avoid)."""
@@ -459,16 +501,77 @@ def family_remittance(ctx: Context) -> int:
     return scenario.close()
 
 
+def rent_split(ctx: Context) -> int:
+    """Flatmates send their share of the rent, then the whole rent goes to the landlord within a
+    day: many in, then one out (the mule's look-alike, sharing its order)."""
+    cust = _one(ctx)
+    if cust is None:
+        return 0
+    rng = ctx.rng
+    scenario = ctx.scenario("lookalike:rent_split")
+    c = ctx.world.customers
+    landlord = int(c.housing_cp[cust]) if c.housing_cp[cust] >= 0 else ctx.accounts(1)[0].cp
+    flatmates = [Party(customer=int(f)) for f in c.friends[cust, : int(rng.integers(1, 3))]]
+    flatmates = [p for p in flatmates if p.customer != cust] + ctx.accounts(int(rng.integers(0, 2)))
+    share = float(rng.uniform(400, 1_200))
+    device = ctx.own_device(cust)
+    day = float(ctx.start_day(35))
+    for _ in range(2 if ctx.world.days - day > 32 else 1):
+        t = ctx.at(day, cat.HOURS_DAYTIME)
+        for flatmate in flatmates:
+            scenario.transfer(
+                t=t, sender=flatmate, receiver=Party(customer=cust), usd=share, channel=cat.P2P,
+                sender_role=ME, receiver_role=ME, memo=cat.MEMO["RENT SHARE"],
+            )  # fmt: skip
+            t = ctx.later(t, 10, 600)
+        scenario.transfer(
+            t=ctx.later(t, 60, 1_200), sender=Party(customer=cust),
+            receiver=Party(account=int(landlord)), usd=share * (len(flatmates) + 1),
+            channel=cat.ACH, sender_role=ME, receiver_role=ME, device=device,
+            memo=cat.MEMO["RENT"],
+        )  # fmt: skip
+        day += 30
+    return scenario.close()
+
+
+def investment_funding(ctx: Context) -> int:
+    """A customer opens a brokerage account: a new payee, a first deposit, a larger one days
+    later, then monthly contributions, with investment words (the APP scam's look-alike,
+    sharing its vocabulary and its order; the brokerage is paid by many customers for years)."""
+    cust = _one(ctx)
+    if cust is None:
+        return 0
+    rng, world = ctx.rng, ctx.world
+    if not world.brokerages:
+        world.brokerages.extend(p.cp for p in ctx.accounts(4))
+    brokerage = Party(account=int(rng.choice(world.brokerages)))
+    scenario = ctx.scenario("lookalike:investment_funding")
+    device = ctx.own_device(cust)
+    income = float(world.customers.income_usd[cust])
+    day = float(ctx.start_day(20))
+    amounts = [income * float(rng.uniform(0.1, 0.4)), income * float(rng.uniform(0.5, 1.5))]
+    while day < world.days:
+        usd = amounts.pop(0) if amounts else income * float(rng.uniform(0.05, 0.15))
+        scenario.transfer(
+            t=ctx.at(day, cat.HOURS_ONLINE), sender=Party(customer=cust), receiver=brokerage,
+            usd=float(np.rint(usd / 50) * 50), channel=cat.ACH, sender_role=ME, receiver_role=ME,
+            device=device, memo=cat.MEMO["INVESTMENT"],
+        )  # fmt: skip
+        day += float(rng.uniform(2, 6)) if amounts else float(rng.integers(28, 33))
+    return scenario.close()
+
+
 LOOKALIKES: dict[Typology, tuple[Injector, ...]] = {
     Typology.CARD_TESTING: (subscription_renewals,),
     Typology.ACCOUNT_TAKEOVER: (travel, large_purchase),
     Typology.STOLEN_CARD: (gift_run, large_purchase),
-    Typology.COMPROMISED_TERMINAL: (event_venue,),
+    Typology.COMPROMISED_TERMINAL: (event_venue, terminal_with_one_chargeback),
     Typology.STRUCTURING: (cash_windfall, cash_business_deposits, under_round_invoices),
-    Typology.MULE_FAN_IN_OUT: (marketplace_seller,),  # and payroll runs, in the background
+    Typology.MULE_FAN_IN_OUT: (marketplace_seller, rent_split),  # and payroll, in the background
     Typology.ROUND_TRIPPING: (friend_repayment,),
     Typology.PASS_THROUGH: (income_paid_on,),
     Typology.DORMANT_REACTIVATION: (back_from_abroad,),
     Typology.HIGH_RISK_JURISDICTION: (family_remittance,),
+    Typology.APP_SCAM: (investment_funding, family_remittance),
 }
 """The benign stories that mimic each typology, used in turn."""

@@ -158,6 +158,10 @@ class World:
     ids: OpaqueIds
     customer_ids: list[str]
     account_ids: list[str]
+    scam_mules: list[int] = field(default_factory=list)
+    """Mule accounts APP scams of this run pay into (reused: a mule collects from several)."""
+    brokerages: list[int] = field(default_factory=list)
+    """Brokerages' collection accounts that honest customers fund (made on first use)."""
     scenarios: list[tuple[str, str]] = field(default_factory=list)  # (scenario id, kind)
     # (customer, from_ms, to_ms, scenario kept): the customer's other events in the window are
     # removed (dormant spells)

@@ -24,12 +24,16 @@ import pyarrow as pa
 
 from schemas import LabelSource
 from stream.simulate import catalog as cat
-from stream.simulate.engine import CARD_FRAUD, Simulation
+from stream.simulate.engine import CARD_FRAUD, REPORTED_FRAUD, Simulation
 
 ObjectArray = npt.NDArray[np.object_]
 SUSPICIOUS_SOURCES = {
     cat.code(cat.TYPOLOGIES, t): (
-        LabelSource.CHARGEBACK.value if t in CARD_FRAUD else LabelSource.CONFIRMED_CASE.value
+        LabelSource.CHARGEBACK.value
+        if t in CARD_FRAUD
+        else LabelSource.FRAUD_REPORT.value
+        if t in REPORTED_FRAUD
+        else LabelSource.CONFIRMED_CASE.value
     )
     for t in cat.TYPOLOGIES[1:]
 }

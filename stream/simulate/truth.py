@@ -33,7 +33,10 @@ class TruthRecord(BaseModel):
         description="Links the events of one scenario (suspicious or look-alike); null otherwise."
     )
     scenario_kind: str = Field(
-        description="`background`, `fraud:<typology>`, `aml:<typology>` or `lookalike:<name>`."
+        description=(
+            "`background`, `fraud:<typology>[:<variant>]`, `aml:<typology>`, `lookalike:<name>` "
+            "or `skim:compromised_terminal` (genuine payments at a tampered terminal)."
+        )
     )
     role: str = Field(description="customer, victim, subject, sender, origin or hop.")
     counterparty_id: Identifier

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import UnsupportedCodecError
 from faust.types import EventT, StreamT
 
 from schemas import LabelEvent, decode
@@ -284,8 +285,17 @@ class TrainerWorker:
 
     def run(self) -> int:
         ts = self.settings.trainer
-        server = MetricsServer(ts.metrics_host, ts.metrics_port, self.metrics.registry, self.health)
-        server.start()
+        try:
+            server = MetricsServer(
+                ts.metrics_host, ts.metrics_port, self.metrics.registry, self.health
+            ).start()
+        except OSError as exc:
+            log.critical(
+                "trainer cannot start: metrics server on %s:%d: %s",
+                ts.metrics_host, ts.metrics_port, exc,
+            )  # fmt: skip
+            self.context.close()
+            return EXIT_FATAL
         self.health.set_ready("starting")
         log.info(
             "trainer consuming %s as group %s; fine-tune every %d cases or %.0f min; "
@@ -304,9 +314,28 @@ class TrainerWorker:
         try:
             self._worker.execute_from_commandline()
         except SystemExit:
-            pass  # faust exits with 0 whatever happened; our exit code says what did
+            pass  # faust's own exit status does not say what happened; ours below does
         finally:
             server.stop()
             self.context.close()
+        crash = self._worker.crash_reason or self.app.crash_reason
+        if crash is not None and self.exit_code == 0:
+            # A service inside faust crashed (e.g. the consumer met a batch it cannot
+            # decode): faust stopped the worker; nothing after the last acknowledged label
+            # was committed, so it is read again after the cause is fixed.
+            log.critical("trainer cannot continue: %s", crash_line(crash))
+            self.exit_code = EXIT_FATAL
         log.info("trainer stopped (exit %d)", self.exit_code)
         return self.exit_code
+
+
+def crash_line(reason: BaseException) -> str:
+    """One line for a crash inside faust/aiokafka, with the fix when it is a known one."""
+    text = " ".join(f"{type(reason).__name__}: {reason}".split())
+    if isinstance(reason, UnsupportedCodecError):
+        text += (
+            " - aiokafka needs its codec library to read compressed messages: install "
+            "riskstream with its pinned dependencies (`pip install -c ops/constraints.txt .`, "
+            "which brings cramjam)"
+        )
+    return text

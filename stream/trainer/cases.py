@@ -32,12 +32,14 @@ SCHEMA: Final = 1
 PRESUMED: Final = "presumed"
 """`source` of a presumed-legitimate case (an old, unlabelled, unalerted scored event)."""
 
-# Which label says the last word on an event: an investigation outranks a chargeback, which
-# outranks an analyst's first look at an alert. Within a rank the latest label wins.
+# Which label says the last word on an event: an investigation outranks a chargeback or a
+# customer's fraud report, which outrank an analyst's first look at an alert. Within a rank the
+# latest label wins.
 _SOURCE_RANK: Final = {
     PRESUMED: 0,
     LabelSource.ANALYST.value: 1,
     LabelSource.CHARGEBACK.value: 2,
+    LabelSource.FRAUD_REPORT.value: 2,
     LabelSource.CONFIRMED_CASE.value: 3,
 }
 
@@ -82,6 +84,8 @@ class LabelledCase:
     """What the model that scored it live said (drift and reports only; never a target)."""
     model_version: str
     alerted: bool
+    story: str = ""
+    """The story behind the narrative, as the scored record kept it (hex)."""
 
     def to_bytes(self) -> bytes:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -122,6 +126,7 @@ def case_from(label: LabelEvent, record: ScoredRecord) -> LabelledCase:
         score=record.score,
         model_version=record.model_version,
         alerted=record.alert_id is not None,
+        story=record.story,
     )
 
 
@@ -248,6 +253,7 @@ def presumed_negatives(
             score=r.score,
             model_version=r.model_version,
             alerted=False,
+            story=r.story,
         )
         for r in eligible
     ]

@@ -40,7 +40,8 @@ from models.train import TrainConfig, train
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
 from schemas import TransactionEvent, Typology, decode
 from schemas.errors import DecodeError
-from stream.context.features import FEATURE_NAMES, ContextFeatures
+from stream.context.features import FEATURE_NAMES, ContextFeatures, select_features
+from stream.context.story import unpack_story
 from stream.narrative import NarrativeSpec, build_narrative, default_spec
 from stream.narrative.builder import SEPARATOR
 from stream.redis_client import connect
@@ -84,6 +85,8 @@ class NarratedItem(Protocol):
     def clause_ids(self) -> tuple[str, ...]: ...
     @property
     def event_time_ms(self) -> int: ...
+    @property
+    def story(self) -> str: ...
 
 
 @dataclass
@@ -111,6 +114,17 @@ class ServedModel:
         )
         return cls(stored, loaded, spec)
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The numeric features this model (and a fine-tune of it) reads, in its order."""
+        return tuple(self.stored.model.config.feature_names) or self.spec.feature_names
+
+    def features(self, items: Sequence[NarratedItem]) -> NDArray[np.float32]:
+        """The items' stored features (every feature the scorer computes), as this model
+        reads them."""
+        rows = np.asarray([i.features for i in items], dtype=np.float32)
+        return select_features(rows.reshape(len(items), len(FEATURE_NAMES)), self.feature_names)
+
     def texts(self, items: Sequence[NarratedItem]) -> list[str]:
         """The narratives as this model reads them: the stored text when it was written with
         this model's spec, else rebuilt from the stored event and features with it."""
@@ -125,14 +139,16 @@ class ServedModel:
                 log.warning("keeping the stored narrative of an undecodable event: %s", exc)
                 out.append(item.narrative)
                 continue
-            out.append(build_narrative(event, ContextFeatures(*item.features), self.spec).text)
+            story = unpack_story(bytes.fromhex(item.story))
+            out.append(
+                build_narrative(event, ContextFeatures(*item.features), self.spec, story).text
+            )
         return out
 
     def scores(self, items: Sequence[NarratedItem]) -> NDArray[np.float32]:
         if not items:
             return np.zeros(0, dtype=np.float32)
-        features = np.asarray([i.features for i in items], dtype=np.float32)
-        return self.loaded.predict_batch(self.texts(items), features).scores
+        return self.loaded.predict_batch(self.texts(items), self.features(items)).scores
 
 
 def narrative_set(model: ServedModel, cases: Sequence[LabelledCase]) -> NarrativeSet:
@@ -151,9 +167,7 @@ def narrative_set(model: ServedModel, cases: Sequence[LabelledCase]) -> Narrativ
         days=[_day(c.event_time_ms) for c in cases],
         texts=texts,
         clauses=clauses,
-        features=np.asarray([c.features for c in cases], dtype=np.float32).reshape(
-            len(cases), len(FEATURE_NAMES)
-        ),
+        features=model.features(cases),
         typologies=[c.target for c in cases],
     )
 
@@ -293,7 +307,7 @@ def read_cases(settings: Settings) -> CaseData:
 
 
 def champion_training_sample(
-    registry: Registry, version: str, settings: TrainerSettings
+    registry: Registry, version: str, settings: TrainerSettings, feature_names: Sequence[str]
 ) -> NarrativeSet | None:
     """The champion's stored sample of its own training data (``replay.parquet``), replayed
     beside the cases so a fine-tune does not forget what the cases do not show. Measured on
@@ -308,7 +322,7 @@ def champion_training_sample(
     if sample is None:
         log.info("%s has no stored training sample to replay", version)
         return None
-    if len(sample) and sample.features.shape[1] != len(FEATURE_NAMES):
+    if len(sample) and sample.features.shape[1] != len(feature_names):
         log.warning("not replaying %s's training sample: another feature layout", version)
         return None
     return sample
@@ -397,7 +411,9 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
 
     champion = ServedModel.load(registry, champion_version)
     case_set = narrative_set(champion, train_cases)
-    champion_replay = champion_training_sample(registry, champion_version, ts)
+    champion_replay = champion_training_sample(
+        registry, champion_version, ts, champion.feature_names
+    )
     train_set = concat([champion_replay, case_set]) if champion_replay else case_set
     counts["train_champion_replay"] = len(champion_replay) if champion_replay else 0
     validation_set = narrative_set(champion, split.validation)
@@ -412,7 +428,7 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
         config,
         train_set,
         validation_set,
-        FEATURE_NAMES,
+        champion.feature_names,
         init_from=champion.stored.model if ts.challenger_init == "champion" else None,
         progress=progress,
     )

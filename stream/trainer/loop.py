@@ -60,8 +60,10 @@ def due(state: TrainerState, now_ms: int, settings: Settings) -> str | None:
         return None
     if state.new_cases >= ts.finetune_every_labels:
         return f"{state.new_cases} new cases (finetune_every_labels={ts.finetune_every_labels})"
+    if state.finetune_at_ms == 0:
+        return f"{state.new_cases} new cases and no fine-tune yet"
     waited_min = (now_ms - state.finetune_at_ms) / 60_000
-    if state.finetune_at_ms == 0 or waited_min >= ts.finetune_every_minutes:
+    if waited_min >= ts.finetune_every_minutes:
         return f"{state.new_cases} new cases and {waited_min:.0f} min since the last fine-tune"
     return None
 

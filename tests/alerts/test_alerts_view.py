@@ -59,3 +59,8 @@ def test_render_shows_score_typology_customer_amount_and_reasons() -> None:
     )
     without_reasons = alert.model_copy(update={"reasons": []})
     assert len(render(without_reasons).splitlines()) == 2
+
+
+def test_render_shows_the_alert_id_dispositions_refer_to() -> None:
+    alert = make_alert(7, score=0.9, typology=Typology.STRUCTURING, customer="c-7")
+    assert render(alert).splitlines()[1].endswith(f"alert {alert.alert_id}")

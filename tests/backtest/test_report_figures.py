@@ -219,6 +219,13 @@ def test_the_report_command_writes_the_hand_figures_and_an_html_report(
     for title in ("Precision-recall", "Score histograms", "Alerts over time", "Recall per"):
         assert title in html
     assert "<script" not in html  # self-contained and static
+    # counts read as whole numbers and milliseconds to a tenth, not as 4-decimal shares
+    assert "<td>median events to detect</td><td>2</td>" in html
+    assert "<td>received to scored</td><td>5</td><td>300</td>" in html
+    assert "<td>scored to emitted</td><td>5</td><td>50.0</td>" in html
+    assert "<td>S1</td><td>mule_fan_in_out</td><td>3</td><td>2</td><td>2.00</td>" in html
+    assert "2.0000" not in html
+    assert "300.0000" not in html
 
 
 def test_two_runs_side_by_side(
@@ -265,3 +272,18 @@ def test_load_run_reads_scores_in_replay_order(tmp_path: Path, truth_file: Path)
     assert data.table.alerted.tolist() == [r.alerted for r in ROWS]
     assert len(data.alerts) == ALERTS
     assert truth_from_file(truth_file)["e02"] == TruthRow("mule_fan_in_out", "S1")
+
+
+def test_backtest_list_as_json_lists_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    write_run(home, "run-a")
+    write_run(home, "run-b")
+    monkeypatch.setenv("RISKSTREAM_HOME", str(home))
+    result = CliRunner().invoke(app, ["backtest", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    runs = orjson.loads(result.output)
+    assert sorted(r["run_id"] for r in runs) == ["run-a", "run-b"]
+    assert {r["model_version"] for r in runs} == {"model-of-run-a", "model-of-run-b"}
+    assert all(r["status"] == "completed" for r in runs)

@@ -68,15 +68,21 @@ def make_event() -> EventFactory:
 
 @pytest.fixture
 def make_store(redis_client: redis.Redis[bytes], redis_namespace: str) -> Iterator[StoreFactory]:
-    """``make_store(suffix="", limits=None, tolerance_s=3600)`` on the test's namespace; a
-    suffix gives a second, separate namespace (dropped after the test)."""
+    """``make_store(suffix="", limits=None, tolerance_s=3600, **settings)`` on the test's
+    namespace (more ContextSettings fields as keywords); a suffix gives a second, separate
+    namespace (dropped after the test)."""
     stores: list[ContextStore] = []
 
     def make(
-        suffix: str = "", limits: ContextLimits | None = None, tolerance_s: int = 3600
+        suffix: str = "",
+        limits: ContextLimits | None = None,
+        tolerance_s: int = 3600,
+        **settings_fields: Any,
     ) -> ContextStore:
         settings = ContextSettings(
-            namespace=redis_namespace + suffix, out_of_order_tolerance_s=tolerance_s
+            namespace=redis_namespace + suffix,
+            out_of_order_tolerance_s=tolerance_s,
+            **settings_fields,
         )
         store = ContextStore(redis_client, settings, limits, create_namespace=True)
         stores.append(store)

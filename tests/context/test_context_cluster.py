@@ -130,3 +130,34 @@ def test_a_node_that_came_back_empty_receives_nothing_and_stops_the_batch(
     store.close()
     wiped.close()
     client.close()
+
+
+def test_labels_and_exposure_marks_on_a_cluster_match_standalone(
+    cluster, make_event, make_store
+) -> None:
+    # labels.lua and exposure.lua check their slot's marker like the event scripts: a
+    # compromised terminal's customers (spread over the cluster's slots) are marked all the same
+    from tests.context.test_counterparty_risk import DAY, fraud
+
+    visits = [
+        make_event(60 + i, customer=f"cus-{i}", terminal="trm-x", counterparty="mer-x")
+        for i in range(12)
+    ]
+    labels = [fraud(visits[0], 2 * DAY), fraud(visits[1], 2 * DAY)]
+    later = [make_event(4 * DAY + i, customer=f"cus-{i}", counterparty="shop") for i in range(12)]
+
+    def run(store: ContextStore) -> tuple[int, list[tuple[object, ...]]]:
+        store.update_batch(visits)
+        exposed = store.apply_labels(labels).exposed
+        return exposed, [(c.features, c.story) for c in store.update_batch(later)]
+
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{cluster[0]}/0", cluster=True))
+    with ContextStore(
+        client, ContextSettings(namespace="cluster-marks"), create_namespace=True
+    ) as store:
+        on_cluster = run(store)
+        store.drop_namespace()
+    client.close()
+    assert on_cluster[0] == 12
+    assert all(features.compromised_points == 1 for features, _ in on_cluster[1])
+    assert on_cluster == run(make_store())

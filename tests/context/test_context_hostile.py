@@ -123,6 +123,39 @@ def test_a_wiped_namespace_receives_nothing_and_is_not_marked_again_by_a_restart
     restarted.close()
 
 
+def test_a_wiped_namespace_receives_no_labels_and_no_exposure_marks(
+    make_event: EventFactory,
+    make_store: StoreFactory,
+    redis_client: redis.Redis[bytes],
+    redis_namespace: str,
+    dump_keys: KeyDump,
+) -> None:
+    from tests.context.test_counterparty_risk import DAY, fraud
+
+    store = make_store()
+    visits = [
+        make_event(60 + i, customer=f"cus-{i}", terminal="trm-x", counterparty="mer-x")
+        for i in range(5)
+    ]
+    store.update_batch(visits)
+    labels = [fraud(visits[0], 2 * DAY), fraud(visits[1], 2 * DAY)]
+    # the labels confirm the terminal: the second round trip (exposure.lua) marks its cards
+    assert store.apply_labels(labels).exposed == 5
+    wipe(redis_client, redis_namespace)
+    with pytest.raises(ContextStateLost):
+        store.apply_labels(labels)
+    assert dump_keys(redis_client, redis_namespace) == {}, "labels.lua wrote without its marker"
+
+    # exposure.lua on its own (its marker vanished between the two round trips)
+    store.initialize_namespace()
+    store.update_batch(visits)
+    redis_client.delete(keys.marker_key(redis_namespace))
+    mark = (keys.customer_base(redis_namespace, "cus-0"), b"\0" * 16 + b"t:trm-x", 0)
+    with pytest.raises(ContextStateLost):
+        store._guard(store._run, list(store._group("exposure", [mark])))
+    assert not redis_client.exists(keys.customer_base(redis_namespace, "cus-0") + ":x")
+
+
 def wipe(client: redis.Redis[bytes], namespace: str) -> None:
     """What FLUSHALL does to one namespace (the session's Redis is shared by other tests)."""
     found = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))

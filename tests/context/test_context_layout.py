@@ -11,13 +11,15 @@ from stream.context.errors import ContextError, ContextLayoutMismatch
 
 pytestmark = pytest.mark.integration
 
-LAYOUT_VERSION = 3  # the first header double of every state blob (customer.lua, counterparty.lua)
+LAYOUT_VERSION = 4  # the first header double of every state blob (customer.lua, counterparty.lua)
 VERSION = struct.Struct("<d")  # the header's format: little-endian doubles from byte 0
 
 
+# 1: past days in a hash; 3: what two branches each called 3 (keyed hashes / maturity, story)
+@pytest.mark.parametrize("old_version", [1, 3])
 @pytest.mark.parametrize("kind", [keys.CUSTOMER, keys.COUNTERPARTY])
 def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
-    kind, make_event, make_store, redis_client, dump_keys
+    kind, old_version, make_event, make_store, redis_client, dump_keys
 ) -> None:
     store = make_store()
     ns = store.namespace
@@ -36,10 +38,10 @@ def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
             assert blob is not None
             assert VERSION.unpack_from(blob) == (LAYOUT_VERSION,)
 
-    # entity 2's blob as the previous scripts wrote it: layout version 1 (SETRANGE keeps the TTL)
+    # entity 2's blob as older scripts wrote it (SETRANGE keeps the TTL)
     old = keys.entity_base(ns, kind, f"{'cus' if kind == keys.CUSTOMER else 'mer'}-2")
-    redis_client.setrange(old + ":s", 0, VERSION.pack(1))
-    if kind == keys.CUSTOMER:
+    redis_client.setrange(old + ":s", 0, VERSION.pack(old_version))
+    if kind == keys.CUSTOMER and old_version == 1:
         # version 1 kept past days in a hash: a GET of it would fail with WRONGTYPE
         redis_client.delete(old + ":d")
         redis_client.hset(old + ":d", "20150", b"\0" * 28)
@@ -57,7 +59,8 @@ def test_a_blob_of_an_older_layout_fails_the_call_before_it_writes(
             store.update_batch(batch)
         message = str(raised.value)
         assert message.startswith(
-            f"riskstream context layout 1 found in {old}:s, this code writes {LAYOUT_VERSION}: "
+            f"riskstream context layout {old_version} found in {old}:s, this code writes "
+            f"{LAYOUT_VERSION}: "
             "use a fresh namespace (RISKSTREAM_CONTEXT__NAMESPACE)"
         ), message
         assert isinstance(raised.value, ContextError)

@@ -19,7 +19,15 @@ from datetime import timedelta
 
 import pytest
 
-from schemas import Channel, CounterpartyType, Direction, TransactionEvent
+from schemas import (
+    Channel,
+    CounterpartyType,
+    Direction,
+    LabelEvent,
+    LabelSource,
+    TransactionEvent,
+    Typology,
+)
 from stream.context.features import FEATURE_NAMES, ContextFeatures
 from stream.context.ops import epoch_ms
 from stream.context.reference import (
@@ -159,27 +167,49 @@ def _reference_customer(mine: list[Seen], cur: Seen) -> dict[str, float]:
     return f
 
 
-def _reference_counterparty(theirs: list[Seen], cur: Seen, prefix: str) -> dict[str, float]:
+def _reference_counterparty(
+    theirs: list[Seen], cur: Seen, prefix: str, labels: dict[str, int], maturity: int
+) -> dict[str, float]:
+    """``labels``: event id -> label time of the fraud labels (all known up front: what
+    counts is their label time, never when the store learnt them)."""
     t = cur.t
     rows = [*theirs, cur]
     hour, day = t // HOUR, t // DAY
     latest: dict[str, int] = {}
     for s in rows:
         latest[s.event.customer_id] = max(latest.get(s.event.customer_id, s.t), s.t)
+    end = day - maturity  # the newest mature day
+    oldest_label = min((end - 29) * DAY, t - 30 * DAY + 1)
+    known = [
+        s.t
+        for s in rows
+        if s.event.event_id in labels and oldest_label <= labels[s.event.event_id] <= t
+    ]
+    count_30d = sum(1 for s in rows if day - 30 < s.t // DAY <= day)
+    labels_30d = sum(1 for et in known if t - 30 * DAY < et <= t)
     f = {
         "count_24h": sum(1 for s in rows if hour - 24 < s.t // HOUR <= hour),
         "count_7d": sum(1 for s in rows if day - 7 < s.t // DAY <= day),
         "customers_24h": sum(1 for v in latest.values() if v > t - DAY),
         "customers_7d": sum(1 for v in latest.values() if v > t - 7 * DAY),
-        "fraud_labels_30d": 0.0,
-        "fraud_rate_30d": 0.0,
+        "fraud_labels_30d": labels_30d,
+        "fraud_rate_30d": min(1.0, labels_30d / max(1, count_30d)),
         "age_days": (t - min(s.t for s in rows)) / DAY,
+        "days_since_fraud": (t - max(known)) / DAY if known else -1.0,
     }
+    for w in (1, 7, 30):
+        count = sum(1 for s in theirs if end - w < s.t // DAY <= end)
+        frauds = sum(1 for et in known if end - w < et // DAY <= end)
+        f[f"mature_count_{w}d"], f[f"mature_fraud_{w}d"] = count, frauds
+        f[f"mature_rate_{w}d"] = min(1.0, frauds / max(1, count))
     return {prefix + k: float(v) for k, v in f.items()}
 
 
-def reference_features(events: Sequence[TransactionEvent]) -> list[dict[str, float]]:
-    """Every customer and counterparty feature, from the arrival order alone."""
+def reference_features(
+    events: Sequence[TransactionEvent], labels: dict[str, int] | None = None, maturity: int = 7
+) -> list[dict[str, float]]:
+    """Every customer and counterparty feature, from the arrival order alone (and the fraud
+    labels' times: event id -> label time in ms)."""
     seen: list[Seen] = []
     result = []
     for e in events:
@@ -210,8 +240,16 @@ def reference_features(events: Sequence[TransactionEvent]) -> list[dict[str, flo
             return ("t", x.terminal_id) if x.terminal_id else ("p", x.counterparty_id)
 
         f.update(
-            _reference_counterparty([s for s in seen if entity(s.event) == entity(e)], cur, "cp_")
+            _reference_counterparty(
+                [s for s in seen if entity(s.event) == entity(e)],
+                cur,
+                "cp_",
+                labels or {},
+                maturity,
+            )
         )
+        # nobody is marked as exposed: every label is known before any payment arrives
+        f.update(compromised_points=0.0, days_since_compromised_visit=-1.0)
         result.append(f)
         seen.append(cur)
     return result
@@ -292,12 +330,37 @@ def _assert_close(got: ContextFeatures, want: dict[str, float], where: str) -> N
         )
 
 
+def fraud_labels(events: list[TransactionEvent], seed: int) -> list[LabelEvent]:
+    """Fraud labels for about one event in six, arriving 2 hours to 12 days after it."""
+    rng = random.Random(seed)
+    return [
+        LabelEvent(
+            label_id=f"lab-{e.event_id}",
+            event_id=e.event_id,
+            customer_id=e.customer_id,
+            event_time=e.event_time,
+            label_time=e.event_time + timedelta(hours=rng.uniform(2, 12 * 24)),
+            source=LabelSource.CHARGEBACK,
+            is_suspicious=True,
+            typology=Typology.STOLEN_CARD,
+            counterparty_id=e.counterparty_id,
+            terminal_id=e.terminal_id,
+        )
+        for e in events
+        if rng.random() < 1 / 6
+    ]
+
+
 @pytest.mark.parametrize("sizes", [(1,), (7, 50, 3)], ids=["one-by-one", "mixed-batches"])
 def test_every_feature_matches_the_reference(make_event, make_store, sizes) -> None:  # type: ignore[no-untyped-def]
     events = random_stream(make_event, seed=11, count=420)
-    store = make_store(tolerance_s=TOLERANCE_S)
+    labels = fraud_labels(events, seed=3)
+    store = make_store(tolerance_s=TOLERANCE_S, label_maturity_days=3)
+    store.apply_labels(labels)
     contexts = [c for batch in batches(events, sizes) for c in store.update_batch(batch)]
-    expected = reference_features(events)
+    expected = reference_features(
+        events, {label.event_id: epoch_ms(label.label_time) for label in labels}, maturity=3
+    )
     assert not any(c.duplicate for c in contexts)
     assert {n for want in expected for n in want} <= set(FEATURE_NAMES)
     for i, (context, want) in enumerate(zip(contexts, expected, strict=True)):
@@ -308,6 +371,8 @@ def test_every_feature_matches_the_reference(make_event, make_store, sizes) -> N
     assert any(x.near_threshold_cash_7d >= 2 for x in f)
     assert any(x.out_count_30d > x.out_count_7d > x.out_count_24h for x in f)
     assert any(x.seconds_since_previous > 86400 for x in f)
+    assert any(0 < x.cp_mature_fraud_7d < x.cp_mature_fraud_30d for x in f)
+    assert any(x.cp_fraud_labels_30d > x.cp_mature_fraud_30d for x in f)  # immature labels
 
 
 def test_batch_boundaries_do_not_change_any_value(make_event, make_store) -> None:  # type: ignore[no-untyped-def]

@@ -233,7 +233,17 @@ def test_label_risk_uses_only_labels_known_at_the_event_time(make_event, make_st
         assert [x.has_terminal for x in f] == [1] * 9
         assert [x.cp_fraud_labels_30d for x in f] == [0] * 6 + [2] * 3
         assert f[-1].cp_fraud_rate_30d == pytest.approx(2 / 9)
-    assert [c.features for c in seen_live] == [c.features for c in seen_replay]
+    # Counterparty risk is arrival-order independent; the cards' exposure is not, by design:
+    # a point's customers are marked when the labels confirming it arrive, so a replay that
+    # hands every label over first has nobody to mark (docs/context.md).
+    exposure = ("compromised_points", "days_since_compromised_visit")
+
+    def without_exposure(seen):  # type: ignore[no-untyped-def]
+        return [{k: v for k, v in c.features._asdict().items() if k not in exposure} for c in seen]
+
+    assert without_exposure(seen_live) == without_exposure(seen_replay)
+    assert [c.features.compromised_points for c in seen_live] == [0] * 6 + [1] * 3
+    assert [c.features.compromised_points for c in seen_replay] == [0] * 9
 
 
 def test_every_key_has_a_ttl_and_sizes_stay_bounded(make_event, make_store, redis_client) -> None:
@@ -259,7 +269,9 @@ def test_every_key_has_a_ttl_and_sizes_stay_bounded(make_event, make_store, redi
     assert redis_client.zcard(base + ":z") <= 16
     blob = redis_client.get(base + ":s")
     assert blob is not None
-    assert len(blob) < 4096
+    # header, 8 log records, 16 recent outbound transfers, the story, 8 dedupe snapshots
+    story = 1 + 16 * 13
+    assert len(blob) <= 44 * 8 + 8 * 36 + 16 * 20 + 16 * 13 + 8 * (16 + 41 * 4 + story)
     all_keys = list(redis_client.scan_iter(match=keys.namespace_pattern(ns), count=1000))
     assert all_keys
     assert all(redis_client.pttl(k) > 0 for k in all_keys)

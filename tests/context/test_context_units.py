@@ -17,6 +17,8 @@ from stream.context.features import (
     CUSTOMER_RECORD,
     EVENT_FIELDS,
     FEATURE_NAMES,
+    FEATURE_SETS,
+    STORY_PART,
     ContextFeatures,
     assemble,
 )
@@ -38,6 +40,7 @@ from stream.context.reference import (
     amount_usd,
     is_near_threshold_usd,
 )
+from stream.context.story import STORY_FEATURES
 
 
 def test_all_keys_of_an_entity_share_one_cluster_slot() -> None:
@@ -103,15 +106,23 @@ def test_amounts_convert_at_the_fixed_table() -> None:
 
 def test_feature_layout_is_stable_and_complete() -> None:
     assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
-    assert 30 <= len(FEATURE_NAMES) <= 60
+    assert 30 <= len(FEATURE_NAMES) <= 80
+    # every features version is a subset of today's, in today's order (models select by name)
+    assert len(FEATURE_SETS["f1"]) == 56
+    assert list(FEATURE_SETS["f1"]) == [n for n in FEATURE_NAMES if n in FEATURE_SETS["f1"]]
     assert (
-        EVENT_FIELDS + CUSTOMER_RECORD + tuple("cp_" + name for name in COUNTERPARTY_RECORD)
+        EVENT_FIELDS
+        + CUSTOMER_RECORD
+        + tuple("cp_" + name for name in COUNTERPARTY_RECORD)
+        + STORY_PART
         == FEATURE_NAMES
     )
+    assert STORY_PART == STORY_FEATURES
     values = assemble(
         tuple(float(i) for i in range(len(EVENT_FIELDS))),
         tuple(100.0 + i for i in range(len(CUSTOMER_RECORD))),
         tuple(200.0 + i for i in range(len(COUNTERPARTY_RECORD))),
+        tuple(300.0 + i for i in range(len(STORY_PART))),
     )
     assert isinstance(values, ContextFeatures)
     assert values.to_vector() == list(values)

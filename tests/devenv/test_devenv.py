@@ -7,11 +7,14 @@ matter, except that the restart tests leave the shared broker running again.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -25,6 +28,7 @@ from stream.devenv.certs import generate_tls_files
 from stream.devenv.errors import DevEnvError, JarResolveError, PortInUseError, ServerStartError
 from stream.devenv.jars import ensure_kafka_jars
 from stream.devenv.kafka import KafkaBroker
+from stream.devenv.postgres import PostgresServer
 from stream.devenv.process import free_ports, port_is_free
 from stream.devenv.redis_server import (
     RedisServer,
@@ -365,6 +369,34 @@ def test_resolve_redis_url(
         assert "wrong" not in str(refused.value)  # the URL's password is masked
 
 
+@integration
+def test_postgres_runs_as_its_user_and_keeps_committed_rows_through_a_kill() -> None:
+    base = Path(tempfile.mkdtemp(prefix="riskstream-pg-"))
+    (port,) = free_ports(1)
+    server = PostgresServer(port, base)
+    try:
+        server.start()
+        pid = server.pid
+        assert pid is not None
+        assert Path(f"/proc/{pid}").stat().st_uid != 0  # never root: PostgreSQL refuses it
+        url = server.ensure_database("kept", "kept_owner")
+        assert url == f"postgresql+psycopg://kept_owner@127.0.0.1:{port}/kept"
+        with psycopg.connect(url.replace("+psycopg", "")) as conn:
+            conn.execute("CREATE TABLE t (n int)")
+            conn.execute("INSERT INTO t VALUES (1), (2)")
+        server.kill()  # committed, then a crash: the WAL brings the rows back
+        assert server.pid is None
+        server.start()
+        with psycopg.connect(url.replace("+psycopg", "")) as conn:
+            assert conn.execute("SELECT sum(n) FROM t").fetchone() == (3,)
+        with pytest.raises(PortInUseError):
+            PostgresServer(port, base / "other").start()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert port_is_free(port)
+
+
 # --- `riskstream dev` -------------------------------------------------------------------------
 
 
@@ -376,20 +408,31 @@ def test_dev_up_status_down(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A home of its own, sharing the resolved jars (the cache marker travels with them).
+    # Outside pytest's private temp dir: PostgreSQL runs as its own user, who must reach it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="riskstream-home-"))
+    tmp_path.chmod(0o755)
     (tmp_path / "kafka").mkdir()
     (tmp_path / "kafka" / "libs").symlink_to(kafka_libs)
     marker = kafka_libs.parent / "libs.sha256"
     (tmp_path / "kafka" / "libs.sha256").write_text(marker.read_text())
     monkeypatch.setenv("RISKSTREAM_HOME", str(tmp_path))
     monkeypatch.delenv("REDIS_URL", raising=False)
-    kafka_port, controller_port, redis_port = free_ports(3)
-    ports = [f"--kafka-port={kafka_port}", f"--controller-port={controller_port}"]
+    kafka_port, controller_port, redis_port, postgres_port = free_ports(4)
+    ports = [
+        f"--kafka-port={kafka_port}",
+        f"--controller-port={controller_port}",
+        f"--postgres-port={postgres_port}",
+    ]
     runner = CliRunner()
     try:
         up = runner.invoke(cli.app, ["up", *ports, f"--redis-port={redis_port}"])
         assert up.exit_code == 0, up.output
         assert f"RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{kafka_port}" in up.output
         assert f"RISKSTREAM_REDIS__URL=redis://127.0.0.1:{redis_port}/0" in up.output
+        desk_url = f"postgresql+psycopg://riskstream@127.0.0.1:{postgres_port}/riskstream"
+        assert f"RISKSTREAM_DESK__DATABASE_URL={desk_url}" in up.output
+        with psycopg.connect(desk_url.replace("+psycopg", "")) as conn:  # migrated
+            assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (0,)
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{kafka_port}"})
         topics = admin.list_topics(timeout=10).topics
         assert len(topics["transactions"].partitions) == 6
@@ -397,7 +440,7 @@ def test_dev_up_status_down(
 
         status = runner.invoke(cli.app, ["status"])
         assert status.exit_code == 0
-        assert status.output.count("answering") == 2, status.output
+        assert status.output.count("answering") == 3, status.output
         pids = (tmp_path / "dev" / "kafka" / "kafka.pid").read_text()
 
         again = runner.invoke(cli.app, ["up", *ports, f"--redis-port={redis_port}"])
@@ -409,9 +452,11 @@ def test_dev_up_status_down(
     assert down.exit_code == 0, down.output
     assert "Kafka: stopped" in down.output
     assert "Redis: stopped" in down.output
+    assert "PostgreSQL: stopped" in down.output
     assert port_is_free(kafka_port)
     assert port_is_free(redis_port)
-    assert runner.invoke(cli.app, ["status"]).output.count("stopped") == 2
+    assert port_is_free(postgres_port)
+    assert runner.invoke(cli.app, ["status"]).output.count("stopped") == 3
 
     # Bring your own Redis: `up` uses $REDIS_URL when it answers, and `down` leaves it alone.
     with RedisServer(redis_port, tmp_path / "own-redis", binary=redis_binary) as own:
@@ -424,3 +469,4 @@ def test_dev_up_status_down(
             down = runner.invoke(cli.app, ["down"])
         assert "Redis: from $REDIS_URL, not touched" in down.output
         assert own.ping()
+    shutil.rmtree(tmp_path, ignore_errors=True)

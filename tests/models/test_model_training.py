@@ -123,3 +123,34 @@ def test_distillation_loss_is_zero_when_student_matches_teacher() -> None:
     weights = torch.ones(8)
     assert distill_loss(logits, logits, weights, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert distill_loss(logits, torch.randn(8, 11) * 3, weights, 2.0).item() > 0.01
+
+
+def test_descriptive_clauses_are_never_reasons(
+    trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
+) -> None:
+    from models.reasons import DESCRIPTIVE_CLAUSES
+
+    assert "event" in DESCRIPTIVE_CLAUSES  # the event type says what happened, not why
+    model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
+    test = synthetic_split.test
+    scores = model.predict_batch(test.texts).scores
+    alerted = np.flatnonzero(scores >= model.alert_threshold)[:8]
+    assert len(alerted) > 0
+
+    class Clause:
+        def __init__(self, clause_id: str, text: str) -> None:
+            self.id, self.text = clause_id, text
+
+    class Narrative:
+        def __init__(self, text: str, clauses: list[tuple[str, str]]) -> None:
+            self.text = text
+            self.clauses = [Clause(c, t) for c, t in clauses]
+
+    narratives = [Narrative(test.texts[i], test.clauses[i]) for i in alerted]
+    everything = explain(model, narratives, top_k=10, descriptive=())
+    ranked = {r.clause for found in everything for r in found}
+    assert ranked, "some clause raised some score"
+    described = {next(iter(ranked))}
+    filtered = explain(model, narratives, top_k=10, descriptive=described)
+    for before, after in zip(everything, filtered, strict=True):
+        assert [r for r in before if r.clause not in described] == after

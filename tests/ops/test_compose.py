@@ -37,7 +37,8 @@ ENV_EXAMPLE = REPO_ROOT / "ops" / "compose.env.example"
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 SCALED_SERVICES = ("scorer", "scorer-gpu")
 RISKSTREAM_SERVICES = (
-    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator", "cli",
+    "topic-init", "scorer", "scorer-gpu", "trainer", "demo-data", "model-init", "simulator",
+    "analyst", "cli", "desk-init", "desk",
 )  # fmt: skip
 
 
@@ -206,7 +207,8 @@ def test_service_environment_builds_valid_settings(
     assert settings.kafka.bootstrap_servers == f"kafka:{plaintext_port[1]}"
     assert settings.redis.url.startswith("redis://redis:6379/")
     assert settings.redis.password is not None, "the bundled Redis requires a password"
-    if service not in ("topic-init", "simulator", "demo-data"):  # the ones that use models
+    # The ones that use models (the desk only reads alerts and writes labels).
+    if service not in ("topic-init", "simulator", "demo-data", "analyst", "desk-init", "desk"):
         registry_mount = compose.volume_target(service, "model-registry")
         assert str(settings.model.registry_dir) == registry_mount
     if compose.target(service) == "cuda":
@@ -274,7 +276,7 @@ def test_dependency_conditions_can_be_met(compose: Any) -> None:
 
 
 def test_restart_policies(compose: Any) -> None:
-    one_shots = {"topic-init", "demo-data", "model-init", "simulator", "cli"}
+    one_shots = {"topic-init", "demo-data", "model-init", "simulator", "cli", "desk-init"}
     for name, service in compose.services.items():
         expected = "no" if name in one_shots else "unless-stopped"
         assert service.get("restart") == expected, name
@@ -306,6 +308,25 @@ def test_stores_persist_and_redis_refuses_to_evict(compose: Any) -> None:
     redis_command = " ".join(compose.services["redis"]["command"])
     for flag in ("--appendonly yes", "--maxmemory-policy noeviction", "--requirepass"):
         assert flag in redis_command
+    postgres = compose.environment("postgres")
+    data = compose.volume_target("postgres", "postgres-data")
+    assert postgres["PGDATA"].startswith(data + "/")
+
+
+def test_the_desk_migrates_first_and_uses_the_one_database_secret(
+    compose: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = compose.services["desk"]
+    assert desk["depends_on"]["desk-init"]["condition"] == "service_completed_successfully"
+    assert compose.services["desk-init"]["command"] == ["desk", "db", "upgrade"]
+    assert desk["ports"] == ["127.0.0.1:8088:8088"]  # interpolated: loopback only
+    settings: Settings = compose.settings_for("desk", monkeypatch)
+    assert settings.desk.database_url.endswith("@postgres:5432/riskstream")
+    postgres = compose.environment("postgres")
+    command = " ".join(compose.services["postgres"]["command"])
+    # The database's password is the very variable the desk reads.
+    assert 'POSTGRES_PASSWORD="${RISKSTREAM_DESK__DATABASE_PASSWORD}"' in command
+    assert postgres["POSTGRES_USER"] in settings.desk.database_url
 
 
 def test_workers_get_time_to_finish_their_batch(
@@ -327,6 +348,6 @@ def test_gpu_scorer_reserves_a_gpu(compose: Any) -> None:
 
 
 def test_the_demo_needs_its_profile(compose: Any) -> None:
-    for name in ("simulator", "demo-data", "model-init"):
+    for name in ("simulator", "demo-data", "model-init", "analyst"):
         assert compose.services[name]["profiles"] == ["demo"]
     assert "simulator" not in compose.active(())

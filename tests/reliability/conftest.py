@@ -21,13 +21,14 @@ from stream.devenv import (
     ensure_redis_server_binary,
     free_ports,
 )
+from stream.settings import load_settings
 
-from .harness import REPO_ROOT, ScorerStarter, read_jsonl
+from .harness import ScorerStarter, read_jsonl
 
 
 @pytest.fixture(scope="module")
 def kafka_libs() -> Path:
-    return ensure_kafka_jars(REPO_ROOT / ".riskstream")
+    return ensure_kafka_jars(load_settings().home)
 
 
 @pytest.fixture(scope="module")

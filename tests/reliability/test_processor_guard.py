@@ -11,7 +11,7 @@ import contextlib
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from models.inference import LoadedModel, Predictions, load_model
 from schemas import TransactionEvent, alert_id_for
 from stream.context.features import ContextFeatures
-from stream.context.store import ContextStore
+from stream.context.store import ContextStore, EventContext
+from stream.context.story import unpack_story
 from stream.narrative import Narrative
 from stream.scorer.app import narrator_for
 from stream.scorer.core import (
@@ -40,7 +41,7 @@ from stream.scorer.core import (
 )
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics
-from stream.scorer.records import ScoredRecordStore
+from stream.scorer.records import ScoredRecordStore, record_key
 from stream.settings import ContextSettings, ModelSettings
 
 from .hostile import MARKER, MUTATIONS, valid_event
@@ -216,12 +217,13 @@ class FailingOn:
     def __call__(self, model: LoadedModel) -> Narrate:
         narrate = narrator_for(model)
 
-        def wrapped(event: TransactionEvent, features: ContextFeatures) -> Narrative:
+        def wrapped(event: TransactionEvent, context: EventContext) -> Narrative:
             if event.event_id != self.event_id:
-                return narrate(event, features)
+                return narrate(event, context)
             if self.how == "raise":
                 raise KeyError(MARKER)
-            return narrate(event, features._replace(amount_zscore=float("inf")))
+            broken = context.features._replace(amount_zscore=float("inf"))
+            return narrate(event, replace(context, features=broken))
 
         return wrapped
 
@@ -308,6 +310,48 @@ def test_a_redelivered_batch_gets_its_recorded_context_score_and_alert_ids(
     assert first.alerts, "the model alerts on a few percent of events"
     for event_id, alert_id in first.alerts.items():
         assert alert_id == alert_id_for(event_id, model.version)
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_redelivered_event_gets_the_same_story_and_context_back(
+    make_core: Callable[..., Core],
+    model: LoadedModel,
+    redis_client: redis.Redis[bytes],
+    recorded: bool,
+) -> None:
+    """Issue 15: idempotent by event id - the story and the context of a redelivered event
+    are the ones it got the first time, whether its scored record was written (the claim
+    returns it) or not (the scorer died first: the context's dedupe memory returns them)."""
+    core = make_core()
+    customer = {"customer_id": "cus-story", "account_id": "acc-story"}
+    values = [
+        event_bytes(f"ev-story-{i}", event_time=f"2026-03-04T11:{10 + i:02d}:00Z", **customer)
+        for i in range(8)
+    ]
+    batch = [core.incoming(v, offset=100 + i) for i, v in enumerate(values)]
+    first = outcome(core.processor.process(batch, model), batch)
+    ids = [f"ev-story-{i}" for i in range(8)]
+    before = core.records.get_batch(ids)
+    assert all(r is not None for r in before)
+    stories = [unpack_story(bytes.fromhex(r.story)) for r in before if r is not None]
+    assert [len(s) for s in stories] == list(range(8)), "each event is told the ones before it"
+    if model.narrative_spec.get("template_version", "n2") != "n1":
+        last = before[-1]
+        assert last is not None
+        assert "story_1" in last.clause_ids
+    if not recorded:  # the scorer died after the context, before the records
+        for event_id in ids:
+            redis_client.delete(record_key(core.store.namespace, event_id))
+
+    again = [core.incoming(v, offset=100 + i) for i, v in enumerate(values)]
+    second = outcome(core.processor.process(again, model), again)
+    after = core.records.get_batch(ids)
+    assert not second.dead
+    assert second.scores == first.scores
+    for old, new in zip(before, after, strict=True):
+        assert old is not None
+        assert new is not None
+        assert (new.story, new.features, new.narrative) == (old.story, old.features, old.narrative)
 
 
 def test_an_event_id_reused_for_another_customer_or_later_is_a_dead_letter(

@@ -73,7 +73,7 @@ def test_events_in_expected_alerts_out_with_every_field(
     )
     narrate = narrator_for(model)
     contexts = store.update_batch(events)
-    narratives = [narrate(e, c.features) for e, c in zip(events, contexts, strict=True)]
+    narratives = [narrate(e, c) for e, c in zip(events, contexts, strict=True)]
     features = np.asarray([n.features for n in narratives], dtype=np.float32)
     reference = model.predict_batch([n.text for n in narratives], features)
     store.drop_namespace()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from schemas import LabelEvent, LabelSource, TransactionEvent, Typology, decode, encode
 from stream.cli import app
 from stream.simulate.config import SimulationConfig
-from stream.simulate.engine import CARD_FRAUD, simulate
+from stream.simulate.engine import CARD_FRAUD, REPORTED_FRAUD, simulate
 from stream.simulate.truth import read_truth
 from stream.simulate.writers import write_files
 from tests.simulate.conftest import SMALL, Run, read_jsonl
@@ -98,16 +99,35 @@ def test_labels_cover_exactly_the_suspicious_events_with_the_right_source_and_de
             last_event[key] = max(last_event[key], _parse(t["event_time"]))
     label_times = [label["label_time"] for label in small_run.labels]
     assert label_times == sorted(label_times)
+    chargeback_days: list[float] = []
     for label in small_run.labels:
         t = truth[label["event_id"]]
         assert label["typology"] == t["typology"]
         assert label["scenario_id"] == t["scenario_id"]
-        card = Typology(label["typology"]) in CARD_FRAUD
-        expected = LabelSource.CHARGEBACK if card else LabelSource.CONFIRMED_CASE
+        typology = Typology(label["typology"])
+        card = typology in CARD_FRAUD | REPORTED_FRAUD
+        expected = (
+            LabelSource.CHARGEBACK
+            if typology in CARD_FRAUD
+            else LabelSource.FRAUD_REPORT
+            if typology in REPORTED_FRAUD
+            else LabelSource.CONFIRMED_CASE
+        )
         assert label["source"] == expected.value
-        low, high = config.chargeback_delay_days if card else config.case_delay_days
         delay = _parse(label["label_time"]) - last_event[(t["scenario_id"], t["customer_id"])]
-        assert timedelta(days=low) <= delay <= timedelta(days=high)
+        if card:
+            assert delay > timedelta(0)
+            chargeback_days.append(delay / timedelta(days=1))
+        else:
+            low, high = config.case_delay_days
+            assert timedelta(days=low) <= delay <= timedelta(days=high)
+    # chargebacks: log-normal between the configured 5th and 95th percentiles (one delay per
+    # victim and scenario, so the labels of one victim share it)
+    low, high = config.chargeback_delay_days
+    inside = [low <= d <= high for d in chargeback_days]
+    assert len(chargeback_days) > 20
+    assert sum(inside) / len(inside) >= 0.7
+    assert low < statistics.median(chargeback_days) < high
 
 
 def test_transfers_between_customers_appear_on_both_sides(small_run: Run) -> None:

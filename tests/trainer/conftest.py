@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -155,10 +155,11 @@ class WorkerProcess:
     settings: Settings
     log_path: Path
     command: list[str]
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **to_env(self.settings), "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, **to_env(self.settings), "HF_HUB_OFFLINE": "1", **self.extra_env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", *self.command],
@@ -191,10 +192,12 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``start_worker(settings, "run", "scorer")``: a worker process, killed after the test."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *command: str) -> WorkerProcess:
+    def start(
+        settings: Settings, *command: str, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         name = "-".join(command[1:2] or command)
         log_path = tmp_path / f"{name}-{len(started)}.log"
-        started.append(WorkerProcess(settings, log_path, list(command)).start())
+        started.append(WorkerProcess(settings, log_path, list(command), extra_env or {}).start())
         return started[-1]
 
     yield start

@@ -39,7 +39,8 @@ def test_time_triggers_only_with_something_new() -> None:
     assert due(state(3, last_ms=now - 29 * MIN), now, settings()) is None
     assert due(state(3, last_ms=now - 30 * MIN), now, settings()) is not None
     assert due(state(0, last_ms=now - 300 * MIN), now, settings()) is None
-    assert due(state(1, last_ms=0), now, settings()) is not None  # never fine-tuned yet
+    first = due(state(1, last_ms=0), now, settings())  # never fine-tuned yet
+    assert first == "1 new cases and no fine-tune yet"
 
 
 def test_the_guardrail_holds_back_a_fine_tune_without_enough_labels_per_class() -> None:

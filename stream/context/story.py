@@ -1,0 +1,195 @@
+"""The customer's story: the events before this one, as customer.lua remembers them.
+
+customer.lua keeps each customer's last ``story_events`` events by event time and returns,
+with every event, the remembered ones before it (oldest first, fixed-size entries; see the
+script). This module is the pure Python side: the kind byte the op carries for each event,
+decoding the returned entries newest first, and the numeric summaries of the story that the
+GBDT and the hybrid model's numeric path read (the narrative tells the entries themselves).
+Never raw ids: an entry knows only whether its counterparty is the current event's, or an
+earlier entry's.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from itertools import pairwise
+from typing import Final, NamedTuple
+
+from stream.context.reference import SMALL_AMOUNT_USD
+
+ENTRY: Final = struct.Struct("<IHbBBI")
+"""time (s), amount (log2(1 + USD) in 1/2048), z-score (quarters), kind, novelty, cp hash."""
+
+# kind byte (ops.py packs it into the customer op)
+_CHANNEL_MASK: Final = 0x07
+_OUTBOUND: Final = 0x08
+_TYPE_SHIFT: Final = 4
+_TYPE_MASK: Final = 0x07
+_HIGH_RISK: Final = 0x80
+# novelty byte (customer.lua)
+_CP_NEW, _DEVICE_NEW, _COUNTRY_NEW, _LATE = 1, 2, 4, 8
+
+
+def event_kind(
+    channel_code: int, outbound: bool, counterparty_type_code: int, high_risk: bool
+) -> int:
+    """The kind byte of an event: channel, direction, counterparty type, high-risk country."""
+    return (
+        (channel_code & _CHANNEL_MASK)
+        | (_OUTBOUND if outbound else 0)
+        | ((counterparty_type_code & _TYPE_MASK) << _TYPE_SHIFT)
+        | (_HIGH_RISK if high_risk else 0)
+    )
+
+
+class StoryEntry(NamedTuple):
+    """One earlier event of the customer, as the story tells it."""
+
+    seconds_before: int
+    """How long before the current event (0: at the same second, arrived earlier)."""
+    amount_usd: float
+    """Within 0.04 % (a logarithmic step)."""
+    zscore: float
+    """Its amount against the customer's usual in its direction, at its time (quarters)."""
+    channel_code: int
+    outbound: bool
+    counterparty_type_code: int
+    high_risk_country: bool
+    counterparty_new: bool
+    device_new: bool
+    country_new: bool
+    late: bool
+    same_counterparty: bool
+    """Its counterparty is the current event's."""
+    repeat_counterparty: bool
+    """Its counterparty is that of an even earlier entry of the story."""
+
+
+def decode_story(raw: bytes, event_time_s: int, event_cp_hash: int) -> tuple[StoryEntry, ...]:
+    """customer.lua's story bytes (count, then entries oldest first) -> entries newest first."""
+    count = raw[0]
+    entries = list(ENTRY.iter_unpack(raw[1 : 1 + count * ENTRY.size]))
+    seen: set[int] = set()
+    decoded: list[StoryEntry] = []
+    for t_s, amount_q, z_q, kind, novelty, cp_hash in entries:  # oldest first
+        decoded.append(
+            StoryEntry(
+                seconds_before=max(0, event_time_s - t_s),
+                amount_usd=2.0 ** (amount_q / 2048) - 1.0,
+                zscore=z_q / 4,
+                channel_code=kind & _CHANNEL_MASK,
+                outbound=bool(kind & _OUTBOUND),
+                counterparty_type_code=(kind >> _TYPE_SHIFT) & _TYPE_MASK,
+                high_risk_country=bool(kind & _HIGH_RISK),
+                counterparty_new=bool(novelty & _CP_NEW),
+                device_new=bool(novelty & _DEVICE_NEW),
+                country_new=bool(novelty & _COUNTRY_NEW),
+                late=bool(novelty & _LATE),
+                same_counterparty=cp_hash == event_cp_hash,
+                repeat_counterparty=cp_hash in seen,
+            )
+        )
+        seen.add(cp_hash)
+    decoded.reverse()
+    return tuple(decoded)
+
+
+STORY_FEATURES: Final = (
+    "story_events",
+    "story_span_s",
+    "story_min_gap_s",
+    "story_inbound",
+    "story_small",
+    "story_new_counterparties",
+    "story_new_devices",
+    "story_same_counterparty",
+    "story_same_counterparty_rising",
+    "story_high_risk",
+    "story_max_zscore",
+    "story_amount_vs_mean",
+)
+"""Summaries of the story, appended to the context features (see ``story_features``)."""
+
+
+def story_features(entries: tuple[StoryEntry, ...], amount_usd: float) -> tuple[float, ...]:
+    """The story in numbers (``STORY_FEATURES`` order): what a table of aggregates can say
+    about the last events - how many, over how long, the shortest gap between consecutive
+    ones (this event included), inbound ones, small ones (card-testing probes), new
+    counterparties and devices, payments to this event's counterparty and how many of those
+    rose in amount in a row up to this one (escalation), high-risk countries, the largest
+    z-score, and this amount against the story's mean (log2 ratio; 0 with no story)."""
+    if not entries:
+        return (0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    gaps = [entries[0].seconds_before] + [
+        older.seconds_before - newer.seconds_before for newer, older in pairwise(entries)
+    ]
+    same = [e.amount_usd for e in reversed(entries) if e.same_counterparty] + [amount_usd]
+    rising = 0
+    for later, earlier in pairwise(reversed(same)):
+        if later > earlier:
+            rising += 1
+        else:
+            break
+    mean_usd = sum(e.amount_usd for e in entries) / len(entries)
+    return (
+        float(len(entries)),
+        float(entries[-1].seconds_before),
+        float(min(gaps)),
+        float(sum(not e.outbound for e in entries)),
+        float(sum(e.amount_usd <= SMALL_AMOUNT_USD for e in entries)),
+        float(sum(e.counterparty_new for e in entries)),
+        float(sum(e.device_new for e in entries)),
+        float(len(same) - 1),
+        float(rising),
+        float(sum(e.high_risk_country for e in entries)),
+        max(e.zscore for e in entries),
+        math.log2((1.0 + amount_usd) / (1.0 + mean_usd)),
+    )
+
+
+_PACKED: Final = struct.Struct("<IHbBB")
+_SAME, _REPEAT = 16, 32  # novelty-byte bits used only in the packed form
+
+
+def pack_story(entries: tuple[StoryEntry, ...]) -> bytes:
+    """Entries (newest first) as compact bytes, for storing beside the features (dataset
+    caches, scored records): 9 bytes an entry, exact (the amount is kept in the script's own
+    logarithmic steps)."""
+    return b"".join(
+        _PACKED.pack(
+            e.seconds_before,
+            round(math.log2(1.0 + e.amount_usd) * 2048),
+            round(e.zscore * 4),
+            event_kind(e.channel_code, e.outbound, e.counterparty_type_code, e.high_risk_country),
+            (_CP_NEW if e.counterparty_new else 0)
+            | (_DEVICE_NEW if e.device_new else 0)
+            | (_COUNTRY_NEW if e.country_new else 0)
+            | (_LATE if e.late else 0)
+            | (_SAME if e.same_counterparty else 0)
+            | (_REPEAT if e.repeat_counterparty else 0),
+        )
+        for e in entries
+    )
+
+
+def unpack_story(raw: bytes) -> tuple[StoryEntry, ...]:
+    """The inverse of :func:`pack_story`."""
+    return tuple(
+        StoryEntry(
+            seconds_before=seconds,
+            amount_usd=2.0 ** (amount_q / 2048) - 1.0,
+            zscore=z_q / 4,
+            channel_code=kind & _CHANNEL_MASK,
+            outbound=bool(kind & _OUTBOUND),
+            counterparty_type_code=(kind >> _TYPE_SHIFT) & _TYPE_MASK,
+            high_risk_country=bool(kind & _HIGH_RISK),
+            counterparty_new=bool(bits & _CP_NEW),
+            device_new=bool(bits & _DEVICE_NEW),
+            country_new=bool(bits & _COUNTRY_NEW),
+            late=bool(bits & _LATE),
+            same_counterparty=bool(bits & _SAME),
+            repeat_counterparty=bool(bits & _REPEAT),
+        )
+        for seconds, amount_q, z_q, kind, bits in _PACKED.iter_unpack(raw)
+    )
