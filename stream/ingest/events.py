@@ -20,7 +20,6 @@ from stream.ingest.fields import Errors, amount_values, text_values, time_values
 from stream.ingest.labels import EventInfo, LabelFields, label_record
 from stream.ingest.mapping import Mapping
 from stream.ingest.readers import Batch
-from stream.ingest.sorting import record_key
 
 MALFORMED: Final = "malformed_row"
 INVALID_EVENT: Final = "invalid_event"
@@ -93,66 +92,88 @@ class EventConverter:
         label_errors: Errors = {}
         parts = self.labels.convert(columns, size, label_errors) if self.labels else None
 
-        columns_out: list[tuple[str, list[str | None] | list[int | None] | list[str]]] = [
-            (
-                name,
-                times
-                if name == "event_time"
-                else amounts
-                if name == "amount_minor"
-                else texts[name],
-            )
-            for name in TransactionEvent.model_fields
-            if name in texts or name in ("event_time", "amount_minor")
-        ]
-        ids, customers = texts["event_id"], texts["customer_id"]
-        counterparties, terminals = texts["counterparty_id"], texts.get("terminal_id")
+        names = ["schema_version"]
+        fields: list[list[str | None] | list[int | None] | list[str] | list[int]] = [[1] * size]
+        for name in TransactionEvent.model_fields:
+            if name == "event_time":
+                fields.append(times)
+            elif name == "amount_minor":
+                fields.append(amounts)
+            elif name in texts:
+                fields.append(texts[name])
+            else:
+                continue
+            names.append(name)
+        # fields that may be absent from a row: left out of its JSON, as encode() does
+        nullable = [name for name, values in zip(names, fields, strict=True) if None in values]
+        refused = set(errors) | set(label_errors) | blank
+        labelled = (
+            {i for i in range(size) if parts.labelled(i)} if parts is not None else set[int]()
+        )
+        ids = texts["event_id"]
+        moments = event_ms.tolist()
         out = Converted(rows=size - len(blank))
-        for index in range(size):
-            if index in blank:
+        for index, row_values in enumerate(zip(*fields, strict=True)):
+            if index in refused:
+                if index not in blank:
+                    self._refuse(out, batch.first_row + index, index, errors, label_errors, ids)
                 continue
-            row = batch.first_row + index
-            event_id = ids[index]
-            problem = errors.get(index)
-            if problem is not None or index in label_errors:
-                kind = "event" if problem is not None else "label"
-                self._reject(out, Reject(row, kind, *(problem or label_errors[index])), event_id)
-                continue
-            assert event_id is not None
-            data: dict[str, object] = {"schema_version": 1}
-            for name, values in columns_out:
-                value = values[index]
-                if value is not None:
-                    data[name] = value
+            data = dict(zip(names, row_values, strict=True))
+            if nullable:
+                for name in nullable:
+                    if data[name] is None:
+                        del data[name]
             raw = orjson.dumps(data)
+            event_id: str = data["event_id"]
+            row = batch.first_row + index
             try:
                 decode(TransactionEvent, raw)
             except DecodeError as exc:
                 self._reject(out, Reject(row, "event", INVALID_EVENT, exc.reason), event_id)
                 continue
-            moment = int(event_ms[index])
-            info = EventInfo(
-                row,
-                moment,
-                times[index],
-                customers[index] or "",
-                counterparties[index] or "",
-                terminals[index] if terminals is not None else None,
-            )
-            if parts is not None and self.labels is not None and parts.labelled(index):
+            moment = moments[index]
+            if index in labelled:
+                assert parts is not None
+                assert self.labels is not None
                 record, problem = label_record(
-                    parts, index, event_id, info, self.labels.delay_ms, row
+                    parts, index, event_id, self._info(row, moment, data), self.labels.delay_ms, row
                 )
                 if problem is not None:
                     self._reject(out, Reject(row, "label", *problem), event_id)
                     continue
                 assert record is not None
                 out.label_records.append(record)
-            out.records.append(record_key(moment, event_id, row) + raw)
+            out.records.append(b"%013d\t%s\t%012d\t%s" % (moment, event_id.encode(), row, raw))
             out.id_hashes.append(hash(event_id))
             if event_id in self.wanted and event_id not in out.infos:
-                out.infos[event_id] = info
+                out.infos[event_id] = self._info(row, moment, data)
         return out
+
+    @staticmethod
+    def _info(row: int, moment: int, data: dict[str, object]) -> EventInfo:
+        terminal = data.get("terminal_id")
+        return EventInfo(
+            row,
+            moment,
+            str(data["event_time"]),
+            str(data["customer_id"]),
+            str(data["counterparty_id"]),
+            None if terminal is None else str(terminal),
+        )
+
+    def _refuse(
+        self,
+        out: Converted,
+        row: int,
+        index: int,
+        errors: Errors,
+        label_errors: Errors,
+        ids: list[str | None],
+    ) -> None:
+        if index in errors:
+            self._reject(out, Reject(row, "event", *errors[index]), ids[index])
+        else:
+            self._reject(out, Reject(row, "label", *label_errors[index]), ids[index])
 
     def _reject(self, out: Converted, reject: Reject, event_id: object) -> None:
         out.rejects.append(reject)

@@ -38,15 +38,13 @@ _NAIVE_EPOCH: Final = datetime(1970, 1, 1)
 _MS: Final = timedelta(milliseconds=1)
 _DAY_MS: Final = 86_400_000
 _MAX_MS: Final = 10**15  # year 33658: anything beyond is not a time (the wire allows 2000-2100)
-WIRE_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
-"""With millisecond timestamps pyarrow writes %S as ``05.000``: RFC 3339 as `format_utc`."""
 
 
 def _note(errors: Errors, index: int, code: str, detail: str) -> None:
     errors.setdefault(index, (code, detail))
 
 
-def _as_text(name: str, column: str, array: pa.Array) -> list[str | None]:
+def _as_text(name: str, column: str, array: pa.Array) -> pa.Array:
     kind = array.type
     if pa.types.is_dictionary(kind):
         array, kind = array.cast(kind.value_type), kind.value_type
@@ -60,8 +58,11 @@ def _as_text(name: str, column: str, array: pa.Array) -> list[str | None]:
         raise InputError(
             f"column {column!r} holds {kind} values: {name} needs text or whole numbers"
         )
-    values: list[str | None] = pc.cast(array, pa.string()).to_pylist()
-    return values
+    return pc.cast(array, pa.string())
+
+
+def _rows(mask: pa.Array) -> NDArray[np.intp]:
+    return np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=np.bool_))
 
 
 def text_values(
@@ -74,38 +75,43 @@ def text_values(
     required: bool,
     trim: bool,
 ) -> list[str | None]:
-    """A text field: the constant, or the column through trim, case, value map and prefix."""
+    """A text field: the constant, or the column through trim, case, value map and prefix
+    (vectorised; only rows with a problem are looked at one by one)."""
     if spec.value is not None:
         return [spec.value] * size
     assert spec.column is not None
     assert column is not None
-    values = _as_text(name, spec.column, column)
-    mapped, other, prefix = spec.values, spec.other, spec.prefix
-    out: list[str | None] = [None] * size
-    for index, value in enumerate(values):
-        if value is not None and trim:
-            value = value.strip() or None
-        if value is None:
-            if required:
-                _note(errors, index, MISSING, f"{name}: no value in column {spec.column!r}")
-            continue
-        if spec.case == "upper":
-            value = value.upper()
-        elif spec.case == "lower":
-            value = value.lower()
-        if mapped is not None:
-            target = mapped.get(value, other)
-            if target is None:
+    text = _as_text(name, spec.column, column)
+    if trim:
+        text = pc.utf8_trim_whitespace(text)
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    if spec.case is not None:
+        text = pc.utf8_upper(text) if spec.case == "upper" else pc.utf8_lower(text)
+    source = text
+    if spec.values is not None:
+        keys = pa.array(list(spec.values), type=pa.string())
+        targets = pa.array(list(spec.values.values()), type=pa.string())
+        text = targets.take(pc.index_in(source, value_set=keys))
+        if spec.other is not None:
+            text = pc.fill_null(text, spec.other)
+        text = pc.if_else(pc.is_valid(source), text, pa.scalar(None, pa.string()))
+        if text.null_count > source.null_count:
+            sources = source.to_pylist()
+            for index in _rows(pc.and_(pc.is_null(text), pc.is_valid(source))):
                 _note(
                     errors,
-                    index,
+                    int(index),
                     UNMAPPED,
-                    f"{name}: {value!r} (column {spec.column!r}) is not in the mapping's values",
+                    f"{name}: {sources[index]!r} (column {spec.column!r}) is not in the "
+                    "mapping's values",
                 )
-                continue
-            value = target
-        out[index] = prefix + value if prefix else value
-    return out
+    if spec.prefix:
+        text = pc.binary_join_element_wise(spec.prefix, text, "")
+    if required and source.null_count:
+        for index in _rows(pc.is_null(source)):
+            _note(errors, int(index), MISSING, f"{name}: no value in column {spec.column!r}")
+    values: list[str | None] = text.to_pylist()
+    return values
 
 
 # -- timestamps ---------------------------------------------------------------------------------
@@ -154,10 +160,10 @@ def _present(column: pa.Array) -> NDArray[np.bool_]:
 
 
 def wire_times(ms: NDArray[np.int64]) -> list[str]:
-    """RFC 3339 UTC text with milliseconds and a Z, exactly as `schemas.common.format_utc`."""
-    stamps = pa.array(ms, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-    texts: list[str] = pc.strftime(stamps, format=WIRE_TIME_FORMAT).to_pylist()
-    return texts
+    """RFC 3339 UTC text with milliseconds and a Z, exactly as `schemas.common.format_utc`
+    writes it (for years 1000-9999; the wire format accepts 2000-2100)."""
+    texts = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms").tolist()
+    return [text + "Z" for text in texts]
 
 
 def _from_arrow_times(
@@ -322,7 +328,11 @@ def amount_values(
     spec: AmountField, column: pa.Array, currencies: list[str | None], errors: Errors
 ) -> list[int | None]:
     """Integer minor units per row. Nothing is rounded: a major amount with more decimals than
-    its currency has (12.345 EUR) is a rejected row, as is a fractional minor amount."""
+    its currency has (12.345 EUR) is a rejected row, as is a fractional minor amount.
+
+    Text columns take a vectorised path for the plain ``digits[.digits]`` form, per run of
+    rows sharing a currency exponent; every other row (and every typed numeric column) is
+    decided by :func:`_minor_units`, which also words the reasons."""
     kind = column.type
     if not (
         pa.types.is_string(kind)
@@ -333,21 +343,67 @@ def amount_values(
         or pa.types.is_null(kind)
     ):
         raise InputError(f"column {spec.column!r} holds {kind} values: the amount needs numbers")
-    out: list[int | None] = [None] * len(column)
-    for index, value in enumerate(column.to_pylist()):
-        currency = currencies[index]
+    size = len(column)
+    out: list[int | None] = [None] * size
+    exponents = np.array(
+        [minor_unit_exponent(c) if c in CURRENCY_CODES else -1 for c in currencies],
+        dtype=np.int64,
+    )
+    done = np.zeros(size, dtype=np.bool_)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        _plain_amounts(spec, column, exponents, out, done)
+    values = column.to_pylist() if not done.all() else []
+    for index in np.flatnonzero(~done):
+        value, exponent = values[index], int(exponents[index])
         if value is None:
-            _note(errors, index, MISSING, f"amount: no value in column {spec.column!r}")
+            _note(errors, int(index), MISSING, f"amount: no value in column {spec.column!r}")
             continue
-        if currency is None or currency not in CURRENCY_CODES:
-            continue  # the currency's own check rejects the row
+        if exponent < 0:
+            continue  # an unknown or missing currency: its own check rejects the row
         text = repr(value) if isinstance(value, float) else str(value)
-        result = _minor_units(text, spec, minor_unit_exponent(currency), currency)
+        result = _minor_units(text, spec, exponent, str(currencies[index]))
         if isinstance(result, str):
-            _note(errors, index, BAD_AMOUNT, f"amount: {text!r} {result}")
+            _note(errors, int(index), BAD_AMOUNT, f"amount: {text!r} {result}")
         else:
             out[index] = result
     return out
+
+
+def _plain_amounts(
+    spec: AmountField,
+    column: pa.Array,
+    exponents: NDArray[np.int64],
+    out: list[int | None],
+    done: NDArray[np.bool_],
+) -> None:
+    text = column
+    if spec.decimal_separator == ",":
+        text = pc.if_else(
+            pc.match_substring(text, "."),
+            pa.scalar(None, pa.string()),
+            pc.replace_substring(text, ",", ".", max_replacements=1),
+        )
+    # at most 15 whole digits: int64 arithmetic below cannot overflow
+    parts = pc.extract_regex(text, r"^(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]*))?$")
+    plain = np.asarray(parts.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    whole = pc.cast(pc.if_else(parts.is_valid(), parts.field("whole"), "0"), pa.int64())
+    fraction = pc.utf8_rtrim(pc.fill_null(parts.field("frac"), ""), characters="0")
+    digits = np.asarray(pc.utf8_length(fraction).to_numpy(zero_copy_only=False))
+    wholes = np.asarray(whole.to_numpy(zero_copy_only=False))
+    for exponent in np.unique(exponents[plain]):
+        if exponent < 0:
+            continue
+        if spec.unit == "minor":
+            rows = plain & (exponents == exponent) & (digits == 0)
+            values = wholes
+        else:
+            rows = plain & (exponents == exponent) & (digits <= exponent)
+            padded = pc.utf8_rpad(fraction, width=int(exponent), padding="0")
+            cents = pc.cast(pc.if_else(pc.equal(padded, ""), "0", padded), pa.int64())
+            values = wholes * 10 ** int(exponent) + np.asarray(cents.to_numpy(zero_copy_only=False))
+        for index, value in zip(np.flatnonzero(rows).tolist(), values[rows].tolist(), strict=True):
+            out[index] = value
+        done |= rows
 
 
 def _minor_units(text: str, spec: AmountField, exponent: int, currency: str) -> int | str:

@@ -115,7 +115,8 @@ class LabelFields:
 
     def convert(self, columns: dict[str, pa.Array], size: int, errors: Errors) -> LabelParts:
         m = self.mapping
-        verdicts = self._text("verdict", m.verdict, columns, size, errors)
+        verdict_errors: Errors = {}
+        verdicts = self._text("verdict", m.verdict, columns, size, verdict_errors)
         labelled = [v not in (None, "unlabelled") for v in verdicts]
         if m.label_time is not None:
             time_ms, has_time = time_values(
@@ -135,9 +136,12 @@ class LabelFields:
             alert_ids=self._text("alert_id", m.alert_id, columns, size, errors),
             scenario_ids=self._text("scenario_id", m.scenario_id, columns, size, errors),
         )
-        # Problems in the label columns of a row without a label do not matter.
+        # Problems in the label columns of a row without a label do not matter; a verdict
+        # that is not in the mapping's values is a problem of its own.
         for index in [i for i in errors if not labelled[i]]:
             del errors[index]
+        for index, problem in verdict_errors.items():
+            errors.setdefault(index, problem)
         for index, is_labelled in enumerate(labelled):
             if not is_labelled:
                 continue

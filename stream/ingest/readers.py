@@ -107,7 +107,13 @@ class TableReader:
                 read_options=pcsv.ReadOptions(
                     encoding=self.options.encoding, block_size=1 << 16, use_threads=False
                 ),
-                parse_options=self._csv_parse_options(),
+                # the header only: bad records are found (and reported) when rows are read
+                parse_options=pcsv.ParseOptions(
+                    delimiter=self.options.delimiter,
+                    quote_char=self.options.quote,
+                    newlines_in_values=True,
+                    invalid_row_handler=lambda _row: "skip",
+                ),
                 convert_options=pcsv.ConvertOptions(include_columns=[]),
             )
         except (pa.ArrowException, LookupError) as exc:
