@@ -38,9 +38,10 @@ def observed_label_delay_days(
 
     ``label_delays_in_days`` are ``label_time - event_time`` in days, one per label; pass the
     labels that matter for maturity (suspicious ones: the frauds whose arrival is late). The
-    quantile is an observed delay (numpy's ``higher`` method, no interpolation). It
-    underestimates when the data ends soon after its events (labels still to come are not
-    observed), which is one more reason for the quantile rather than the median.
+    quantile is an observed delay: the smallest within which at least ``quantile`` of the
+    labels arrived (numpy's ``inverted_cdf``, no interpolation). It underestimates when the
+    data ends soon after its events (labels still to come are not observed), which is one
+    more reason for a high quantile rather than the median.
 
     Raises ValueError for an empty input, a negative or non-finite delay, or a quantile
     outside (0, 1].
@@ -52,7 +53,7 @@ def observed_label_delay_days(
         raise ValueError("no label delays to estimate a maturity from")
     if not np.isfinite(delays).all() or (delays < 0).any():
         raise ValueError("label delays must be finite and not negative")
-    observed = float(np.quantile(delays, quantile, method="higher"))
+    observed = float(np.quantile(delays, quantile, method="inverted_cdf"))
     return min(MAX_MATURITY_DAYS, max(MIN_MATURITY_DAYS, float(math.ceil(observed))))
 
 
