@@ -99,7 +99,7 @@ def dataset_command(
         typer.Option(
             min=0,
             help="Labels: unlabelled events older than this count as legitimate, younger ones "
-            "are left out (default: model.label_maturity_days, else estimated from the labels).",
+            "are left out (default: model.target_maturity_days, else estimated from the labels).",
         ),
     ] = None,
     as_of: Annotated[

@@ -134,7 +134,7 @@ class TargetOptions:
 
     source: TargetSource = "auto"
     maturity_days: float | None = None
-    """Labels only; None: the ``model.label_maturity_days`` setting, else estimated."""
+    """Labels only; None: the ``model.target_maturity_days`` setting, else estimated."""
     clock: datetime | None = None
     """Labels only: "now" for the maturity; None: the newest event or label time."""
 
@@ -205,8 +205,8 @@ def event_targets(
             "fraud (import a bank's labels with `riskstream data import`)"
         )
     maturity, given_as = options.maturity_days, "--maturity-days"
-    if maturity is None and settings.model.label_maturity_days is not None:
-        maturity, given_as = settings.model.label_maturity_days, "model.label_maturity_days"
+    if maturity is None and settings.model.target_maturity_days is not None:
+        maturity, given_as = settings.model.target_maturity_days, "model.target_maturity_days"
     try:
         targets = label_targets(
             [e.event_id for e in events],

@@ -31,10 +31,14 @@ would leave most of a year's history out of training."""
 
 
 def observed_label_delay_days(
-    label_delays_in_days: Iterable[float], quantile: float = 0.9
+    label_delays_in_days: Iterable[float],
+    quantile: float = 0.9,
+    *,
+    max_days: float = MAX_MATURITY_DAYS,
 ) -> float:
     """The delay within which ``quantile`` of the observed labels arrived, in whole days
-    (rounded up), clamped to [:data:`MIN_MATURITY_DAYS`, :data:`MAX_MATURITY_DAYS`].
+    (rounded up), clamped to [:data:`MIN_MATURITY_DAYS`, ``max_days``] (a caller that needs a
+    shorter window, such as a feature's, lowers it).
 
     ``label_delays_in_days`` are ``label_time - event_time`` in days, one per label; pass the
     labels that matter for maturity (suspicious ones: the frauds whose arrival is late). The
@@ -54,7 +58,7 @@ def observed_label_delay_days(
     if not np.isfinite(delays).all() or (delays < 0).any():
         raise ValueError("label delays must be finite and not negative")
     observed = float(np.quantile(delays, quantile, method="inverted_cdf"))
-    return min(MAX_MATURITY_DAYS, max(MIN_MATURITY_DAYS, float(math.ceil(observed))))
+    return min(max_days, max(MIN_MATURITY_DAYS, float(math.ceil(observed))))
 
 
 def maturity_horizon_ms(clock_ms: int, maturity_days: float) -> int:

@@ -45,6 +45,7 @@ def test_observed_label_delay_days() -> None:
     assert observed_label_delay_days(delays, quantile=0.5) == 21.0
     assert observed_label_delay_days([0.01, 0.2]) == 1.0  # at least a day
     assert observed_label_delay_days([400.0]) == MAX_MATURITY_DAYS
+    assert observed_label_delay_days([400.0], max_days=30) == 30.0
     for bad in ([], [-1.0], [float("nan")]):
         with pytest.raises(ValueError, match=r"label delays|no label"):
             observed_label_delay_days(bad)
