@@ -9,9 +9,11 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from schemas import LabelEvent, TransactionEvent, decode, encode
+from stream.ingest import readers
 from stream.ingest.importer import run_import
 
 from .conftest import CARD_HEADER, CARD_ROWS, invoke
@@ -179,8 +181,9 @@ def test_jsonl_input_and_malformed_lines(cli: CliRunner, tmp_path: Path) -> None
 
 
 def test_external_sort_gives_the_same_files_as_an_in_memory_sort(
-    wires_export: tuple[Path, Path, Path], tmp_path: Path
+    wires_export: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(readers, "BATCH_ROWS", 25)  # 13 batches: duplicates across batches
     # many runs: the wires table repeated with fresh ids, out of time order
     wires, cases, mapping = wires_export
     table = pq.read_table(wires)
@@ -194,7 +197,7 @@ def test_external_sort_gives_the_same_files_as_an_in_memory_sort(
     second = run_import(big, mapping, tmp_path / "b", labels_path=cases, progress=False)
     assert first.sort_runs > 30
     assert second.sort_runs == 0
-    for name in ("events.jsonl", "labels.jsonl"):
+    for name in ("events.jsonl", "labels.jsonl", "rejects.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
 
