@@ -3,6 +3,10 @@ one time split, the same metrics, three seeds each, with ablations.
 
     .venv/bin/python -m bench.bench_quality --threads 1            # ~2-3 h on 2 busy cores
     .venv/bin/python -m bench.bench_quality --seeds 0 --no-ablations  # one seed, ~30 min
+    # one process per core: the main rows, and beside them the ablations (then run the first
+    # command again to summarise every row)
+    .venv/bin/python -m bench.bench_quality --threads 1 --no-ablations &
+    .venv/bin/python -m bench.bench_quality --threads 1 --ablations-only --ablation-seeds 0
 
 Steps: simulate (``riskstream simulate``) -> dataset (the real ContextStore on a redis-server
 this script starts on 127.0.0.1, then the narrative builder; Parquet cache reused on a rerun)
@@ -33,6 +37,7 @@ Writes ``<out>/quality.json`` (every row, resumable) and ``bench/results/quality
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import subprocess
 import sys
@@ -281,9 +286,18 @@ class Bench:
         return run.model
 
     def record(self, row: str, entry: dict[str, Any]) -> None:
-        self.runs(row).append(entry)
+        """Add one seed's entry; several processes may share ``out`` (one per core, different
+        rows or seeds), so the file is re-read and merged under a lock."""
         print(json.dumps({"row": row, **entry}), flush=True)
-        self.save()
+        with (self.out / "quality.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.is_file():
+                saved = json.loads(self.path.read_text())
+                if saved.get("narrative_version") == self.state["narrative_version"]:
+                    self.state = saved
+            runs = self.runs(row)
+            runs[:] = [r for r in runs if r["seed"] != entry["seed"]] + [entry]
+            self.save()
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -316,6 +330,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablation-seeds", type=int, nargs="+", default=None)
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument(
+        "--ablations-only",
+        action="store_true",
+        help="train the ablations only (a second process beside one running the main rows)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore an earlier run's rows")
     parser.add_argument("--threads", type=int, default=None, help="torch/LightGBM threads")
     parser.add_argument("--student-steps", type=int, default=None)
@@ -345,7 +364,7 @@ def main() -> None:
     print(f"scored subsamples: validation {len(split.validation):,}, test {len(split.test):,}")
     bench = Bench(args.out, split, full.test, args)
 
-    for seed in args.seeds:
+    for seed in [] if args.ablations_only else args.seeds:
         bench.gbdt(GBDT, FEATURE_NAMES, seed)
         bench.gbdt(GBDT_F1, FEATURE_SETS["f1"], seed)
         default = bench.transformer(DEFAULT, split, seed)
@@ -374,6 +393,8 @@ def main() -> None:
             for name, (data, config) in ablations.items():
                 bench.transformer(name, data, seed, **config)
 
+    if args.ablations_only:
+        return  # the process running the main rows summarises
     models = {name: summarise(runs) for name, runs in bench.state["rows"].items() if runs}
     gbdt_rate = float(np.mean([r["events_per_s"] for r in bench.runs(GBDT)]))
     default_rate = float(np.mean([r["narratives_per_s"] for r in bench.runs(DEFAULT)]))

@@ -108,16 +108,17 @@ class PiecewiseLinear(nn.Module):
 
 
 def fit_bin_edges(
-    scaled: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, n_bins: int
+    scaled: torch.Tensor, labels: torch.Tensor | None, weights: torch.Tensor, n_bins: int
 ) -> torch.Tensor:
     """Per feature, ``n_bins + 1`` increasing edges: the split points of a small decision tree
     fitted to the labels on that feature alone (target-aware: edges sit where the label rate
-    changes), topped up with quantiles where the tree needs fewer bins; a feature with a
+    changes), topped up with quantiles where the tree needs fewer bins; without labels (a
+    model prepared before any training data is labelled) quantiles only. A feature with a
     single value gets an even grid around it."""
     from sklearn.tree import DecisionTreeClassifier
 
     x = scaled.double().numpy()
-    y = labels.numpy()
+    y = None if labels is None else labels.numpy()
     w = weights.double().numpy()
     rows = []
     for j in range(x.shape[1]):
@@ -126,10 +127,14 @@ def fit_bin_edges(
         if high - low < 1e-9:
             rows.append(np.linspace(low - 1.0, high + 1.0, n_bins + 1))
             continue
-        tree = DecisionTreeClassifier(
-            max_leaf_nodes=n_bins, min_samples_leaf=max(20, len(column) // 2000), random_state=0
-        ).fit(column.reshape(-1, 1), y, sample_weight=w)
-        splits = tree.tree_.threshold[tree.tree_.feature >= 0]
+        splits = np.empty(0)
+        if y is not None:
+            tree = DecisionTreeClassifier(
+                max_leaf_nodes=n_bins,
+                min_samples_leaf=max(20, len(column) // 2000),
+                random_state=0,
+            ).fit(column.reshape(-1, 1), y, sample_weight=w)
+            splits = tree.tree_.threshold[tree.tree_.feature >= 0]
         edges = np.unique(np.concatenate([[low, high], splits]))
         if len(edges) < n_bins + 1:
             quantiles = np.quantile(column, np.linspace(0, 1, 4 * n_bins + 1))
@@ -205,14 +210,12 @@ class RiskClassifier(nn.Module):
     ) -> None:
         """Fix the standardisation from the training split's raw features (std floors at a
         small value so a constant feature does not divide by zero), and for a PLE side path
-        the bins, where the training ``labels`` change (``labels`` and ``weights`` are those
-        of ``rows`` of the features, default all)."""
+        the bins, where the training ``labels`` change, or at quantiles without labels
+        (``labels`` and ``weights`` are those of ``rows`` of the features, default all)."""
         compressed = symlog(train_features.float())
         self.feature_mean.copy_(compressed.mean(dim=0))
         self.feature_std.copy_(compressed.std(dim=0, unbiased=False).clamp_min(1e-6))
         if self.numeric is not None:
-            if labels is None:
-                raise ValueError("a piecewise-linear side path needs labels to fit its bins")
             chosen = train_features if rows is None else train_features[torch.from_numpy(rows)]
             scaled = self._scaled(chosen)
             weights = torch.ones(len(scaled)) if weights is None else weights

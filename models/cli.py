@@ -6,11 +6,13 @@ torch and transformers are imported inside the commands, so ``riskstream --help`
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
+from schemas.errors import RiskstreamError
 from stream.settings import load_settings
 
 model_app = typer.Typer(
@@ -22,8 +24,8 @@ DataOption = Annotated[
     Path,
     typer.Option(
         "--data",
-        help="Simulator output (events.jsonl, truth.jsonl, labels.jsonl) or a dataset cache "
-        "written by `model dataset`.",
+        help="Simulator output (events.jsonl, truth.jsonl, labels.jsonl), `data import` output "
+        "(events.jsonl, labels.jsonl) or a dataset cache written by `model dataset`.",
     ),
 ]
 AlertRate = Annotated[
@@ -43,35 +45,139 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{option}: not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"--as-of: not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"--as-of: give the time zone, e.g. {text}Z")
+    return moment
+
+
 @model_app.command("dataset")
 def dataset_command(
     data: DataOption,
     out: Annotated[
         Path | None, typer.Option(help="Cache directory; default DATA/narratives.")
     ] = None,
-    train_fraction: Annotated[float, typer.Option(help="Share of days that train.")] = 0.6,
-    validation_fraction: Annotated[float, typer.Option(help="Share of days that validate.")] = 0.2,
+    train_fraction: Annotated[
+        float | None, typer.Option(help="Share of days that train (default 0.6).")
+    ] = None,
+    validation_fraction: Annotated[
+        float | None, typer.Option(help="Share of days that validate (default 0.2).")
+    ] = None,
+    train_until: Annotated[
+        str | None, typer.Option(help="Split by dates: train on days before this (YYYY-MM-DD).")
+    ] = None,
+    validate_until: Annotated[
+        str | None, typer.Option(help="...validate on days from train-until up to this one.")
+    ] = None,
+    test_until: Annotated[
+        str | None, typer.Option(help="...test on days from validate-until up to this one.")
+    ] = None,
+    gap: Annotated[
+        int, typer.Option(min=0, help="Days left out after each boundary (dates or fractions).")
+    ] = 0,
+    targets: Annotated[
+        str,
+        typer.Option(help="auto (truth.jsonl if present, else labels), truth or labels."),
+    ] = "auto",
+    maturity_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Labels: unlabelled events older than this count as legitimate, younger ones "
+            "are left out (default: model.target_maturity_days, else estimated from the labels).",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Labels: the moment the maturity counts back from (default: the "
+            "newest event or label time)."
+        ),
+    ] = None,
 ) -> None:
-    """Turn simulator output into a day-split narrative dataset (cached as Parquet).
+    """Turn simulator or `data import` output into a day-split narrative dataset (cached as
+    Parquet).
 
     Events go through the real context store (Redis, in a throwaway namespace) with labels
-    applied as they become known, then through the narrative builder."""
-    from models.dataset import build_split
-    from models.errors import ModelError
+    applied as they become known, then through the narrative builder. Targets are the truth
+    file's, or come from the labels and the label maturity (docs/your-data.md)."""
+    from models.dataset import SplitRule, TargetOptions, build_split
 
+    if targets not in ("auto", "truth", "labels"):
+        raise typer.BadParameter(f"--targets: auto, truth or labels, not {targets!r}")
+    dates = (train_until, validate_until, test_until)
+    if any(dates) and (train_fraction is not None or validation_fraction is not None):
+        raise typer.BadParameter("split by dates or by fractions, not both")
     try:
-        split = build_split(
-            data, load_settings(), fractions=(train_fraction, validation_fraction), cache_dir=out
+        rule = SplitRule(
+            fractions=(train_fraction or 0.6, validation_fraction or 0.2),
+            train_until=_day(train_until, "--train-until"),
+            validate_until=_day(validate_until, "--validate-until"),
+            test_until=_day(test_until, "--test-until"),
+            gap_days=gap,
         )
-    except ModelError as exc:
+        split = build_split(
+            data,
+            load_settings(),
+            rule=rule,
+            targets=TargetOptions(targets, maturity_days, _moment(as_of)),  # type: ignore[arg-type]
+            cache_dir=out,
+        )
+    except RiskstreamError as exc:  # Redis unreachable is one too
         _fail(str(exc))
         return
+    for line in provenance_lines(split.provenance):
+        typer.echo(line)
     for name, window in split.data_window().items():
         part = getattr(split, name)
         typer.echo(
             f"{name:<10} {window[0]} .. {window[1]}  events {len(part):>8,}  "
             f"suspicious {int(part.labels.sum()):>6,}"
         )
+    typer.echo(f"cached in {out or data / 'narratives'}")
+
+
+def provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    """How a dataset's targets and split were made, in words."""
+    if provenance.get("targets") == "labels":
+        lines = [
+            f"targets from labels as of {provenance['clock']}; label maturity "
+            f"{provenance['maturity_days']:g} days ({provenance['maturity_source']})",
+            f"  {provenance['labelled_suspicious']:,} labelled suspicious, "
+            f"{provenance['labelled_legitimate']:,} labelled legitimate, "
+            f"{provenance['presumed_legitimate']:,} unlabelled and mature (legitimate); "
+            f"{provenance['left_out_young']:,} younger events left out",
+        ]
+    elif provenance.get("targets") == "truth":
+        lines = [f"targets from the simulator's truth ({provenance['file']})"]
+    else:
+        lines = []
+    if provenance.get("split") == "dates":
+        rule = (
+            f"split by dates: train < {provenance['train_until']} <= validation < "
+            f"{provenance['validate_until']} <= test"
+        )
+        if provenance.get("test_until"):
+            rule += f" < {provenance['test_until']}"
+        lines.append(rule)
+    if provenance.get("gap_days"):
+        lines.append(f"{provenance['gap_days']} days left out after each boundary")
+    return lines
 
 
 @model_app.command("train")
@@ -112,7 +218,6 @@ def train_command(
     Trains on the earliest days, early-stops and calibrates thresholds on the next ones,
     reports metrics on the last ones."""
     from models.dataset import load_split
-    from models.errors import ModelError
     from models.inference import load_model
     from models.train import preset as make_preset
     from models.workflow import Targets, train_and_register
@@ -131,6 +236,8 @@ def train_command(
     try:
         config = make_preset(preset, **overrides)
         split = load_split(data, settings)
+        for line in provenance_lines(split.provenance):
+            typer.echo(line)
         teacher_model = load_model(settings.model, teacher) if teacher else None
         run = train_and_register(
             split,
@@ -142,7 +249,7 @@ def train_command(
             run_dir=run_dir or settings.home / "runs" / f"train-{config.backbone}",
             teacher=teacher_model,
         )
-    except ModelError as exc:
+    except RiskstreamError as exc:  # Redis unreachable is one too
         _fail(str(exc))
         return
     assert run.version is not None
@@ -173,7 +280,6 @@ def eval_command(
 
     Recall is reported at the alert budget and at the target precision."""
     from models.dataset import load_split
-    from models.errors import ModelError
     from models.inference import load_model
     from models.workflow import Targets, evaluate_model
 
@@ -187,13 +293,47 @@ def eval_command(
             targets=Targets("alert_rate", alert_rate, precision),
             plots_dir=plots or settings.home / "reports" / model.version,
         )
-    except ModelError as exc:
+    except RiskstreamError as exc:  # Redis unreachable is one too
         _fail(str(exc))
         return
     typer.echo(f"model {model.version}{' int8' if int8 else ''} on {split} days")
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"plots in {plots or settings.home / 'reports' / model.version}")
+
+
+@model_app.command("score")
+def score_command(
+    data: Annotated[
+        Path, typer.Option(help="A directory with events.jsonl (and labels.jsonl, truth.jsonl).")
+    ],
+    out: Annotated[Path, typer.Option(help="scores.parquet or scores.csv.")],
+    version: Annotated[
+        str | None, typer.Option(help="Registry version; default: the champion.")
+    ] = None,
+) -> None:
+    """Score every event of DATA with a registry version and write event_id, event_time,
+    customer_id, score, typology, alerted (score >= the version's alert threshold) and the
+    event's label (null: none known) to Parquet or CSV - for notebooks."""
+    from models.errors import ModelError
+    from models.inference import load_model
+    from models.scoring import score_data, write_scores
+
+    settings = load_settings()
+    try:
+        if out.suffix.lower() not in (".parquet", ".csv"):
+            raise ModelError(f"{out.name}: write scores to a .parquet or .csv file")
+        model = load_model(settings.model, version)
+        table = score_data(model, data, settings)
+        write_scores(table, out)
+    except RiskstreamError as exc:  # Redis unreachable is one too
+        _fail(str(exc))
+        return
+    alerted = sum(table.column("alerted").to_pylist())
+    typer.echo(
+        f"model {model.version}: {table.num_rows:,} events scored, {alerted:,} at or above "
+        f"its alert threshold {model.alert_threshold:.4f}; written to {out}"
+    )
 
 
 @model_app.command("list")

@@ -1,8 +1,10 @@
-"""Training data from simulator output, built by the same code the scorer runs.
+"""Training data from simulator output or a bank's imported history, built by the same code
+the scorer runs.
 
     events.jsonl ──► ContextStore.update_batch (real Redis, throwaway namespace) ──► contexts
     labels.jsonl ──► ContextStore.apply_labels, each label once its label_time has passed
-    truth.jsonl  ──► the target: each event's true typology
+    truth.jsonl  ──► the target: each event's true typology (simulator output)
+      or labels  ──► the target from labels and the label maturity (``models.targets``)
     contexts ──► split by day ──► NarrativeSpec fitted on the *train* days only ──► narratives
 
 Events are replayed in event-time order in chunks, and before each chunk every label whose
@@ -11,18 +13,22 @@ Events are replayed in event-time order in chunks, and before each chunk every l
 production. Fitting the narrative's bucket edges on train days only keeps validation and test
 days out of everything the model sees.
 
-Targets come from ``truth.jsonl`` (complete ground truth) rather than from the labels, which
-are partial and late by design: the model is judged on what really happened.
+Targets come from ``truth.jsonl`` when there is one (complete ground truth: the simulator's
+labels are partial and late by design, and the model is judged on what really happened).
+Without it - ``riskstream data import`` output, a bank's history - they come from the labels:
+an event's label, or *legitimate* for an unlabelled event older than the label maturity;
+younger events are left out of every split (docs/your-data.md, ``models.targets``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections.abc import Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -31,7 +37,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from models.errors import DatasetError
-from models.examples import NarrativeSet, SplitData, split_by_day
+from models.examples import NarrativeSet, SplitData, split_by_dates, split_by_day
+from models.maturity import observed_label_delay_days
+from models.targets import label_targets
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
 from stream.context.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
 from stream.context.store import ContextStore, EventContext
@@ -55,7 +63,9 @@ def _jsonl(path: Path) -> Iterator[bytes]:
 def _numbered_jsonl(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number as an editor shows it, line) of every non-blank line."""
     if not path.is_file():
-        raise DatasetError(f"{path} is missing: is this a `riskstream simulate` output?")
+        raise DatasetError(
+            f"{path} is missing: is this `riskstream simulate` or `riskstream data import` output?"
+        )
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
@@ -114,14 +124,15 @@ def read_labels(path: Path) -> list[LabelEvent]:
 
 
 def label_maturity_days(labels: list[LabelEvent], quantile: float = 0.75) -> int:
-    """Days after which an event's label has normally arrived, from the labels' observed delays:
-    their ``quantile`` rounded up to whole days, within 1..30 (the default when there are no
-    labels). Three in four labels are in by then, so a counterparty's "settled" days are
-    nearly complete while still recent."""
+    """Days after which a counterparty's labels have normally arrived, for its label-derived
+    risk: the observed delay of ``quantile`` of the labels in whole days, within 1..30 (the
+    default when there are no labels). Three in four labels are in by then, so a
+    counterparty's "settled" days are nearly complete while still recent (the training
+    target's maturity, models/maturity.py, takes a higher quantile for another purpose)."""
     if not labels:
         return DEFAULT_LABEL_MATURITY_DAYS
-    delays = np.array([(x.label_time - x.event_time).total_seconds() / 86400 for x in labels])
-    return int(min(30, max(1, math.ceil(float(np.quantile(delays, quantile))))))
+    delays = ((x.label_time - x.event_time).total_seconds() / 86400 for x in labels)
+    return int(observed_label_delay_days((max(0.0, d) for d in delays), quantile, max_days=30))
 
 
 def replay_contexts(
@@ -166,24 +177,123 @@ def replay_contexts(
     return contexts
 
 
+TargetSource = Literal["auto", "truth", "labels"]
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Where targets come from. ``auto``: the truth file when there is one, else the labels."""
+
+    source: TargetSource = "auto"
+    maturity_days: float | None = None
+    """Labels only; None: the ``model.target_maturity_days`` setting, else estimated."""
+    clock: datetime | None = None
+    """Labels only: "now" for the maturity; None: the newest event or label time."""
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Fractions of the days, or explicit dates (UTC days, half-open ranges); see
+    ``models.examples.split_by_dates``."""
+
+    fractions: tuple[float, float] = (0.6, 0.2)
+    train_until: date | None = None
+    validate_until: date | None = None
+    test_until: date | None = None
+    gap_days: int = 0
+
+    def __post_init__(self) -> None:
+        dates = (self.train_until, self.validate_until)
+        if (dates[0] is None) != (dates[1] is None):
+            raise DatasetError("a split by dates needs both train-until and validate-until")
+        if self.test_until is not None and dates[0] is None:
+            raise DatasetError("test-until needs train-until and validate-until")
+
+    def parts(self, days: list[date]) -> dict[str, Any]:
+        if self.train_until is not None and self.validate_until is not None:
+            return split_by_dates(
+                days, self.train_until, self.validate_until, self.test_until,
+                gap_days=self.gap_days,
+            )  # fmt: skip
+        return split_by_day(days, self.fractions, gap_days=self.gap_days)
+
+    def describe(self) -> dict[str, Any]:
+        if self.train_until is None:
+            return {
+                "split": "fractions",
+                "fractions": list(self.fractions),
+                "gap_days": self.gap_days,
+            }
+        return {
+            "split": "dates",
+            "train_until": self.train_until.isoformat(),
+            "validate_until": str(self.validate_until),
+            "test_until": None if self.test_until is None else self.test_until.isoformat(),
+            "gap_days": self.gap_days,
+        }
+
+
+def event_targets(
+    data_dir: Path,
+    events: list[TransactionEvent],
+    labels: list[LabelEvent],
+    options: TargetOptions,
+    settings: Settings,
+) -> tuple[list[Typology | None], dict[str, Any]]:
+    """Each event's target (None: left out) and how they were made (for ``meta.json``)."""
+    truth_path = data_dir / "truth.jsonl"
+    source = options.source
+    if source == "auto":
+        source = "truth" if truth_path.is_file() else "labels"
+    if source == "truth":
+        truth = read_truth(truth_path)
+        missing = [e.event_id for e in events if e.event_id not in truth]
+        if missing:
+            raise DatasetError(f"{len(missing)} events have no truth row, e.g. {missing[0]}")
+        return [truth[e.event_id] for e in events], {"targets": "truth", "file": str(truth_path)}
+    if not labels:
+        raise DatasetError(
+            f"{data_dir} has neither truth.jsonl nor labels: nothing says which events were "
+            "fraud (import a bank's labels with `riskstream data import`)"
+        )
+    maturity, given_as = options.maturity_days, "--maturity-days"
+    if maturity is None and settings.model.target_maturity_days is not None:
+        maturity, given_as = settings.model.target_maturity_days, "model.target_maturity_days"
+    try:
+        targets = label_targets(
+            [e.event_id for e in events],
+            [e.event_time for e in events],
+            labels,
+            maturity_days=maturity,
+            maturity_source=given_as,
+            clock=options.clock,
+        )
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if targets.labels_unmatched:
+        log.warning("%d labelled events are not in events.jsonl", targets.labels_unmatched)
+    return targets.typologies, targets.summary()
+
+
 def build_split(
     sim_dir: Path,
     settings: Settings,
     *,
     fractions: tuple[float, float] = (0.6, 0.2),
+    rule: SplitRule | None = None,
+    targets: TargetOptions = TargetOptions(),
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> SplitData:
-    """Simulator output → day-split narratives (see the module docstring); cached as Parquet
-    in ``cache_dir`` (default ``sim_dir/narratives``)."""
+    """Simulator or import output → day-split narratives (see the module docstring); cached
+    as Parquet in ``cache_dir`` (default ``sim_dir/narratives``). ``rule`` (default: by
+    ``fractions``) says how days split; events without a target are in no part."""
 
+    rule = rule or SplitRule(fractions=fractions)
     events = read_events(sim_dir / "events.jsonl")
-    truth = read_truth(sim_dir / "truth.jsonl")
-    missing = [e.event_id for e in events if e.event_id not in truth]
-    if missing:
-        raise DatasetError(f"{len(missing)} events have no truth row, e.g. {missing[0]}")
-    cache = cache_dir or sim_dir / CACHE_DIR_NAME
     labels = read_labels(sim_dir / "labels.jsonl")
+    typologies, provenance = event_targets(sim_dir, events, labels, targets, settings)
+    cache = cache_dir or sim_dir / CACHE_DIR_NAME
     maturity = settings.context.label_maturity_days or label_maturity_days(labels)
     contexts = cached_contexts(cache / CONTEXTS_FILE, events, maturity)
     if contexts is None:
@@ -192,40 +302,52 @@ def build_split(
         )
         save_contexts(cache / CONTEXTS_FILE, contexts, maturity)
     days: list[date] = [e.event_time.date() for e in events]
-    parts = split_by_day(days, fractions)
+    # Split the days that have events with a target: fractions are of those days (the young
+    # days at the end, left out, would otherwise eat into the test part).
+    known = np.flatnonzero([t is not None for t in typologies])
+    parts = {name: known[rows] for name, rows in rule.parts([days[i] for i in known]).items()}
+    for name, rows in parts.items():
+        if len(rows) == 0:
+            raise DatasetError(
+                f"the {name} part holds no events with a target ({_split_words(rule)}): "
+                "choose other dates or fractions"
+            )
 
     # The spec's bucket edges come from the train days' features only; it records the label
     # maturity the contexts were computed with, so the scorer computes the same for the model.
     spec = fit_spec((contexts[i].features for i in parts["train"]), label_maturity_days=maturity)
 
+    rows = np.sort(np.concatenate(list(parts.values())))
     texts, clauses, features = [], [], []
-    for event, context in tqdm(
-        zip(events, contexts, strict=True),
-        total=len(events),
-        desc="narratives",
-        disable=not progress,
-    ):
-        built = build_narrative(event, context, spec)
+    for row in tqdm(rows.tolist(), desc="narratives", disable=not progress):
+        built = build_narrative(events[row], contexts[row], spec)
         texts.append(built.text)
         clauses.append([(c.id, c.text) for c in built.clauses])
         features.append(built.features)
     full = NarrativeSet(
-        event_ids=[e.event_id for e in events],
-        days=days,
+        event_ids=[events[row].event_id for row in rows],
+        days=[days[row] for row in rows],
         texts=texts,
         clauses=clauses,
         features=np.asarray(features, dtype=np.float32),
-        typologies=[truth[e.event_id] for e in events],
+        typologies=[typologies[row] or Typology.LEGITIMATE for row in rows],  # all known here
     )
+    position = np.searchsorted(rows, np.arange(len(events)))
     split = SplitData(
-        train=full.subset(parts["train"]),
-        validation=full.subset(parts["validation"]),
-        test=full.subset(parts["test"]),
+        train=full.subset(position[parts["train"]]),
+        validation=full.subset(position[parts["validation"]]),
+        test=full.subset(position[parts["test"]]),
         feature_names=tuple(FEATURE_NAMES),
         narrative_spec=orjson.loads(spec.to_json()),
+        provenance={**provenance, **rule.describe(), "events": len(events)},
     )
     split.save(cache)
     return split
+
+
+def _split_words(rule: SplitRule) -> str:
+    described = rule.describe()
+    return ", ".join(f"{k} {v}" for k, v in described.items() if k != "split" and v is not None)
 
 
 def save_contexts(path: Path, contexts: list[EventContext], label_maturity: int) -> None:

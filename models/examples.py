@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,9 @@ class SplitData:
     feature_names: tuple[str, ...]
     narrative_spec: dict[str, Any] = field(default_factory=dict)
     """The NarrativeSpec (JSON) fitted on the train split; stored with every model."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """How the split was made: the target source (truth or labels, with the clock, the
+    maturity and what it left out) and the split rule (fractions or dates, gap)."""
 
     @property
     def narrative_version(self) -> str:
@@ -103,7 +106,11 @@ class SplitData:
         directory.mkdir(parents=True, exist_ok=True)
         for name in SPLITS:
             write_narrative_set(getattr(self, name), directory / f"{name}.parquet")
-        meta = {"feature_names": list(self.feature_names), "narrative_spec": self.narrative_spec}
+        meta = {
+            "feature_names": list(self.feature_names),
+            "narrative_spec": self.narrative_spec,
+            "provenance": self.provenance,
+        }
         (directory / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
     @classmethod
@@ -117,6 +124,7 @@ class SplitData:
             **parts,
             feature_names=tuple(meta["feature_names"]),
             narrative_spec=meta.get("narrative_spec", {}),
+            provenance=meta.get("provenance", {}),
         )
 
 
@@ -192,12 +200,14 @@ def training_sample(
 
 
 def split_by_day(
-    days: list[date], fractions: tuple[float, float] = (0.6, 0.2)
+    days: list[date], fractions: tuple[float, float] = (0.6, 0.2), *, gap_days: int = 0
 ) -> dict[str, NDArray[np.int64]]:
     """Row indices of each split: the first ``fractions[0]`` of the *days* train, the next
     ``fractions[1]`` validate, the rest test. Splitting by day, never by row at random, so a
     model is always judged on days after everything it learned from — as in production, and
-    without one scenario's events leaking across the split boundary within a day."""
+    without one scenario's events leaking across the split boundary within a day.
+
+    ``gap_days`` leaves that many days out after each boundary (see :func:`split_by_dates`)."""
     distinct = sorted(set(days))
     if len(distinct) < 3:
         raise DatasetError(
@@ -208,12 +218,53 @@ def split_by_day(
     n_train = min(n_train, len(distinct) - 2)
     n_valid = min(n_valid, len(distinct) - n_train - 1)
     train_end, valid_end = distinct[n_train - 1], distinct[n_train + n_valid - 1]
-    day_array = np.array(days)
-    return {
-        "train": np.flatnonzero(day_array <= train_end),
-        "validation": np.flatnonzero((day_array > train_end) & (day_array <= valid_end)),
-        "test": np.flatnonzero(day_array > valid_end),
+    one = timedelta(days=1)
+    return split_by_dates(days, train_end + one, valid_end + one, gap_days=gap_days)
+
+
+def split_by_dates(
+    days: list[date],
+    train_until: date,
+    validate_until: date,
+    test_until: date | None = None,
+    *,
+    gap_days: int = 0,
+) -> dict[str, NDArray[np.int64]]:
+    """Row indices of each split by explicit dates, each range half-open:
+
+        train       day <  train_until
+        validation  train_until + gap    <= day < validate_until
+        test        validate_until + gap <= day < test_until (default: every later day)
+
+    A gap of a few days between the parts keeps a scenario that straddles a boundary (a
+    mule network's fan-out over several days, a card tested one day and drained the next)
+    from being partly learned and partly judged."""
+    if gap_days < 0:
+        raise DatasetError(f"the gap must not be negative, got {gap_days} days")
+    if not train_until < validate_until:
+        raise DatasetError(
+            f"train-until {train_until} must come before validate-until {validate_until}"
+        )
+    if test_until is not None and not validate_until < test_until:
+        raise DatasetError(
+            f"validate-until {validate_until} must come before test-until {test_until}"
+        )
+    gap = timedelta(days=gap_days)
+    day_array = np.array(days, dtype="datetime64[D]")
+    bounds = {
+        "train": (None, train_until),
+        "validation": (train_until + gap, validate_until),
+        "test": (validate_until + gap, test_until),
     }
+    parts: dict[str, NDArray[np.int64]] = {}
+    for name, (start, end) in bounds.items():
+        keep = np.ones(len(days), dtype=bool)
+        if start is not None:
+            keep &= day_array >= np.datetime64(start, "D")
+        if end is not None:
+            keep &= day_array < np.datetime64(end, "D")
+        parts[name] = np.flatnonzero(keep)
+    return parts
 
 
 def sample_legitimate(

@@ -214,6 +214,15 @@ class LoadedModel:
     def feature_names(self) -> tuple[str, ...]:
         return self.config.feature_names
 
+    def neutral_features(self) -> NDArray[np.float32]:
+        """The raw feature vector the side path sees as the training average (scaled to 0
+        everywhere): what "the figures set aside" means when explaining a hybrid score."""
+        mean = getattr(self.model, "feature_mean", None)
+        if not isinstance(mean, torch.Tensor):
+            raise ModelError(f"model {self.version} has no numeric side path")
+        values = mean.detach().float().cpu()
+        return (torch.sign(values) * torch.expm1(values.abs())).numpy().astype(np.float32)
+
     def predict_batch(
         self, narratives: Sequence[str], features: NDArray[np.floating] | None = None
     ) -> Predictions:

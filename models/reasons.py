@@ -11,8 +11,11 @@ clause, not a word piece), needs no gradients (it runs on the same quantised inf
 scoring), and its weight has a plain meaning: "the score drops by this much without it".
 
 For a hybrid model the numeric features stay as they are while a clause is hidden, so a
-weight measures what the *words* added on top of the features; signals carried only by the
-features can therefore leave an alert with fewer reasons.
+weight measures what the *words* added on top of the features. When no clause lowers the
+score on its own - the evidence sits in the figures, or several clauses say the same thing -
+one more variant sets the figures aside (the features at the training average, the full
+text kept) and, if the score falls, the alert's reason is :data:`FIGURES_REASON` with that
+drop: an alert always says why, and never with a weight it did not measure.
 
 **Descriptive clauses are never reasons.** Some clauses only say what the event is - its type
 ("inbound wire"), and any clause id in :data:`DESCRIPTIVE_CLAUSES` - not what is unusual about
@@ -38,6 +41,10 @@ from stream.narrative.builder import SEPARATOR
 DESCRIPTIVE_CLAUSES: frozenset[str] = frozenset({"event"})
 """Clause ids that describe the event rather than give evidence about it (see the module doc);
 a narrative template that adds such a clause adds its id here."""
+
+FIGURES_REASON = "context_figures"
+"""Clause id of the reason given when only the numeric context explains a hybrid score."""
+FIGURES_REASON_TEXT = "the customer's and counterparty's context figures taken together"
 
 _REASON_TEXT_LIMIT = 512
 _CLAUSE_ID_LIMIT = 64
@@ -93,9 +100,16 @@ def explain(
             owners.append(index)
             clause_refs.append((index, clause))
     variant_features = None
-    if model.hybrid and features is not None:
+    hybrid = model.hybrid and features is not None
+    if hybrid:
         variant_features = np.asarray(features, dtype=np.float32)[owners]
+        # the figures-aside variants: each full text with the features at their average
+        variant_features = np.concatenate(
+            [variant_features, np.tile(model.neutral_features(), (len(narratives), 1))]
+        )
+        texts = texts + [n.text for n in narratives]
     scores = model.predict_batch(texts, variant_features).scores
+    figures_aside = scores[len(owners) :]
 
     full_score: dict[int, float] = {}
     drops: list[list[tuple[float, Clause]]] = [[] for _ in narratives]
@@ -108,17 +122,20 @@ def explain(
         drops[owner].append((full_score[owner] - float(scores[position]), clause))
 
     reasons: list[list[Reason]] = []
-    for candidates in drops:
+    for owner, candidates in enumerate(drops):
         candidates.sort(key=lambda pair: pair[0], reverse=True)
-        reasons.append(
-            [
-                Reason(
-                    clause=clause.id[:_CLAUSE_ID_LIMIT],
-                    text=clause.text[:_REASON_TEXT_LIMIT],
-                    weight=round(drop, 6),
-                )
-                for drop, clause in candidates[:top_k]
-                if drop > 0.0
-            ]
-        )
+        found = [
+            Reason(
+                clause=clause.id[:_CLAUSE_ID_LIMIT],
+                text=clause.text[:_REASON_TEXT_LIMIT],
+                weight=round(drop, 6),
+            )
+            for drop, clause in candidates[:top_k]
+            if round(drop, 6) > 0.0
+        ]
+        if not found and hybrid:
+            drop = round(full_score[owner] - float(figures_aside[owner]), 6)
+            if drop > 0.0:
+                found = [Reason(clause=FIGURES_REASON, text=FIGURES_REASON_TEXT, weight=drop)]
+        reasons.append(found)
     return reasons

@@ -141,7 +141,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "patience": 2,
     },
-    "student": {"legit_sample_rate": 0.05},
+    # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
+    # back), 1,500 steps, validation every 250. Measured on the quality bank: 600 steps at
+    # one in twenty reached AP 0.769, this 0.794 with the best weights at the last step.
+    "student": {
+        "legit_sample_rate": 0.1,
+        "max_steps": 1500,
+        "eval_every": 250,
+        "patience": 3,
+    },
     # MiniLM trains at ~23 narratives/s on 2 cores: ~19k examples keep a fine-tune near 15 min.
     "minilm": {
         "backbone": "minilm",
@@ -281,10 +289,17 @@ def validation_ap(
     data: NarrativeSet,
     device: torch.device,
     max_length: int,
-) -> float:
-    """Average precision of ``model`` on ``data`` (weighted when ``data`` is a subsample)."""
+) -> tuple[float, float]:
+    """Average precision of ``model`` on ``data`` (weighted when ``data`` is a subsample), and
+    the log-loss of its risk scores: the tie-break when the AP saturates (a small, easy
+    validation set - a fine-tune's - reads 1.0 after a hundred steps, and keeping the first
+    1.0 kept weights that had barely learned)."""
     scores = score(model, tokenizer, data, device=device, max_length=max_length)
-    return float(average_precision_score(data.labels, scores, sample_weight=data.weights))
+    ap = float(average_precision_score(data.labels, scores, sample_weight=data.weights))
+    clipped = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    losses = -np.where(data.labels, np.log(clipped), np.log1p(-clipped))
+    weights = np.ones(len(losses)) if data.weights is None else np.asarray(data.weights)
+    return ap, float(np.average(losses, weights=weights))
 
 
 def score(
@@ -379,7 +394,7 @@ def train(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_log = (run_dir / "run_log.jsonl").open("ab")
-    start_step, best_ap, best_step = 0, -1.0, 0
+    start_step, best_ap, best_step, best_loss = 0, -1.0, 0, float("inf")
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
         start_step, best_step, best_ap, best_state = load_checkpoint(run_dir, model, optimizer)
@@ -427,13 +442,14 @@ def train(
             last = step + 1 == config.max_steps
             if (step + 1) % config.eval_every and not last:
                 continue
-            ap = validation_ap(model, tokenizer, valid, device, model.config.max_length)
+            ap, valid_loss = validation_ap(model, tokenizer, valid, device, model.config.max_length)
             model.train()
             entry = {
                 "step": step + 1,
                 "loss": round(loss.item(), 6),
                 "lr": learning_rate(step, config),
                 "validation_average_precision": round(ap, 6),
+                "validation_log_loss": round(valid_loss, 6),
                 "seconds": round(time.perf_counter() - started, 2),
             }
             history.append(entry)
@@ -441,9 +457,9 @@ def train(
                 run_log.write(orjson.dumps(entry) + b"\n")
                 run_log.flush()
             log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss.item(), ap)
-            improved = ap > best_ap
+            improved = ap > best_ap + 1e-9 or (ap >= best_ap - 1e-9 and valid_loss < best_loss)
             if improved:
-                best_ap, best_step, stale = ap, step + 1, 0
+                best_ap, best_step, best_loss, stale = max(ap, best_ap), step + 1, valid_loss, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1

@@ -15,6 +15,7 @@ from stream.backtest.cli import backtest_app
 from stream.demo import demo
 from stream.desk.cli import desk, desk_app
 from stream.devenv.cli import app as dev_app
+from stream.ingest.cli import data_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
 from stream.replay.cli import replay_command
@@ -39,6 +40,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(trainer_app, name="trainer")
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(desk_app, name="desk")
+app.add_typer(data_app, name="data")
 app.command("simulate")(simulate)
 app.command("demo")(demo)
 app.command("replay")(replay_command)

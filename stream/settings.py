@@ -206,6 +206,14 @@ class ModelSettings(_Section):
         None, ge=1, description="torch intra-op threads on CPU; default: physical cores."
     )
     quantize_int8: bool = Field(False, description="Dynamic int8 quantisation on CPU.")
+    target_maturity_days: float | None = Field(
+        None,
+        ge=0,
+        description="Training and evaluation from labels (no truth file): an unlabelled event "
+        "counts as legitimate once this many days old, younger events are left out. None: "
+        "estimated from the data (the 90th percentile of the suspicious labels' delays, "
+        "models/maturity.py). Same meaning as trainer.negative_maturity_days.",
+    )
 
 
 class ScorerSettings(_Section):

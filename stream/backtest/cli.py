@@ -44,6 +44,14 @@ def report_command(
         bool,
         typer.Option(help="Read the alerts' broker timestamps from the run's topic (latency)."),
     ] = True,
+    maturity_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Labels only: leave out events younger than this at the newest event or label "
+            "time (their outcome is not known yet), as `model dataset` does.",
+        ),
+    ] = None,
 ) -> None:
     """Join a run's scores and alerts with the truth; print the figures and write report.html
     (with plots) and report.json. Without --truth/--labels/--labels-topic: the truth file next
@@ -64,7 +72,13 @@ def report_command(
         raise typer.BadParameter("give at most one of --truth, --labels, --labels-topic")
     settings = load_settings()
     try:
-        first = report_for_run(settings, run_id, given[0] if given else None, use_broker=broker)
+        first = report_for_run(
+            settings,
+            run_id,
+            given[0] if given else None,
+            use_broker=broker,
+            maturity_days=maturity_days,
+        )
         folder = out or first.data.directory / "report"
         path = write_report(first, folder)
         for line in summary_lines(first.report):
@@ -72,7 +86,11 @@ def report_command(
         typer.echo(f"report: {path}")
         if compare is not None:
             second = report_for_run(
-                settings, compare, given[0] if given else None, use_broker=broker
+                settings,
+                compare,
+                given[0] if given else None,
+                use_broker=broker,
+                maturity_days=maturity_days,
             )
             write_report(second, out / compare if out else second.data.directory / "report")
             typer.echo("")

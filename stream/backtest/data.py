@@ -152,17 +152,17 @@ def truth_from_file(path: Path) -> dict[str, TruthRow]:
 
 
 def truth_from_labels(labels: list[LabelEvent]) -> dict[str, TruthRow]:
-    """Per labelled event, its latest label (by label time, then id); events without a label
-    are not in the mapping and count as legitimate in the report."""
-    latest: dict[str, LabelEvent] = {}
-    for label in sorted(labels, key=lambda lb: (lb.label_time, lb.label_id)):
-        latest[label.event_id] = label
+    """Per labelled event, the label that decides: the highest-ranked source, the latest
+    within a rank (``models.targets.resolve_labels``, as training resolves them); events
+    without a label are not in the mapping and count as legitimate in the report."""
+    from models.targets import resolve_labels
+
     return {
         event_id: TruthRow(
             label.typology.value if label.is_suspicious else Typology.LEGITIMATE.value,
             label.scenario_id,
         )
-        for event_id, label in latest.items()
+        for event_id, label in resolve_labels(labels).items()
     }
 
 

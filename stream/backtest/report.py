@@ -4,8 +4,10 @@ Pure functions only (numpy and scikit-learn, no files, Kafka or Redis), so every
 checked against a hand computation. Definitions:
 
 * An event is *suspicious* when its truth says so: a simulator's ``truth.jsonl``, or labels -
-  where the latest label of an event decides, and an event without any label counts as
-  legitimate (the usual reading of partial labels; the report says which truth it used).
+  where one label decides per event (the highest-ranked source, the latest within a rank, as
+  in training: ``models.targets.resolve_labels``) and an event without any label counts as
+  legitimate (the usual reading of partial labels; the report says which truth it used). With
+  a label maturity, events younger than it are left out (:func:`mature_events`).
 * *Alerted* means the run produced an alert for the event (score at or above the model's
   threshold). precision = alerted suspicious / alerted; recall = alerted suspicious /
   suspicious.
@@ -56,6 +58,33 @@ class ScoreTable:
 
     def __len__(self) -> int:
         return len(self.event_ids)
+
+    def subset(self, keep: NDArray[np.bool_]) -> ScoreTable:
+        rows = np.flatnonzero(keep).tolist()
+        return ScoreTable(
+            event_ids=[self.event_ids[i] for i in rows],
+            event_time_ms=self.event_time_ms[keep],
+            scores=self.scores[keep],
+            alerted=self.alerted[keep],
+            predicted=[self.predicted[i] for i in rows],
+        )
+
+
+def mature_events(
+    table: ScoreTable, newest_label_ms: int | None, maturity_days: float
+) -> tuple[ScoreTable, int]:
+    """The events old enough for their labels to be complete, and how many were younger.
+
+    The rule of training and evaluation from labels (``models.targets``): an event counts only
+    when ``event_time <= clock - maturity``, the clock being the newest event or label time;
+    younger events are left out whether labelled or not."""
+    if not len(table):
+        return table, 0
+    clock = int(table.event_time_ms.max())
+    if newest_label_ms is not None:
+        clock = max(clock, newest_label_ms)
+    keep = table.event_time_ms <= clock - int(maturity_days * 86_400_000)
+    return table.subset(keep), int((~keep).sum())
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ and ``report.json`` (every figure, for tools and for diffing two reports). A com
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 from confluent_kafka import KafkaException
 
+from schemas import LabelEvent
 from stream.backtest.data import (
     RunData,
     TruthChoice,
@@ -31,9 +32,11 @@ from stream.backtest.report import (
     BacktestReport,
     TruthRow,
     build_report,
+    mature_events,
     suspicious_mask,
     true_typologies,
 )
+from stream.replay.sources import to_ms
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,19 +49,24 @@ class RunReport:
     report: BacktestReport
 
 
-def read_truth(settings: Settings, choice: TruthChoice) -> dict[str, TruthRow]:
+def read_labels(settings: Settings, choice: TruthChoice) -> list[LabelEvent]:
     from stream.replay.labels import read_label_file, read_label_topic
 
-    if choice.kind == "truth":
-        return truth_from_file(Path(choice.where))
     if choice.kind == "labels-file":
-        return truth_from_labels(read_label_file(Path(choice.where)))
-    return truth_from_labels(read_label_topic(settings.kafka, choice.where))
+        return read_label_file(Path(choice.where))
+    return read_label_topic(settings.kafka, choice.where)
 
 
 def report_for_run(
-    settings: Settings, run_id: str, choice: TruthChoice | None, *, use_broker: bool = True
+    settings: Settings,
+    run_id: str,
+    choice: TruthChoice | None,
+    *,
+    use_broker: bool = True,
+    maturity_days: float | None = None,
 ) -> RunReport:
+    """The report of a run. ``maturity_days`` (labels only): leave out events younger than
+    the label maturity, as training and evaluation do (their outcome is not known yet)."""
     data = load_run(settings.home, run_id)
     if choice is None:
         choice = default_truth(data.manifest)
@@ -67,7 +75,20 @@ def report_for_run(
                 f"run {run_id} has no truth beside its input and revealed no labels: "
                 "give --truth, --labels or --labels-topic"
             )
-    truth = read_truth(settings, choice)
+    table, truth_source = data.table, choice.describe()
+    if choice.kind == "truth":
+        if maturity_days is not None:
+            raise BacktestError("--maturity-days applies to labels: a truth file is complete")
+        truth = truth_from_file(Path(choice.where))
+    else:
+        labels = read_labels(settings, choice)
+        truth = truth_from_labels(labels)
+        if maturity_days is not None:
+            newest = max((lb.label_time for lb in labels), default=None)
+            table, young = mature_events(
+                table, None if newest is None else to_ms(newest), maturity_days
+            )
+            truth_source += f"; {young:,} events younger than {maturity_days:g} days left out"
     alerts = data.alerts
     if use_broker and alerts:
         try:
@@ -80,13 +101,13 @@ def report_for_run(
         run_id=manifest.run_id,
         model_version=manifest.model_version,
         alert_threshold=manifest.alert_threshold,
-        truth_source=choice.describe(),
-        table=data.table,
+        truth_source=truth_source,
+        table=table,
         truth=truth,
         alerts=alerts,
         scored_latency_ms=data.scored_latency_ms,
     )
-    return RunReport(data, truth, report)
+    return RunReport(replace(data, table=table), truth, report)
 
 
 def _json(payload: object) -> bytes:

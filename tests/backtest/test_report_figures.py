@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from schemas import LabelEvent, LabelSource, Typology
 from stream.backtest.data import load_run, truth_from_file, truth_from_labels
-from stream.backtest.report import AlertTiming, ScoreTable, TruthRow, build_report, percentiles
+from stream.backtest.report import (
+    AlertTiming,
+    ScoreTable,
+    TruthRow,
+    build_report,
+    mature_events,
+    percentiles,
+)
 from stream.cli import app
 
 from .conftest import DAY1, DAY2, ROWS, THRESHOLD, write_run
@@ -287,3 +294,40 @@ def test_backtest_list_as_json_lists_every_run(
     assert sorted(r["run_id"] for r in runs) == ["run-a", "run-b"]
     assert {r["model_version"] for r in runs} == {"model-of-run-a", "model-of-run-b"}
     assert all(r["status"] == "completed" for r in runs)
+
+
+def test_labels_resolve_by_source_rank_and_young_events_can_be_left_out() -> None:
+    def label(event_id: str, hours: int, source: LabelSource, suspicious: bool) -> LabelEvent:
+        return LabelEvent(
+            label_id=f"lb-{event_id}-{hours}",
+            event_id=event_id,
+            customer_id="cus-1",
+            event_time=DAY1,
+            label_time=DAY1 + timedelta(hours=hours),
+            source=source,
+            is_suspicious=suspicious,
+            typology=Typology.STOLEN_CARD if suspicious else Typology.LEGITIMATE,
+        )
+
+    # a chargeback outranks a later analyst's "false positive", as in training
+    truth = truth_from_labels(
+        [
+            label("e01", 30, LabelSource.CHARGEBACK, True),
+            label("e01", 40, LabelSource.ANALYST, False),
+        ]
+    )
+    assert truth == {"e01": TruthRow("stolen_card", None)}
+
+    table, _ = table_and_truth()
+    newest = int(table.event_time_ms.max())
+    # a maturity of one hour at the newest event: the events of the last hour are left out
+    kept, young = mature_events(table, None, 1 / 24)
+    assert young == int((table.event_time_ms > newest - 3_600_000).sum())
+    assert young > 0
+    assert kept.event_ids == [
+        e
+        for e, t in zip(table.event_ids, table.event_time_ms, strict=True)
+        if t <= newest - 3_600_000
+    ]
+    # a label known a day after the last event moves the clock: nothing is young any more
+    assert mature_events(table, newest + 86_400_000, 1.0)[1] == 0

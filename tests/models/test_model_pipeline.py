@@ -8,7 +8,7 @@ import pytest
 
 from models.dataset import build_split
 from models.inference import load_model
-from models.reasons import explain
+from models.reasons import FIGURES_REASON, explain
 from models.registry import Registry
 from models.train import preset
 from models.workflow import Targets, train_and_register
@@ -79,5 +79,24 @@ def test_tiny_model_on_simulated_days_beats_a_constant_predictor(
     assert any(reasons)
     for narrative, found in zip(narratives, reasons, strict=True):
         for reason in found:
+            if reason.clause == FIGURES_REASON:
+                assert found == [reason]
+                continue
             assert reason.clause in {c.id for c in narrative.clauses}
             assert reason.text in narrative.text
+
+    # With every clause descriptive, only the figures-aside variant can explain a score: its
+    # weight is exactly how far the score falls with the features at the training average.
+    every_clause = {c.id for n in narratives for c in n.clauses}
+    figures_only = explain(
+        model, narratives, split.test.features[alerted], top_k=3, descriptive=every_clause
+    )
+    texts = [n.text for n in narratives]
+    aside = model.predict_batch(texts, np.tile(model.neutral_features(), (len(texts), 1))).scores
+    drops = scores[alerted] - aside
+    for found, drop in zip(figures_only, drops, strict=True):
+        if drop > 1e-5:
+            assert [r.clause for r in found] == [FIGURES_REASON]
+            assert found[0].weight == pytest.approx(float(drop), abs=1e-4)
+        elif drop < -1e-5:
+            assert found == []
