@@ -63,6 +63,10 @@ def settings_for(test_settings: Settings, trained_registry: Path, tmp_path: Path
                 negative_maturity_days=0.5,
                 max_presumed_negatives=3000,
                 finetune_steps=300,
+                # The holdout has ~25 suspicious cases: precision at the threshold moves by
+                # ~0.07 (one standard error) between two equally good models, so the
+                # production tolerance of 0.02 would make the outcome a coin toss here.
+                max_precision_loss=0.15,
                 check_every_s=1.0,
                 drift_every_minutes=0.05,
                 metrics_port=trainer_port,
