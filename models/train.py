@@ -302,6 +302,12 @@ def validation_ap(
     return ap, float(np.average(losses, weights=weights))
 
 
+def improves(ap: float, loss: float, best_ap: float, best_loss: float) -> bool:
+    """Whether an evaluation beats the best so far: a higher validation AP, or the same AP
+    (within float noise) at a lower validation log-loss."""
+    return ap > best_ap + 1e-9 or (ap >= best_ap - 1e-9 and loss < best_loss)
+
+
 def score(
     model: RiskClassifier,
     tokenizer: BertTokenizer,
@@ -457,7 +463,7 @@ def train(
                 run_log.write(orjson.dumps(entry) + b"\n")
                 run_log.flush()
             log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss.item(), ap)
-            improved = ap > best_ap + 1e-9 or (ap >= best_ap - 1e-9 and valid_loss < best_loss)
+            improved = improves(ap, valid_loss, best_ap, best_loss)
             if improved:
                 best_ap, best_step, best_loss, stale = max(ap, best_ap), step + 1, valid_loss, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

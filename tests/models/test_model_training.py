@@ -13,7 +13,7 @@ from models.examples import NarrativeSet, SplitData
 from models.inference import from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
-from models.train import TrainResult, distill_loss, preset, train
+from models.train import TrainResult, distill_loss, improves, preset, train
 
 
 def test_tiny_model_beats_a_constant_predictor_on_later_days(
@@ -154,3 +154,14 @@ def test_descriptive_clauses_are_never_reasons(
     filtered = explain(model, narratives, top_k=10, descriptive=described)
     for before, after in zip(everything, filtered, strict=True):
         assert [r for r in before if r.clause not in described] == after
+
+
+def test_a_tie_in_validation_ap_goes_to_the_lower_log_loss() -> None:
+    # a saturated validation set: AP 1.0 at every evaluation, the loss still falling
+    assert improves(1.0, 0.20, best_ap=1.0, best_loss=0.35)
+    assert not improves(1.0, 0.40, best_ap=1.0, best_loss=0.35)
+    # AP decides whenever it differs, whatever the loss
+    assert improves(0.81, 0.90, best_ap=0.80, best_loss=0.10)
+    assert not improves(0.79, 0.01, best_ap=0.80, best_loss=0.10)
+    # the first evaluation always improves on the start
+    assert improves(0.0, 5.0, best_ap=-1.0, best_loss=float("inf"))
