@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import Any
 import redis
 from tqdm.auto import tqdm
 
+from bench.machine import machine
 from schemas import TransactionEvent, decode
 from stream.context import keys
 from stream.context.store import ContextLimits, ContextStore
@@ -64,21 +64,6 @@ from stream.simulate.engine import simulate
 from stream.simulate.render import Renderer
 
 BATCH = 256
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
-    }
 
 
 @contextmanager

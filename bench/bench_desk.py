@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -44,6 +43,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+from bench.machine import machine
 from schemas import (
     SUSPICIOUS_TYPOLOGIES,
     Alert,
@@ -83,21 +83,6 @@ QUEUE_VARIANTS = [
     {"page": "20"},
     {"typology": "mule_fan_in_out", "band": "0.7-0.9", "sort": "newest", "page": "3"},
 ]
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
-    }
 
 
 def make_alert(n: int, rng: random.Random, now: datetime) -> Alert:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+
+from bench.machine import machine
 
 MAPPING = Path(__file__).resolve().parent.parent / "docs/examples/card-payments/mapping.toml"
 COLUMNS = (
@@ -54,22 +54,6 @@ COLUMNS = (
     "TerminalId",
     "DeviceHash",
 )
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "pyarrow": pa.__version__,
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def _new_york(utc_seconds: np.ndarray, pattern: str) -> pa.Array:
@@ -253,7 +237,7 @@ def main() -> None:
     results = {
         "benchmark": "bench_import",
         "command": "python -m bench.bench_import " + " ".join(sys.argv[1:]),
-        "machine": machine(),
+        "machine": machine(pyarrow=pa.__version__),
         "rows": args.rows,
         "input_rows": last["rows"],
         "csv_mib": round(file_mib, 1),

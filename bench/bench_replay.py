@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from bench.machine import machine
 from models.inference import LoadedModel
 from stream.redis_client import connect
 from stream.replay.labels import LabelSchedule, read_label_file
@@ -43,21 +42,6 @@ from stream.replay.run import ReplayOptions, prepare_replay
 from stream.replay.sources import FileSource
 from stream.scorer.records import ScoredRecordStore
 from stream.settings import Settings, load_settings
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
-    }
 
 
 def simulated(directory: Path, customers: int, days: int) -> Path:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -44,6 +43,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from bench.machine import machine
 from stream.settings import KafkaSettings, Settings, TopicSettings, load_settings
 from stream.simulate.config import SimulationConfig
 from stream.simulate.engine import simulate
@@ -67,22 +67,6 @@ FIXED_EVENT = {
     "mcc": "5411",
     "country": "US",
 }
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "cpu": model,
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
-    }
 
 
 def reference_file_rate(count: int, directory: Path) -> float:
@@ -262,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     scale = 4 if args.quick else 1
 
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine(affinity=sorted(os.sched_getaffinity(0)))}
     with tempfile.TemporaryDirectory() as directory:
         files_config = SimulationConfig(customers=args.customers // scale, days=args.days, seed=1)
         results["files"] = bench_files(files_config, Path(directory), args.repeat)
