@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import average_precision_score
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
@@ -48,6 +47,7 @@ from models.backbones import (
     new_student,
     pretrained_minilm,
 )
+from models.checkpoints import load_checkpoint, save_checkpoint
 from models.classifier import TYPOLOGY_ORDER, ClassifierConfig, RiskClassifier
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
@@ -540,70 +540,4 @@ def calibrate_on(
         alert_rate=alert_rate,
         precision=precision,
         weights=data.weights,
-    )
-
-
-# --- checkpoints: safetensors for tensors, JSON for everything else ---------------------------
-
-
-def save_checkpoint(
-    directory: Path,
-    model: RiskClassifier,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    step: int,
-    best_step: int,
-    best_ap: float,
-    best_state: dict[str, torch.Tensor] | None,
-) -> None:
-    """The latest model + optimizer state (to resume), and the best weights when they changed
-    (resuming must not forget the best model seen so far)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    optimizer_state = optimizer.state_dict()
-    for param_index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            tensor = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"optim.{param_index}.{key}"] = tensor.detach().cpu().contiguous()
-    _save_atomically(tensors, directory / "checkpoint.safetensors")
-    if best_state is not None:
-        _save_atomically(best_state, directory / "best_model.safetensors")
-    meta = {
-        "step": step,
-        "best_step": best_step,
-        "best_validation_average_precision": best_ap,
-        "train_config": config.model_dump(mode="json"),
-        "classifier_config": model.config.model_dump(mode="json"),
-        "param_groups": optimizer_state["param_groups"],
-    }
-    (directory / "checkpoint.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-
-
-def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    temporary = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary))
-    temporary.replace(path)
-
-
-def load_checkpoint(
-    directory: Path, model: RiskClassifier, optimizer: torch.optim.Optimizer
-) -> tuple[int, int, float, dict[str, torch.Tensor]]:
-    """Restore model and optimizer from ``directory``; return (step, best step, best
-    validation AP, best weights)."""
-    meta = orjson.loads((directory / "checkpoint.json").read_bytes())
-    tensors = load_file(str(directory / "checkpoint.safetensors"))
-    model.load_state_dict(
-        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    best_state = load_file(str(directory / "best_model.safetensors"))
-    return (
-        int(meta["step"]),
-        int(meta["best_step"]),
-        float(meta["best_validation_average_precision"]),
-        best_state,
     )
