@@ -283,7 +283,7 @@ def class_targets(typologies: Sequence[Any]) -> NDArray[np.int64]:
     return np.array([index[t] for t in typologies], dtype=np.int64)
 
 
-def validation_ap(
+def validation_metrics(
     model: RiskClassifier,
     tokenizer: BertTokenizer,
     data: NarrativeSet,
@@ -448,7 +448,9 @@ def train(
             last = step + 1 == config.max_steps
             if (step + 1) % config.eval_every and not last:
                 continue
-            ap, valid_loss = validation_ap(model, tokenizer, valid, device, model.config.max_length)
+            ap, valid_loss = validation_metrics(
+                model, tokenizer, valid, device, model.config.max_length
+            )
             model.train()
             entry = {
                 "step": step + 1,
