@@ -401,6 +401,8 @@ class ScorerRunner:
                 TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned
             ]
             if not owned:
+                if offsets:  # every partition of the batch was revoked while it was processed
+                    log.info("commit skipped: %d partitions no longer assigned", len(offsets))
                 return
             try:
                 self._consumer.commit(offsets=owned, asynchronous=False)
