@@ -128,6 +128,21 @@ def produce_values(
     assert producer.flush(60) == 0
 
 
+def until_quiet(seconds: float = 3.0) -> Callable[[list[Message]], bool]:
+    """An ``until`` for consume_all that holds once no new message came for ``seconds``: the
+    whole of a topic nothing writes to any more (``lambda ms: True`` stops after the first
+    fetch, at most 500 messages, or fewer if the broker is slow to hand them over)."""
+    seen, since = -1, time.monotonic()
+
+    def quiet(messages: list[Message]) -> bool:
+        nonlocal seen, since
+        if len(messages) != seen:
+            seen, since = len(messages), time.monotonic()
+        return time.monotonic() - since >= seconds
+
+    return quiet
+
+
 def consume_all(
     kafka: KafkaSettings,
     topic: str,

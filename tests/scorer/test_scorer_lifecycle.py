@@ -18,7 +18,7 @@ from schemas import Alert, alert_id_for, decode
 from stream.scorer.model_source import announce_champion
 from stream.settings import Settings
 
-from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
+from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl, until_quiet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ def test_two_scorers_share_the_work_and_a_kill_9_of_one_loses_nothing(
     alerts = [
         decode(Alert, m.value())
         for m in consume_all(
-            settings.kafka, settings.topics.alerts, until=lambda ms: True, timeout_s=5
+            settings.kafka, settings.topics.alerts, until=until_quiet(), timeout_s=60
         )
     ]
     for alert in alerts:
@@ -94,7 +94,7 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
 def input_positions(settings: Settings) -> dict[str, tuple[int, int]]:
     """event id -> (partition, offset) of every input message."""
     messages = consume_all(
-        settings.kafka, settings.topics.transactions, until=lambda ms: True, timeout_s=5
+        settings.kafka, settings.topics.transactions, until=until_quiet(), timeout_s=60
     )
     return {orjson.loads(m.value())["event_id"]: (m.partition(), m.offset()) for m in messages}
 
@@ -114,7 +114,7 @@ def test_sigterm_finishes_the_batch_commits_exactly_what_was_scored_and_exits_0(
     committed = committed_offsets(settings)
     positions = input_positions(settings)
     below_commit = {i for i, (p, o) in positions.items() if o < committed.get(p, 0)}
-    scores = consume_all(settings.kafka, settings.topics.scores, until=lambda ms: True, timeout_s=5)
+    scores = consume_all(settings.kafka, settings.topics.scores, until=until_quiet(), timeout_s=60)
     # Drained: everything scored is committed, everything committed is scored, nothing twice.
     assert set(scored_ids(scores)) == below_commit
     assert len(scores) == len(below_commit)
@@ -173,7 +173,7 @@ def test_a_promotion_mid_stream_switches_versions_between_batches_with_no_event_
     alerts = [
         decode(Alert, m.value())
         for m in consume_all(
-            settings.kafka, settings.topics.alerts, until=lambda ms: True, timeout_s=5
+            settings.kafka, settings.topics.alerts, until=until_quiet(), timeout_s=60
         )
     ]
     for alert in alerts:
