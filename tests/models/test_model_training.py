@@ -14,6 +14,13 @@ from models.inference import from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
 from models.train import TrainResult, distill_loss, improves, preset, train
+from stream.narrative import Clause, Narrative
+
+
+def narrative_at(data: NarrativeSet, row: int) -> Narrative:
+    """Row ``row`` of a dataset as the narrative the builder made (what reasons explain)."""
+    clauses = tuple(Clause(clause_id, text) for clause_id, text in data.clauses[row])
+    return Narrative(text=data.texts[row], clauses=clauses, features=(), version="test")
 
 
 def test_tiny_model_beats_a_constant_predictor_on_later_days(
@@ -39,16 +46,7 @@ def test_reasons_name_clauses_of_the_alerted_narrative(
     alerted = np.flatnonzero(scores >= model.alert_threshold)[:5]
     assert len(alerted) > 0
 
-    class Clause:
-        def __init__(self, clause_id: str, text: str) -> None:
-            self.id, self.text = clause_id, text
-
-    class Narrative:
-        def __init__(self, text: str, clauses: list[tuple[str, str]]) -> None:
-            self.text = text
-            self.clauses = [Clause(c, t) for c, t in clauses]
-
-    narratives = [Narrative(test.texts[i], test.clauses[i]) for i in alerted]
+    narratives = [narrative_at(test, i) for i in alerted]
     reasons = explain(model, narratives, top_k=2)
     assert len(reasons) == len(narratives)
     assert any(reasons)
@@ -137,16 +135,7 @@ def test_descriptive_clauses_are_never_reasons(
     alerted = np.flatnonzero(scores >= model.alert_threshold)[:8]
     assert len(alerted) > 0
 
-    class Clause:
-        def __init__(self, clause_id: str, text: str) -> None:
-            self.id, self.text = clause_id, text
-
-    class Narrative:
-        def __init__(self, text: str, clauses: list[tuple[str, str]]) -> None:
-            self.text = text
-            self.clauses = [Clause(c, t) for c, t in clauses]
-
-    narratives = [Narrative(test.texts[i], test.clauses[i]) for i in alerted]
+    narratives = [narrative_at(test, i) for i in alerted]
     everything = explain(model, narratives, top_k=10, descriptive=())
     ranked = {r.clause for found in everything for r in found}
     assert ranked, "some clause raised some score"
