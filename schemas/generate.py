@@ -15,7 +15,9 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.alert import Alert
+from schemas.dead_letter import DeadLetterHeaders
 from schemas.label import LabelEvent
+from schemas.score import Score
 from schemas.transaction import TransactionEvent
 
 SCHEMA_DIR: Final = Path(__file__).parent / "jsonschema"
@@ -23,6 +25,8 @@ WIRE_MODELS: Final[dict[str, type[BaseModel]]] = {
     "transaction_event": TransactionEvent,
     "label_event": LabelEvent,
     "alert": Alert,
+    "score": Score,
+    "dead_letter_headers": DeadLetterHeaders,
 }
 
 
