@@ -20,18 +20,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stream.kafka.clients import OutgoingMessage
-from stream.redis_client import AnyRedis
-from stream.replay.manifest import ALERTS_FILE, DEAD_LETTERS_FILE, SCORES_FILE
-from stream.replay.sources import to_ms
-from stream.scorer.core import (
+from schemas.dead_letter import (
     H_ERROR,
     H_ERROR_TYPE,
     H_SOURCE_OFFSET,
     H_SOURCE_PARTITION,
     H_SOURCE_TOPIC,
-    Incoming,
 )
+from stream.kafka.clients import OutgoingMessage
+from stream.redis_client import AnyRedis
+from stream.replay.manifest import ALERTS_FILE, DEAD_LETTERS_FILE, SCORES_FILE
+from stream.replay.sources import to_ms
+from stream.scorer.core import Incoming
 from stream.scorer.records import ScoredRecord, ScoredRecordStore
 
 # Dead letters of a run go to its directory, not to a topic: they belong to the run, and a

@@ -28,10 +28,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka.admin import AdminClient
 from tqdm.auto import tqdm
@@ -44,6 +45,8 @@ from stream.context.store import ContextStore
 from stream.kafka.clients import OutgoingMessage, TrackedProducer, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.kafka.topics import DEFAULT_PARTITIONS, ensure_topics
+from stream.pipeline.lane import ModelLane
+from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
 from stream.redis_client import AnyRedis, connect
 from stream.replay.errors import ReplayError, RunExists
 from stream.replay.labels import LabelSchedule
@@ -52,16 +55,25 @@ from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
 from stream.replay.sources import ReplaySource, SourceRecord, from_ms, to_ms
 from stream.scorer.app import loader_for, narrator_for
-from stream.scorer.core import EventWindow, Incoming, processing_clock_ms
+from stream.scorer.core import (
+    EventWindow,
+    Incoming,
+    ModelScores,
+    PreparedBatch,
+    processing_clock_ms,
+)
 from stream.scorer.metrics import ScorerMetrics
-from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics, utc_now
-from stream.scorer.records import RecordsUnavailable
+from stream.scorer.processor import (
+    BatchOutputs,
+    BatchProcessor,
+    OutputTopics,
+    utc_now,
+)
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-RETRIABLE = (ContextUnavailable, RecordsUnavailable)
 MAX_ATTEMPTS = 8
 DELIVERY_WAIT_S = 120.0
 
@@ -203,11 +215,11 @@ def _retrying(action: Callable[[], _T], what: str, on_failure: Callable[[], None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             return action()
-        except RETRIABLE as exc:
+        except INFRASTRUCTURE_ERRORS as exc:
             on_failure()
             if attempt == MAX_ATTEMPTS:
                 raise
-            delay = min(0.1 * 2**attempt, 5.0)
+            delay = BACKOFF.delay(attempt)
             log.warning("%s failed (attempt %d: %s), retrying in %.1fs", what, attempt, exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -351,20 +363,24 @@ class Replay:
         producer: TrackedProducer,
         files: RunFiles,
     ) -> None:
-        options, counts, labels = self.options, self.manifest.counts, self.options.labels
+        options, labels = self.options, self.options.labels
         speed = options.speed
         span_ms = self.settings.scorer.batch_max_wait_ms * speed if speed else None
         scorer = self.settings.scorer
         window = EventWindow.of(scorer.event_time_max_ahead_s, scorer.event_time_max_behind_s)
         pacer = Pacer(speed)
         clock_ms: int | None = None
-        with tqdm(
-            total=source.total,
-            unit="event",
-            unit_scale=True,
-            desc=f"replay {self.run_id}",
-            disable=not options.progress,
-        ) as bar:
+        lane = ModelLane(processor.score)
+        with (
+            closing(lane),
+            tqdm(
+                total=source.total,
+                unit="event",
+                unit_scale=True,
+                desc=f"replay {self.run_id}",
+                disable=not options.progress,
+            ) as bar,
+        ):
             for chunk in batches(source.records(), options.batch_size, span_ms):
                 received_at = utc_now()
                 batch = incomings(chunk, received_at)
@@ -386,18 +402,41 @@ class Replay:
                     if due:
                         _retrying(partial(store.apply_labels, due), "applying labels", _nothing)
                         self.manifest.labels.revealed = labels.revealed
-                outputs = _retrying(
-                    partial(processor.process, batch, self.model), "batch", records.discard
+                # The model scores this batch on the lane while the previous one is finished
+                # here: the same overlap as the live scorer (stream.pipeline.lane).
+                prepared = _retrying(
+                    partial(processor.prepare, batch, self.model), "batch", _nothing
                 )
-                self._deliver(producer, outputs, files)
-                files.add_scores(records.take(), batch, received_at)
-                counts.events += len(chunk)
-                counts.scored += outputs.scored
-                counts.alerts += len(outputs.alerts)
-                counts.dead_letters += outputs.dead
-                counts.batches += 1
-                bar.update(len(chunk))
-                bar.set_postfix(alerts=counts.alerts, refresh=False)
+                scored = lane.push(prepared)
+                if scored is not None:
+                    self._complete(processor, *scored, records, producer, files, bar)
+            scored = lane.push(None)
+            if scored is not None:
+                self._complete(processor, *scored, records, producer, files, bar)
+
+    def _complete(
+        self,
+        processor: BatchProcessor,
+        prepared: PreparedBatch,
+        scores: ModelScores,
+        records: ScoreCapture,
+        producer: TrackedProducer,
+        files: RunFiles,
+        bar: tqdm[Any],
+    ) -> None:
+        """A scored batch's outputs: built, delivered, written to the run's files, counted."""
+        outputs = _retrying(partial(processor.finish, prepared, scores), "batch", records.discard)
+        self._deliver(producer, outputs, files)
+        batch = prepared.batch
+        files.add_scores(records.take(), batch, batch[0].received_at if batch else utc_now())
+        counts = self.manifest.counts
+        counts.events += len(batch)
+        counts.scored += outputs.scored
+        counts.alerts += len(outputs.alerts)
+        counts.dead_letters += outputs.dead
+        counts.batches += 1
+        bar.update(len(batch))
+        bar.set_postfix(alerts=counts.alerts, refresh=False)
 
     def _widen_event_times(self, first_ms: int, last_ms: int) -> None:
         first, last = from_ms(first_ms), from_ms(last_ms)

@@ -7,33 +7,39 @@ the replay (backtests) run exactly the code the live scorer runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
 from models.inference import LoadedModel
-from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, alert_id_for, decode
+from schemas import (
+    Alert,
+    Channel,
+    CounterpartyType,
+    DecodeError,
+    Direction,
+    Reason,
+    TransactionEvent,
+    Typology,
+    alert_id_for,
+    decode,
+)
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
-from schemas.common import format_utc
+from schemas.dead_letter import DeadLetterHeaders
+from schemas.score import Score
 from stream.context.features import select_features
 from stream.context.results import EventContext
 from stream.context.story import StoryEntry
 from stream.kafka.clients import OutgoingMessage
 
-# Header names on dead letters (the original headers are kept as they were, before these).
-H_ERROR = "riskstream.error"
-H_ERROR_TYPE = "riskstream.error.type"
-H_SOURCE_TOPIC = "riskstream.source.topic"
-H_SOURCE_PARTITION = "riskstream.source.partition"
-H_SOURCE_OFFSET = "riskstream.source.offset"
-H_FAILED_AT = "riskstream.failed.at"
-H_ORIGINAL_OMITTED = "riskstream.original.omitted"
+if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries
+    from stream.scorer.records import ScoredRecord
 
 # A dead letter must itself be producible: librdkafka refuses records over message.max.bytes
 # (1,000,000 by default) and brokers over max.message.bytes (~1 MiB by default) - and a record
@@ -41,6 +47,9 @@ H_ORIGINAL_OMITTED = "riskstream.original.omitted"
 # poison pill. Originals up to this size (16x the largest message the decoder even parses)
 # are copied whole; bigger ones are left at their source position, which the headers name.
 DLQ_MAX_ORIGINAL_BYTES: Final = 512 * 1024
+# The reason header is cut to this (the header model's limit); reasons are written by
+# riskstream and never quote the payload, so only a pathological one is cut.
+DLQ_MAX_REASON_CHARS: Final = 4096
 
 
 class ClauseLike(Protocol):
@@ -114,6 +123,59 @@ class Scored:
     @property
     def event(self) -> TransactionEvent:
         return self.decoded.event
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch after step 1 (``BatchProcessor.prepare``): its context is applied and its
+    narratives built; what is left is the model call and the outputs."""
+
+    batch: list[Incoming]
+    model: LoadedModel
+    """The model the narratives were built for: the batch is scored by it even if another
+    was promoted meanwhile."""
+    dead: list[DeadLetter]
+    contexts: dict[str, EventContext]
+    recorded: dict[str, ScoredRecord]
+    narrated: list[tuple[Decoded, NarrativeLike]]
+    reused: dict[str, Scored]
+    """Redeliveries scored from their records, by source."""
+    to_model: list[tuple[Decoded, NarrativeLike]]
+
+    def restricted(self, keep: Callable[[Incoming], bool]) -> PreparedBatch:
+        """The same batch without the events ``keep`` refuses (their partitions moved on)."""
+        return PreparedBatch(
+            [m for m in self.batch if keep(m)],
+            self.model,
+            [d for d in self.dead if keep(d.incoming)],
+            self.contexts,
+            self.recorded,
+            [(d, n) for d, n in self.narrated if keep(d.incoming)],
+            {k: s for k, s in self.reused.items() if keep(s.decoded.incoming)},
+            [(d, n) for d, n in self.to_model if keep(d.incoming)],
+        )
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """What step 2 (``BatchProcessor.score``) returns: every model result of a batch - the
+    scores, the alerted events' reasons - and the events the model could not score or explain,
+    with the reason."""
+
+    done: list[tuple[Decoded, Scored]]
+    failed: list[tuple[Decoded, str]]
+    explained: list[tuple[Scored, list[Reason]]] = field(default_factory=list)
+    """Reasons of each alerted event (scored now or from its record)."""
+    unexplained: list[tuple[Scored, str]] = field(default_factory=list)
+    """Alerted events whose explaining failed: dead letters, not alerts without a reason."""
+
+    def restricted(self, keep: Callable[[Incoming], bool]) -> ModelScores:
+        return ModelScores(
+            [(d, s) for d, s in self.done if keep(d.incoming)],
+            [(d, r) for d, r in self.failed if keep(d.incoming)],
+            [(s, r) for s, r in self.explained if keep(s.decoded.incoming)],
+            [(s, r) for s, r in self.unexplained if keep(s.decoded.incoming)],
+        )
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -307,16 +369,17 @@ def alert_message(alert: Alert, topic: str) -> OutgoingMessage:
 
 def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMessage:
     """Every score, for dashboards and threshold studies (`scorer.emit_scores`)."""
-    body: dict[str, Any] = {
-        "event_id": scored.event.event_id,
-        "customer_id": scored.event.customer_id,
-        "event_time": format_utc(scored.event.event_time),
-        "score": round(scored.score, 6),
-        "typology": scored.typology.value,
-        "model_version": model.version,
-        "alerted": scored.score >= model.alert_threshold,
-    }
-    return OutgoingMessage(topic, orjson.dumps(body), scored.event.customer_id.encode())
+    event = scored.event
+    body = Score(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        event_time=event.event_time,
+        score=min(max(round(scored.score, 6), 0.0), 1.0),
+        typology=scored.typology,
+        model_version=model.version,
+        alerted=scored.score >= model.alert_threshold,
+    )
+    return OutgoingMessage(topic, encode(body), event.customer_id.encode())
 
 
 def original_size(incoming: Incoming) -> int:
@@ -335,16 +398,16 @@ def dead_letter_message(dead: DeadLetter, topic: str, failed_at: datetime) -> Ou
     source = dead.incoming
     size = original_size(source)
     copied = size <= DLQ_MAX_ORIGINAL_BYTES
-    original_headers = source.headers if copied else ((H_ORIGINAL_OMITTED, str(size).encode()),)
-    headers = (
-        *original_headers,
-        (H_ERROR, dead.reason.encode()),
-        (H_ERROR_TYPE, dead.error_type.encode()),
-        (H_SOURCE_TOPIC, source.topic.encode()),
-        (H_SOURCE_PARTITION, str(source.partition).encode()),
-        (H_SOURCE_OFFSET, str(source.offset).encode()),
-        (H_FAILED_AT, format_utc(failed_at).encode()),
+    ours = DeadLetterHeaders(
+        error=dead.reason[:DLQ_MAX_REASON_CHARS],
+        error_type=dead.error_type,
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        failed_at=failed_at,
+        original_omitted=None if copied else size,
     )
+    headers = (*(source.headers if copied else ()), *ours.to_kafka())
     if not copied:
         return OutgoingMessage(topic=topic, value=None, key=None, headers=headers)
     # A tombstone (None value) stays None: empty bytes would be a different message.
@@ -358,3 +421,47 @@ def next_offsets(batch: Sequence[Incoming]) -> dict[tuple[str, int], int]:
         key = (incoming.topic, incoming.partition)
         offsets[key] = max(offsets.get(key, -1), incoming.offset + 1)
     return offsets
+
+
+def checked_narrative(narrative: NarrativeLike) -> NarrativeLike:
+    """``narrative``, or ValueError if its context features are not all finite."""
+    if not all(math.isfinite(x) for x in narrative.features):
+        raise ValueError("context features are not all finite")
+    return narrative
+
+
+def predict_scored(
+    model: LoadedModel, items: Sequence[tuple[Decoded, NarrativeLike]]
+) -> list[Scored]:
+    """One model call for ``items``; raises on a non-finite score (a dead letter, not an
+    alert nobody can rank)."""
+    narratives = [n for _, n in items]
+    predictions = model.predict_batch(
+        [n.text for n in narratives], model_features(model, narratives)
+    )
+    probabilities = predictions.typology_probability()
+    scored = []
+    for (item, narrative), score, typology, probability in zip(
+        items, predictions.scores, predictions.typologies, probabilities, strict=True
+    ):
+        if not (math.isfinite(float(score)) and math.isfinite(float(probability))):
+            raise ValueError("the model returned a non-finite score")
+        scored.append(Scored(item, narrative, float(score), typology, float(probability)))
+    return scored
+
+
+def canary_event() -> TransactionEvent:
+    """A plain card payment every model can score (see ``BatchProcessor._canary``)."""
+    return TransactionEvent(
+        event_id="riskstream-canary",
+        event_time=datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
+        customer_id="canary",
+        account_id="canary",
+        channel=Channel.CARD,
+        direction=Direction.OUTBOUND,
+        amount_minor=2500,
+        currency="USD",
+        counterparty_id="canary-merchant",
+        counterparty_type=CounterpartyType.MERCHANT,
+        country="US",
+    )

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -78,6 +78,20 @@ class ScorerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.stage_seconds = Counter(
+            "riskstream_stage_seconds",
+            "Wall time in each step of a batch (decode, claim, context, narrative, model, "
+            "reasons, records, produce, commit), summed over batches.",
+            ["stage"],
+            registry=r,
+        )
+        self.stage_cpu_seconds = Counter(
+            "riskstream_stage_cpu_seconds",
+            "CPU time of the thread running each step (the model's: its calling thread only, "
+            "not torch's helper threads), summed over batches.",
+            ["stage"],
+            registry=r,
+        )
         self.event_to_alert = Histogram(
             "riskstream_event_to_alert_seconds",
             "From the input message's broker timestamp to the alert's acknowledgement.",
@@ -111,6 +125,17 @@ class ScorerMetrics:
         self.model_swaps = Counter(
             "riskstream_model_swaps", "Hot model reloads completed.", registry=r
         )
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time one step of a batch: wall time, and CPU time of the thread running it (the
+        per-event budget by stage in BENCHMARKS.md is read from these two counters)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(name).inc(time.perf_counter() - wall)
+            self.stage_cpu_seconds.labels(name).inc(time.thread_time() - cpu)
 
     def record_librdkafka_stats(self, stats_json: str) -> None:
         """`stats_cb` target: consumer lag per assigned partition."""

@@ -12,7 +12,6 @@ on. Only infrastructure errors (Redis, the broker) fail a batch, to be retried w
 from __future__ import annotations
 
 import logging
-import math
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +23,6 @@ from models.inference import LoadedModel
 from models.reasons import explain
 from schemas import (
     Alert,
-    Channel,
-    CounterpartyType,
-    Direction,
     Reason,
     TransactionEvent,
     Typology,
@@ -41,16 +37,21 @@ from stream.scorer.core import (
     Decoded,
     EventWindow,
     Incoming,
+    ModelScores,
     Narrate,
     NarrativeLike,
+    PreparedBatch,
     Scored,
     alert_message,
     build_alert,
+    canary_event,
+    checked_narrative,
     dead_letter_message,
     decode_batch,
     each_guarded,
     isolate_failures,
     model_features,
+    predict_scored,
     score_message,
 )
 from stream.scorer.metrics import ScorerMetrics
@@ -127,44 +128,123 @@ class BatchProcessor:
         return self._narrate_cache[model.version]
 
     def process(self, batch: list[Incoming], model: LoadedModel) -> BatchOutputs:
-        """Everything between consuming a batch and producing its outputs.
+        """Everything between consuming a batch and producing its outputs, in one call: the
+        three steps below back to back (the live scorer overlaps them across batches).
 
         Raises the retriable ContextUnavailable / RecordsUnavailable; calling again with the
         same batch is safe (claims, idempotent context, recorded outputs, deterministic alert
         ids)."""
-        decoded, dead = decode_batch(batch, self._window)
-        kept, recorded, refused = self._claim(decoded)
+        prepared = self.prepare(batch, model)
+        return self.finish(prepared, self.score(prepared))
+
+    def prepare(self, batch: list[Incoming], model: LoadedModel) -> PreparedBatch:
+        """Step 1, on the caller's thread: decode, claim, update the context in Redis,
+        narrate. Calls for one consumer must come in batch order - context updates are
+        applied in the order prepared. Raises ContextUnavailable / RecordsUnavailable
+        (retry with the same batch)."""
+        with self.metrics.stage("decode"):
+            decoded, dead = decode_batch(batch, self._window)
+        with self.metrics.stage("claim"):
+            kept, recorded, refused = self._claim(decoded)
         dead.extend(refused)
 
         started = time.perf_counter()
-        contexts, failed = self._contexts(model, kept, recorded)
+        with self.metrics.stage("context"):
+            contexts, failed = self._contexts(model, kept, recorded)
         self.metrics.context_latency.observe(time.perf_counter() - started)
         dead.extend(failed)
         kept = [d for d in kept if d.event.event_id in contexts]
 
-        started = time.perf_counter()
-        scored, failed = self._score(model, kept, contexts, recorded)
-        self.metrics.model_latency.observe(time.perf_counter() - started)
-        dead.extend(failed)
+        with self.metrics.stage("narrative"):
+            narrated, failed = self._narrated(model, kept, contexts)
+            dead.extend(failed)
+            reused, to_model = self._split_recorded(model, narrated, recorded)
+            self._canary(model)  # built here: ``score`` may run on another thread
+        return PreparedBatch(batch, model, dead, contexts, recorded, narrated, reused, to_model)
+
+    def score(self, prepared: PreparedBatch) -> ModelScores:
+        """Step 2, every model call of the batch: scores for the events without a recorded
+        score of this model version, then the reasons of the alerted ones (occlusion: more
+        model calls); an event that breaks either is set aside. Pure computation on
+        ``prepared`` (no Redis, no Kafka, nothing of this processor is written), so it runs
+        on the model lane while the caller prepares the next batch - and the model's threads
+        are never shared between two calls at once."""
+        model = prepared.model
+        done: list[tuple[tuple[Decoded, NarrativeLike], Scored]] = []
+        failed: list[tuple[tuple[Decoded, NarrativeLike], str]] = []
+        if prepared.to_model:
+            started = time.perf_counter()
+            with self.metrics.stage("model"):
+                done, failed = isolate_failures(
+                    prepared.to_model,
+                    partial(predict_scored, model),
+                    "scoring",
+                    self._canaries[model.version],
+                )
+            self.metrics.model_latency.observe(time.perf_counter() - started)
+        scored = [*prepared.reused.values(), *(result for _, result in done)]
+        with self.metrics.stage("reasons"):
+            explained, unexplained = self._explained(
+                model, [s for s in scored if s.score >= model.alert_threshold]
+            )
+        return ModelScores(
+            [(item, result) for (item, _), result in done],
+            [(item, reason) for (item, _), reason in failed],
+            explained,
+            unexplained,
+        )
+
+    def finish(
+        self,
+        prepared: PreparedBatch,
+        scores: ModelScores,
+        keep: Callable[[Incoming], bool] | None = None,
+    ) -> BatchOutputs:
+        """Step 3, on the caller's thread: build the alerts from their reasons, persist what
+        was scored, and build every output message. ``keep`` drops the events of partitions
+        this consumer no longer owns. Raises RecordsUnavailable; calling again with the same
+        arguments is safe (nothing of ``prepared`` or ``scores`` is changed)."""
+        model = prepared.model
+        if keep is not None:
+            prepared, scores = prepared.restricted(keep), scores.restricted(keep)
+        dead = list(prepared.dead)
+        dead.extend(
+            DeadLetter(item.incoming, reason, "unprocessable_event")
+            for item, reason in scores.failed
+        )
+        by_source = dict(prepared.reused)
+        by_source.update((item.incoming.source, result) for item, result in scores.done)
+        scored = [
+            by_source[d.incoming.source]
+            for d, _ in prepared.narrated
+            if d.incoming.source in by_source
+        ]
         scored_at = utc_now()
 
         outputs = BatchOutputs()
-        alerted = [s for s in scored if s.score >= model.alert_threshold]
         alerts, failed = self._alerts(
-            model, alerted, scored_at, self._alert_mode, self._alert_topic, outputs
-        )
+            model, scores.explained, scores.unexplained, scored_at, self._alert_mode,
+            self._alert_topic, outputs,
+        )  # fmt: skip
         if failed:
             dead.extend(failed)
             lost = {d.incoming.source for d in failed}
             scored = [s for s in scored if s.decoded.incoming.source not in lost]
-        self._records.put_batch(self._scored_records(model, scored, alerts, scored_at, recorded))
+        with self.metrics.stage("records"):
+            self._records.put_batch(
+                self._scored_records(model, scored, alerts, scored_at, prepared.recorded)
+            )
         if self._shadow is not None:
-            self._score_shadow([s.decoded for s in scored], contexts, outputs)
-        if self._scores_topic is not None:
-            outputs.messages.extend(score_message(s, model, self._scores_topic) for s in scored)
-        outputs.scored, outputs.dead = len(scored), len(dead)
-        failed_at = utc_now()
-        outputs.messages.extend(dead_letter_message(d, self._dlq_topic, failed_at) for d in dead)
+            with self.metrics.stage("shadow"):
+                self._score_shadow([s.decoded for s in scored], prepared.contexts, outputs)
+        with self.metrics.stage("outputs"):
+            if self._scores_topic is not None:
+                outputs.messages.extend(score_message(s, model, self._scores_topic) for s in scored)
+            outputs.scored, outputs.dead = len(scored), len(dead)
+            failed_at = utc_now()
+            outputs.messages.extend(
+                dead_letter_message(d, self._dlq_topic, failed_at) for d in dead
+            )
         for d in dead:
             self.metrics.dead_letters.labels(d.error_type).inc()
             log.warning("dead letter %s: %s", d.incoming.source, d.reason)
@@ -234,31 +314,38 @@ class BatchProcessor:
         contexts.update((c.event_id, c) for c in applied)
         return contexts, dead
 
-    def _score(
-        self,
-        model: LoadedModel,
-        kept: list[Decoded],
-        contexts: dict[str, EventContext],
-        recorded: dict[str, ScoredRecord],
-    ) -> tuple[list[Scored], list[DeadLetter]]:
-        """Narratives for the events, then one model call for those without a recorded score
-        of this model version; an event that breaks either is set aside."""
+    def _narrated(
+        self, model: LoadedModel, kept: list[Decoded], contexts: dict[str, EventContext]
+    ) -> tuple[list[tuple[Decoded, NarrativeLike]], list[DeadLetter]]:
+        """Each event's narrative; an event that breaks the narrator is set aside."""
         narrate = self._narrate(model)
         dead: list[DeadLetter] = []
         narrated: list[tuple[Decoded, NarrativeLike]] = []
         for item, narrative, reason in each_guarded(
-            kept, lambda d: _checked(narrate(d.event, contexts[d.event.event_id])), "narrating"
+            kept,
+            lambda d: checked_narrative(narrate(d.event, contexts[d.event.event_id])),
+            "narrating",
         ):
             if reason is not None or narrative is None:
                 dead.append(DeadLetter(item.incoming, reason or "", "unprocessable_event"))
             else:
                 narrated.append((item, narrative))
-        scored: dict[str, Scored] = {}
+        return narrated, dead
+
+    @staticmethod
+    def _split_recorded(
+        model: LoadedModel,
+        narrated: list[tuple[Decoded, NarrativeLike]],
+        recorded: dict[str, ScoredRecord],
+    ) -> tuple[dict[str, Scored], list[tuple[Decoded, NarrativeLike]]]:
+        """A redelivered event keeps its recorded score of this model version; the rest go to
+        the model."""
+        reused: dict[str, Scored] = {}
         to_model: list[tuple[Decoded, NarrativeLike]] = []
         for item, narrative in narrated:
             record = recorded.get(item.event.event_id)
             if record is not None and record.model_version == model.version:
-                scored[item.incoming.source] = Scored(
+                reused[item.incoming.source] = Scored(
                     item,
                     narrative,
                     record.score,
@@ -267,24 +354,13 @@ class BatchProcessor:
                 )
             else:
                 to_model.append((item, narrative))
-        if to_model:
-            done, failed = isolate_failures(
-                to_model, partial(_predict, model), "scoring", self._canary(model)
-            )
-            for (item, _), result in done:
-                scored[item.incoming.source] = result
-            dead.extend(
-                DeadLetter(item.incoming, reason, "unprocessable_event")
-                for (item, _), reason in failed
-            )
-        order = [scored[d.incoming.source] for d, _ in narrated if d.incoming.source in scored]
-        return order, dead
+        return reused, to_model
 
     def _canary(self, model: LoadedModel) -> tuple[Decoded, NarrativeLike]:
         """A plain event and its narrative, known to score: tells a poison input from a
         broken model when a model call fails on every event of a batch."""
         if model.version not in self._canaries:
-            event = _canary_event()
+            event = canary_event()
             zeros = EventContext(
                 event.event_id, ContextFeatures._make([0.0] * len(FEATURE_NAMES)), False
             )
@@ -293,25 +369,31 @@ class BatchProcessor:
             self._canaries[model.version] = (Decoded(incoming, event), narrative)
         return self._canaries[model.version]
 
+    def _explained(
+        self, model: LoadedModel, alerted: list[Scored]
+    ) -> tuple[list[tuple[Scored, list[Reason]]], list[tuple[Scored, str]]]:
+        """The reasons of each alerted event; an event whose explaining fails is set aside."""
+        if not alerted:
+            return [], []
+        canary_item, canary_narrative = self._canary(model)
+        canary = Scored(canary_item, canary_narrative, 1.0, Typology.LEGITIMATE, 1.0)
+        return isolate_failures(
+            alerted, partial(self._explain, model), "explaining the alert", canary
+        )
+
     def _alerts(
         self,
         model: LoadedModel,
-        alerted: list[Scored],
+        explained: Sequence[tuple[Scored, list[Reason]]],
+        unexplained: Sequence[tuple[Scored, str]],
         scored_at: datetime,
         mode: AlertMode,
         topic: str,
         outputs: BatchOutputs,
     ) -> tuple[dict[str, Alert], list[DeadLetter]]:
-        if not alerted:
-            return {}, []
-        canary_item, canary_narrative = self._canary(model)
-        canary = Scored(canary_item, canary_narrative, 1.0, Typology.LEGITIMATE, 1.0)
-        done, failed = isolate_failures(
-            alerted, partial(self._explain, model), "explaining the alert", canary
-        )
         emitted_at = utc_now()
         alerts: dict[str, Alert] = {}
-        for item, item_reasons in done:
+        for item, item_reasons in explained:
             alert = build_alert(
                 item, model, item_reasons, mode=mode, scored_at=scored_at, emitted_at=emitted_at
             )
@@ -319,7 +401,7 @@ class BatchProcessor:
             outputs.messages.append(alert_message(alert, topic))
             outputs.alerts.append(alert)
             outputs.incoming_ts_ms.append(item.decoded.incoming.timestamp_ms)
-        dead = [DeadLetter(s.decoded.incoming, r, "unprocessable_event") for s, r in failed]
+        dead = [DeadLetter(s.decoded.incoming, r, "unprocessable_event") for s, r in unexplained]
         return alerts, dead
 
     def _explain(self, model: LoadedModel, items: Sequence[Scored]) -> list[list[Reason]]:
@@ -338,19 +420,22 @@ class BatchProcessor:
         pairs = [
             (item, narrative)
             for item, narrative, reason in each_guarded(
-                kept, lambda d: _checked(narrate(d.event, contexts[d.event.event_id])), "shadow"
+                kept,
+                lambda d: checked_narrative(narrate(d.event, contexts[d.event.event_id])),
+                "shadow",
             )
             if reason is None and narrative is not None
         ]
         done, failed = isolate_failures(
-            pairs, partial(_predict, shadow), "shadow scoring", self._canary(shadow)
+            pairs, partial(predict_scored, shadow), "shadow scoring", self._canary(shadow)
         )
         for (item, _), reason in failed:
             log.warning("shadow model skipped %s: %s", item.incoming.source, reason)
         alerted = [s for _, s in done if s.score >= shadow.alert_threshold]
         shadow_outputs = BatchOutputs()
+        explained, unexplained = self._explained(shadow, alerted)
         _, failed_alerts = self._alerts(
-            shadow, alerted, utc_now(), "shadow", self._shadow_topic, shadow_outputs
+            shadow, explained, unexplained, utc_now(), "shadow", self._shadow_topic, shadow_outputs
         )
         for letter in failed_alerts:
             log.warning("shadow alert skipped %s: %s", letter.incoming.source, letter.reason)
@@ -418,43 +503,3 @@ def _story_readable(story: str) -> bool:
     except (ValueError, TypeError, struct.error):
         return False
     return True
-
-
-def _checked(narrative: NarrativeLike) -> NarrativeLike:
-    if not all(math.isfinite(x) for x in narrative.features):
-        raise ValueError("context features are not all finite")
-    return narrative
-
-
-def _predict(model: LoadedModel, items: Sequence[tuple[Decoded, NarrativeLike]]) -> list[Scored]:
-    """One model call for ``items``; raises on a non-finite score (a dead letter, not an
-    alert nobody can rank)."""
-    narratives = [n for _, n in items]
-    predictions = model.predict_batch(
-        [n.text for n in narratives], model_features(model, narratives)
-    )
-    probabilities = predictions.typology_probability()
-    scored = []
-    for (item, narrative), score, typology, probability in zip(
-        items, predictions.scores, predictions.typologies, probabilities, strict=True
-    ):
-        if not (math.isfinite(float(score)) and math.isfinite(float(probability))):
-            raise ValueError("the model returned a non-finite score")
-        scored.append(Scored(item, narrative, float(score), typology, float(probability)))
-    return scored
-
-
-def _canary_event() -> TransactionEvent:
-    return TransactionEvent(
-        event_id="riskstream-canary",
-        event_time=datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
-        customer_id="canary",
-        account_id="canary",
-        channel=Channel.CARD,
-        direction=Direction.OUTBOUND,
-        amount_minor=2500,
-        currency="USD",
-        counterparty_id="canary-merchant",
-        counterparty_type=CounterpartyType.MERCHANT,
-        country="US",
-    )

@@ -17,6 +17,17 @@ its recorded context, score and alert id (docs/scorer.md, "Idempotency"), contex
 idempotent per event id, and alert ids are deterministic.
 
 Exactly-once mode replaces step 3 by a Kafka transaction holding the outputs and the offsets.
+
+**Overlap.** Step 2 is split around the model call (``BatchProcessor.prepare`` / ``score`` /
+``finish``), and the model call runs on a worker thread (the model lane): while the model
+scores batch n, this thread fills batch n+1, decodes it, claims its ids, applies its context
+and builds its narratives; then it hands batch n+1 to the lane and explains, delivers and
+commits batch n. Everything that touches Kafka or Redis stays on this one thread, in batch
+order, so context updates, outputs and commits keep the order of the sequential loop: the
+only thing that runs ahead is the next batch's context update, which is idempotent per event
+id and, were the worker to die, reprocessed from the last commit like any batch in hand.
+While a batch is in the lane, the next one also closes when the lane comes free, so an event
+waits for at most one model call it is not part of.
 """
 
 from __future__ import annotations
@@ -26,19 +37,24 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from models.inference import LoadedModel
-from stream.context.errors import ContextLayoutMismatch, ContextStateLost, ContextUnavailable
+from stream.context.errors import ContextLayoutMismatch, ContextStateLost
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.pipeline.lane import ModelLane
+from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
 from stream.scorer.core import (
     AlertMode,
     EventWindow,
     Incoming,
+    ModelScores,
+    PreparedBatch,
     next_offsets,
 )
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
@@ -51,16 +67,19 @@ from stream.scorer.processor import (
     OutputTopics,
     utc_now,
 )
-from stream.scorer.records import RecordsUnavailable, ScoredRecordStore
+from stream.scorer.records import ScoredRecordStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.2
-MAX_BACKOFF_S = 5.0
-# Retriable failures: the batch is retried after a pause. Anything else is a bug or a fatal
-# condition and ends the worker without committing (so the batch is reprocessed elsewhere).
-RETRIABLE = (ContextUnavailable, RecordsUnavailable, DeliveryFailed, FlushTimeout)
+# While a batch is in the model lane, the next one is filled in slices this long, to see
+# the lane come free without blocking in the consumer for the whole of max_wait.
+LANE_POLL_S = 0.005
+# Retriable failures (stream.pipeline.retry): the batch is retried after a pause. Anything
+# else is a bug or a fatal condition and ends the worker without committing (so the batch
+# is reprocessed elsewhere).
+RETRIABLE = INFRASTRUCTURE_ERRORS
 # Commit errors after which the partitions belong to someone else: the batch's outputs are
 # out, the new owner will reprocess it (harmless) - do not retry the commit.
 _LOST_OWNERSHIP = {
@@ -130,6 +149,7 @@ class ScorerRunner:
         self._stop_requested_at: float | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._client_failure: KafkaError | None = None
+        self._lane = ModelLane(self._processor.score)
         self._consumer = Consumer(
             consumer_config(
                 settings.kafka,
@@ -188,10 +208,11 @@ class ScorerRunner:
             while not self._stop.is_set():
                 self.health.beat()
                 self._swap_model_if_ready()
-                batch = self._fill_batch()
+                with self.metrics.stage("poll"):
+                    batch = self._fill_batch()
                 self._check_clients()
-                if batch:
-                    self._process_until_done(batch)
+                self._advance(self._prepare_until_done(batch) if batch else None)
+            self._advance(None)  # the batch still in the lane: finish and commit it
         except ShutdownIncomplete as exc:
             log.error("%s", exc)
             code = 1
@@ -233,6 +254,7 @@ class ScorerRunner:
 
     def _close(self) -> None:
         try:
+            self._lane.close()
             if not self._exactly_once:
                 self._producer.raw.flush(10)
         finally:
@@ -265,6 +287,9 @@ class ScorerRunner:
     def _owned(self, batch: Sequence[Incoming]) -> list[Incoming]:
         return [m for m in batch if (m.topic, m.partition) in self._assigned]
 
+    def _owns(self, message: Incoming) -> bool:
+        return (message.topic, message.partition) in self._assigned
+
     # -- batches ------------------------------------------------------------------------
 
     def _fill_batch(self) -> list[Incoming]:
@@ -273,21 +298,35 @@ class ScorerRunner:
         # asking for a whole batch with the idle timeout held every live batch ~200 ms before
         # max_wait even started (measured: p50 event->score 650 ms at half the maximum rate).
         # Take what is already fetched; otherwise wait for one message only; then max_wait.
+        # With a batch in the lane, the wait for a first message, and then max_wait, also end
+        # when the lane comes free: the model would otherwise idle while this batch waits.
+        in_lane = self._lane.busy
         messages = self._consumer.consume(max_size, timeout=0)
         if not messages:
-            messages = self._consumer.consume(1, timeout=IDLE_POLL_S)
+            messages = self._first_messages(in_lane)
             if not messages:
                 return []
         deadline = time.monotonic() + self._s.batch_max_wait_ms / 1000
         while len(messages) < max_size and not self._stop.is_set():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (in_lane is not None and in_lane.done()):
                 break
-            messages.extend(self._consumer.consume(max_size - len(messages), timeout=remaining))
+            wait = remaining if in_lane is None else min(remaining, LANE_POLL_S)
+            messages.extend(self._consumer.consume(max_size - len(messages), timeout=wait))
         received_at = utc_now()
         batch = [self._incoming(m, received_at) for m in messages if self._usable(m)]
         self.metrics.events_in.inc(len(batch))
         return self._owned(batch)
+
+    def _first_messages(self, in_lane: Future[ModelScores] | None) -> list[Message]:
+        if in_lane is None:
+            return self._consumer.consume(1, timeout=IDLE_POLL_S)
+        deadline = time.monotonic() + IDLE_POLL_S
+        while not in_lane.done() and time.monotonic() < deadline:
+            messages = self._consumer.consume(1, timeout=LANE_POLL_S)
+            if messages:
+                return messages
+        return []
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -318,30 +357,57 @@ class ScorerRunner:
             received_at=received_at,
         )
 
-    def _process_until_done(self, batch: list[Incoming]) -> None:
+    def _prepare_until_done(self, batch: list[Incoming]) -> PreparedBatch | None:
+        """Step 1 of ``batch`` (decode, claims, context, narratives), retried while Redis is
+        away. None: every partition of the batch moved on meanwhile."""
         attempt = 0
         while True:
             batch = self._owned(batch)
             if not batch:
+                return None
+            try:
+                return self._processor.prepare(batch, self._watcher.current)
+            except RETRIABLE as exc:
+                attempt += 1
+                self._retry_after(exc, attempt, len(batch))
+
+    def _advance(self, prepared: PreparedBatch | None) -> None:
+        """Hand ``prepared`` to the model lane and finish the batch that was in it: the model
+        scores batch n+1 while batch n is explained, delivered and committed."""
+        scored = self._lane.push(prepared)
+        if scored is not None:
+            self._finish_until_done(*scored)
+
+    def _finish_until_done(self, prepared: PreparedBatch, scores: ModelScores) -> None:
+        """Step 3 of a scored batch and its delivery, retried while Redis or the broker is
+        away; only the events of partitions still assigned are delivered and committed."""
+        attempt = 0
+        while True:
+            batch = self._owned(prepared.batch)
+            if not batch:
+                log.info("batch of %d dropped: its partitions moved on", len(prepared.batch))
                 return
             try:
-                outputs = self._processor.process(batch, self._watcher.current)
+                outputs = self._processor.finish(prepared, scores, keep=self._owns)
                 self._deliver(batch, outputs)
             except RETRIABLE as exc:
                 attempt += 1
-                self.metrics.retries.labels(type(exc).__name__).inc()
-                self.health.set_not_ready("retrying", f"{type(exc).__name__}: {exc}")
-                delay = min(0.1 * 2**attempt, MAX_BACKOFF_S)
-                log.warning(
-                    "batch of %d failed (attempt %d: %s), retrying in %.1fs",
-                    len(batch), attempt, exc, delay,
-                )  # fmt: skip
-                self._check_shutdown_bound(len(batch))
-                self._wait_paused(delay)
+                self._retry_after(exc, attempt, len(batch))
                 continue
             self.health.set_ready("retrying")
-            self._record_success(batch, outputs)
+            self._record_success(batch, outputs, prepared.model)
             return
+
+    def _retry_after(self, exc: Exception, attempt: int, batch_size: int) -> None:
+        self.metrics.retries.labels(type(exc).__name__).inc()
+        self.health.set_not_ready("retrying", f"{type(exc).__name__}: {exc}")
+        delay = BACKOFF.delay(attempt)
+        log.warning(
+            "batch of %d failed (attempt %d: %s), retrying in %.1fs",
+            batch_size, attempt, exc, delay,
+        )  # fmt: skip
+        self._check_shutdown_bound(batch_size)
+        self._wait_paused(delay)
 
     def _check_shutdown_bound(self, batch_size: int) -> None:
         if self._stop_requested_at is None:
@@ -378,21 +444,24 @@ class ScorerRunner:
 
     def _deliver(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
         if self._exactly_once:
-            self._deliver_in_transaction(batch, outputs)
+            with self.metrics.stage("transaction"):
+                self._deliver_in_transaction(batch, outputs)
             return
-        self._producer.produce_all(outputs.messages)
-        while True:
-            try:
-                self._producer.flush_or_raise(timeout_s=1.0)
-                break
-            except FlushTimeout as exc:
-                # The broker is away; librdkafka keeps the messages and retries them. Wait
-                # (paused, staying in the group) instead of producing them a second time.
-                self.health.set_not_ready("flush", str(exc))
-                self._check_shutdown_bound(len(batch))
-                self._wait_paused(0.5)
+        with self.metrics.stage("produce"):
+            self._producer.produce_all(outputs.messages)
+            while True:
+                try:
+                    self._producer.flush_or_raise(timeout_s=1.0)
+                    break
+                except FlushTimeout as exc:
+                    # The broker is away; librdkafka keeps the messages and retries them. Wait
+                    # (paused, staying in the group) instead of producing them a second time.
+                    self.health.set_not_ready("flush", str(exc))
+                    self._check_shutdown_bound(len(batch))
+                    self._wait_paused(0.5)
         self.health.set_ready("flush")
-        self._commit(next_offsets(batch))
+        with self.metrics.stage("commit"):
+            self._commit(next_offsets(batch))
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         attempt = 0
@@ -419,7 +488,7 @@ class ScorerRunner:
                 self.metrics.retries.labels("CommitFailed").inc()
                 log.warning("commit failed (attempt %d): %s", attempt, error.str())
                 self._check_shutdown_bound(len(owned))
-                self._wait_paused(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+                self._wait_paused(BACKOFF.delay(attempt))
 
     def _deliver_in_transaction(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
         producer = self._producer.raw
@@ -449,9 +518,11 @@ class ScorerRunner:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _record_success(self, batch: list[Incoming], outputs: BatchOutputs) -> None:
+    def _record_success(
+        self, batch: list[Incoming], outputs: BatchOutputs, model: LoadedModel
+    ) -> None:
         self.metrics.batch_size.observe(len(batch))
-        self.metrics.events_scored.labels(self._watcher.current.version).inc(outputs.scored)
+        self.metrics.events_scored.labels(model.version).inc(outputs.scored)
         now_ms = time.time() * 1000
         for alert, ts_ms in zip(outputs.alerts, outputs.incoming_ts_ms, strict=True):
             self.metrics.alerts.labels(alert.typology.value, alert.mode).inc()

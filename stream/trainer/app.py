@@ -42,6 +42,7 @@ from schemas import LabelEvent, decode
 from schemas.errors import DecodeError
 from stream.context.store import ContextStore
 from stream.kafka.groups import GroupOffsetsUnavailable
+from stream.pipeline.retry import BACKOFF
 from stream.redis_client import connect
 from stream.scorer.app import mark_if_new, wait_for_context_store
 from stream.scorer.core import DeadLetter, Incoming, dead_letter_message
@@ -56,7 +57,6 @@ from stream.trainer.store import MAX_UNJOINED, CaseStore, RecordSampler
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 5.0
 EXIT_FATAL = 2
 EXIT_SHUTDOWN_TIMEOUT = 3
 
@@ -238,7 +238,7 @@ class TrainerWorker:
                 result = await fn(*args)
             except (*RETRIABLE, AIOKafkaError) as exc:  # Redis or the broker away: try again
                 attempt += 1
-                delay = min(0.1 * 2**attempt, MAX_BACKOFF_S)
+                delay = BACKOFF.delay(attempt)
                 self.health.set_not_ready("retrying", f"{type(exc).__name__}: {exc}")
                 log.warning("label processing failed (attempt %d: %s), retrying in %.1fs",
                             attempt, exc, delay)  # fmt: skip

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import LabelEvent
-from stream.context.errors import ContextStateLost, ContextUnavailable
+from stream.context.errors import ContextStateLost
 from stream.context.store import ContextStore
-from stream.scorer.records import RecordsUnavailable, ScoredRecordStore
+from stream.pipeline.retry import INFRASTRUCTURE_ERRORS
+from stream.scorer.records import ScoredRecordStore
 from stream.trainer.cases import JoinOutcome, join_labels
 from stream.trainer.errors import CasesUnavailable
 from stream.trainer.metrics import TrainerMetrics
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 # ContextStateLost: the namespace is not marked in use - Redis lost it, or a first start whose
 # scorer has not marked it yet. Either way the label waits (nothing was written) until a
 # scorer marks it: at its first start, or by an operator's --accept-context-loss.
-RETRIABLE = (ContextUnavailable, ContextStateLost, RecordsUnavailable, CasesUnavailable)
+RETRIABLE = (*INFRASTRUCTURE_ERRORS, ContextStateLost, CasesUnavailable)
 
 
 def _ms(moment: datetime) -> int:

@@ -22,11 +22,9 @@ from hypothesis import strategies as st
 
 from schemas import DecodeError, TransactionEvent, decode
 from schemas.codec import MAX_MESSAGE_BYTES, encode
+from schemas.dead_letter import H_ERROR, H_ERROR_TYPE, H_ORIGINAL_OMITTED
 from stream.scorer.core import (
     DLQ_MAX_ORIGINAL_BYTES,
-    H_ERROR,
-    H_ERROR_TYPE,
-    H_ORIGINAL_OMITTED,
     DeadLetter,
     Incoming,
     dead_letter_message,

@@ -25,16 +25,13 @@ from hypothesis import strategies as st
 
 from models.inference import LoadedModel, Predictions, load_model
 from schemas import TransactionEvent, alert_id_for
+from schemas.dead_letter import H_ERROR, H_ERROR_TYPE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
 from stream.context.features import ContextFeatures
 from stream.context.store import ContextStore, EventContext
 from stream.context.story import unpack_story
 from stream.narrative import Narrative
 from stream.scorer.app import narrator_for
 from stream.scorer.core import (
-    H_ERROR,
-    H_ERROR_TYPE,
-    H_SOURCE_OFFSET,
-    H_SOURCE_PARTITION,
     EventWindow,
     Incoming,
     Narrate,

@@ -15,16 +15,18 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from models.inference import load_model
 from models.reasons import FIGURES_REASON
 from schemas import Alert, TransactionEvent, alert_id_for, decode
-from stream.context.store import ContextStore
-from stream.redis_client import connect
-from stream.scorer.app import narrator_for
-from stream.scorer.core import (
+from schemas.dead_letter import (
     H_ERROR,
     H_ERROR_TYPE,
     H_SOURCE_OFFSET,
     H_SOURCE_PARTITION,
     H_SOURCE_TOPIC,
+    DeadLetterHeaders,
 )
+from schemas.score import Score
+from stream.context.store import ContextStore
+from stream.redis_client import connect
+from stream.scorer.app import narrator_for
 from stream.settings import ContextSettings, ModelSettings, RedisSettings, Settings
 
 from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
@@ -60,6 +62,8 @@ def test_events_in_expected_alerts_out_with_every_field(
         until=lambda ms: len({orjson.loads(m.value())["event_id"] for m in ms}) >= len(events),
     )
     scores = {s["event_id"]: s for s in (orjson.loads(m.value()) for m in score_messages)}
+    for message in score_messages:  # every score message is a valid Score (its JSON Schema)
+        decode(Score, message.value())
     expected_alerts = sum(1 for s in scores.values() if s["alerted"])
     alert_messages = consume_all(
         settings.kafka, settings.topics.alerts, until=lambda ms: len(ms) >= expected_alerts
@@ -182,6 +186,8 @@ def test_bad_input_goes_to_the_dlq_with_its_bytes_while_good_events_flow(
         assert expected_reason[case] in headers[H_ERROR].decode(), (case, headers[H_ERROR])
         assert headers[H_ERROR_TYPE] in (b"invalid_event", b"duplicate_event_id")
         assert headers[H_SOURCE_TOPIC].decode() == topic
+        typed = DeadLetterHeaders.from_kafka(message.headers() or [])
+        assert (typed.source_topic, typed.error_type) == (topic, headers[H_ERROR_TYPE].decode())
         source = read_at(
             settings, topic, int(headers[H_SOURCE_PARTITION]), int(headers[H_SOURCE_OFFSET])
         )

@@ -27,8 +27,8 @@ from confluent_kafka import Message
 
 from models.registry import Registry
 from schemas import LabelEvent, decode, encode
+from schemas.dead_letter import H_ERROR, H_SOURCE_TOPIC
 from stream.devenv import free_ports
-from stream.scorer.core import H_ERROR, H_SOURCE_TOPIC
 from stream.settings import ModelSettings, ScorerSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
 
