@@ -46,9 +46,11 @@ from typing import Any
 
 import numpy as np
 import orjson
+import torch
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.bench_model import machine
+from bench.budget import CpuMeter, budget_table, stage_budget
 from models.backbones import load_tokenizer
 from models.inference import LoadedModel, Predictions, from_classifier, load_model
 from models.registry import Registry, TrainingRecord
@@ -156,6 +158,10 @@ class RunResult:
     events_per_s: float
     batches: int
     mean_model_s_per_batch: float
+    stages: dict[str, dict[str, float]]
+    """Microseconds per event of each step of a batch (bench.budget.stage_budget)."""
+    process_cpu: dict[str, float]
+    """Microseconds of CPU per event of the scorer process, the broker and redis-server."""
 
 
 class TrivialModel:
@@ -187,6 +193,7 @@ def run_pipeline(
     delivery: str = "at_least_once",
     trivial: bool = False,
     emit_scores: bool = False,
+    servers: dict[str, int] | None = None,
 ) -> RunResult:
     """Fill a fresh topic, then time the scorer consuming all of it."""
     run = uuid.uuid4().hex[:8]
@@ -228,6 +235,8 @@ def run_pipeline(
     if trivial:
         app.watcher.current = TrivialModel(app.watcher.current)  # type: ignore[assignment]
     runner = app.runner
+    cpu = CpuMeter(dict(servers or {}))
+    cpu.start()
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     total = len(lines)
@@ -265,6 +274,8 @@ def run_pipeline(
         events_per_s=(last_n - first_n) / seconds if seconds > 0 else float("nan"),
         batches=int(count),
         mean_model_s_per_batch=total_s / max(count, 1),
+        stages=stage_budget(runner.metrics, total),
+        process_cpu=cpu.per_event(total),
     )
 
 
@@ -415,6 +426,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--registry", type=Path, help="score with this registry's champion")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="torch's threads for the model, in model-only and the pipelines (default: cores)",
+    )
     args = parser.parse_args()
     customers, days = (600, 10) if args.quick else (1500, 14)
 
@@ -442,7 +459,8 @@ def main() -> int:
                     [n.text for n in probe],
                     np.asarray([n.features for n in probe], np.float32),
                 )
-            model = load_model(ModelSettings(registry_dir=registry_root), batch_size=BATCH)
+            model_settings = ModelSettings(registry_dir=registry_root, cpu_threads=args.cpu_threads)
+            model = load_model(model_settings, batch_size=BATCH)
             narrate = narrator_for(model)
             built = [narrate(e, c) for e, c in zip(events, contexts, strict=False)]
             texts = [n.text for n in built]
@@ -452,12 +470,13 @@ def main() -> int:
             base = Settings(
                 kafka=broker.kafka_settings(),
                 redis=redis_server.redis_settings(),
-                model=ModelSettings(registry_dir=registry_root),
+                model=model_settings,
             )
             results: dict[str, Any] = {
                 "machine": machine(),
                 "events": len(lines),
                 "model": model.version,
+                "torch_threads": torch.get_num_threads(),
             }
             window = 5.0 if args.quick else 10.0
             reference = max(model_only(model, texts, features, BATCH, window / 2) for _ in range(2))
@@ -465,6 +484,11 @@ def main() -> int:
             print(f"model only, batch {BATCH}: {reference:,.0f} narratives/s", flush=True)
             # The model's own batching gain: what micro-batching can give at most, before any
             # per-batch cost of the pipeline (poll, flush, commit) is shared out.
+            started = time.perf_counter()
+            model.tokenizer(texts[:4096], truncation=True, max_length=model.config.max_length)
+            tokenise_us = (time.perf_counter() - started) / min(len(texts), 4096) * 1e6
+            results["tokenise_us_per_event"] = tokenise_us  # inside the model step
+            print(f"tokenising: {tokenise_us:.1f} µs per narrative", flush=True)
             single = model_only(model, texts, features, 1, window / 2)
             results["model_only_batch_1_per_s"] = single
             print(f"model only, batch 1: {single:,.0f} narratives/s", flush=True)
@@ -478,8 +502,9 @@ def main() -> int:
                 ("pipeline_trivial_model", {"batch_max_size": BATCH, "trivial": True}, lines),
                 ("pipeline_batch_1", {"batch_max_size": 1}, lines[: min(len(lines), 3000)]),
             ]
+            servers = {"broker": broker.pid or 0, "redis-server": redis_server.pid or 0}
             for name, kwargs, subset in runs:
-                result = run_pipeline(base, subset, **kwargs)
+                result = run_pipeline(base, subset, servers=servers, **kwargs)
                 results[name] = result.__dict__
                 print(
                     f"{name}: {result.events_per_s:,.0f} events/s "
@@ -512,6 +537,8 @@ def main() -> int:
     )
     m1 = results["model_only_batch_1_per_s"]
     print(f"| model only, batch 1 | {m1:,.0f} | model's own gain {reference / m1:.1f}x |")
+    print("\nper-event budget by step (µs per event; the model step's CPU is its calling thread)")
+    print("\n".join(budget_table({n: results[n] for n in ("pipeline", "pipeline_trivial_model")})))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
