@@ -57,9 +57,9 @@ from models.inference import LoadedModel, configure_cpu_threads, load_model, qua
 from models.registry import Registry
 from models.train import preset
 from models.workflow import Targets, evaluate_model, train_and_register
-from stream.context.features import FEATURE_NAMES, FEATURE_SETS
-from stream.narrative.builder import SEPARATOR
-from stream.narrative.story import memo_text
+from schemas.features import FEATURE_NAMES, FEATURE_SETS
+from schemas.narrative.builder import SEPARATOR
+from schemas.narrative.story import memo_text
 from stream.settings import ModelSettings
 
 TARGETS = Targets("alert_rate", 0.01, 0.5)

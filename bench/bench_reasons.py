@@ -45,9 +45,9 @@ from models.reasons import explain
 from models.registry import Registry
 from models.train import preset
 from models.workflow import Targets, train_and_register
+from schemas.narrative import NarrativeSpec, build_narrative
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer, ensure_redis_server_binary
-from stream.narrative import NarrativeSpec, build_narrative
 from stream.settings import ContextSettings, ModelSettings, Settings
 
 RESULTS = Path("bench/results/reasons.json")
@@ -108,7 +108,7 @@ def narratives_as_scored(sim: Path, settings: Settings, model: LoadedModel) -> N
     contexts = replay_contexts(events, read_labels(sim / "labels.jsonl"), settings)
     spec = NarrativeSpec.from_json(orjson.dumps(model.narrative_spec))
     built = [
-        build_narrative(e, c, spec)
+        build_narrative(e, c.features, spec, c.story)
         for e, c in tqdm(zip(events, contexts, strict=True), total=len(events), desc="narrate")
     ]
     return NarrativeSet(

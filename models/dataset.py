@@ -41,10 +41,10 @@ from models.examples import NarrativeSet, SplitData, split_by_dates, split_by_da
 from models.maturity import observed_label_delay_days
 from models.targets import label_targets
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
-from stream.context.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
+from schemas.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
+from schemas.narrative import build_narrative, fit_spec
+from schemas.story import pack_story, unpack_story
 from stream.context.store import ContextStore, EventContext
-from stream.context.story import pack_story, unpack_story
-from stream.narrative import build_narrative, fit_spec
 from stream.redis_client import connect
 from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, Settings
 
@@ -320,7 +320,8 @@ def build_split(
     rows = np.sort(np.concatenate(list(parts.values())))
     texts, clauses, features = [], [], []
     for row in tqdm(rows.tolist(), desc="narratives", disable=not progress):
-        built = build_narrative(events[row], contexts[row], spec)
+        context = contexts[row]
+        built = build_narrative(events[row], context.features, spec, context.story)
         texts.append(built.text)
         clauses.append([(c.id, c.text) for c in built.clauses])
         features.append(built.features)

@@ -37,8 +37,8 @@ from models.dataset import (
 from models.errors import ModelError
 from models.inference import LoadedModel
 from models.targets import resolve_labels
-from stream.context.features import FEATURE_NAMES, select_features
-from stream.narrative import NarrativeSpec, build_narrative, default_spec
+from schemas.features import FEATURE_NAMES, select_features
+from schemas.narrative import NarrativeSpec, build_narrative, default_spec
 from stream.settings import Settings
 
 _CHUNK = 4096
@@ -84,7 +84,7 @@ def score_data(
         range(0, len(events), _CHUNK), desc="scoring", unit="chunk", disable=not progress
     ):
         built = [
-            build_narrative(event, context, spec)
+            build_narrative(event, context.features, spec, context.story)
             for event, context in zip(
                 events[start : start + _CHUNK], contexts[start : start + _CHUNK], strict=True
             )

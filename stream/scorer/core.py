@@ -21,9 +21,9 @@ from schemas import Alert, DecodeError, Reason, TransactionEvent, Typology, aler
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.common import format_utc
-from stream.context.features import select_features
+from schemas.features import select_features
+from schemas.story import StoryEntry
 from stream.context.results import EventContext
-from stream.context.story import StoryEntry
 from stream.kafka.clients import OutgoingMessage
 
 # Header names on dead letters (the original headers are kept as they were, before these).

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from models.inference import LoadedModel, Predictions, load_model
 from schemas import TransactionEvent, alert_id_for
-from stream.context.features import ContextFeatures
+from schemas.features import ContextFeatures
+from schemas.narrative import Narrative
+from schemas.story import unpack_story
 from stream.context.store import ContextStore, EventContext
-from stream.context.story import unpack_story
-from stream.narrative import Narrative
 from stream.scorer.app import narrator_for
 from stream.scorer.core import (
     H_ERROR,

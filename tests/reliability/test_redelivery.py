@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from schemas import DecodeError, TransactionEvent, decode
 from schemas.alert import Alert
-from stream.context.features import ContextFeatures
+from schemas.features import ContextFeatures
 from stream.context.ops import MAX_CONTEXT_CENTS
 from stream.redis_client import connect
 from stream.scorer.core import H_ERROR, H_ERROR_TYPE
