@@ -55,12 +55,12 @@ from models.examples import NarrativeSet, SplitData
 from models.gbdt import train_gbdt
 from models.inference import LoadedModel, configure_cpu_threads, load_model, quantize_int8
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, evaluate_model, train_and_register
 from schemas.features import FEATURE_NAMES, FEATURE_SETS
 from schemas.narrative.builder import SEPARATOR
 from schemas.narrative.story import memo_text
-from stream.settings import ModelSettings
 
 TARGETS = Targets("alert_rate", 0.01, 0.5)
 RESULTS = Path(__file__).parent / "results" / "quality.json"

@@ -43,12 +43,13 @@ from models.examples import NarrativeSet
 from models.inference import LoadedModel, load_model
 from models.reasons import explain
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, train_and_register
 from schemas.narrative import NarrativeSpec, build_narrative
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer, ensure_redis_server_binary
-from stream.settings import ContextSettings, ModelSettings, Settings
+from stream.settings import ContextSettings, Settings
 
 RESULTS = Path("bench/results/reasons.json")
 VARIANTS: dict[str, frozenset[str]] = {

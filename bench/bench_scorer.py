@@ -52,6 +52,7 @@ from bench.bench_model import machine
 from models.backbones import load_tokenizer
 from models.inference import LoadedModel, Predictions, from_classifier, load_model
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import TrainConfig, build_model
 from schemas import TransactionEvent, Typology, decode
@@ -72,7 +73,6 @@ from stream.scorer.memory import freeze_startup_objects
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
-    ModelSettings,
     ScorerSettings,
     Settings,
     TopicSettings,

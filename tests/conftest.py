@@ -19,6 +19,7 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from models.settings import ModelSettings
 from stream.devenv import (
     KafkaBroker,
     RedisServer,
@@ -29,14 +30,7 @@ from stream.devenv import (
     kafka_version,
     resolve_redis_url,
 )
-from stream.settings import (
-    ContextSettings,
-    KafkaSettings,
-    ModelSettings,
-    RedisSettings,
-    Settings,
-    TopicSettings,
-)
+from stream.settings import ContextSettings, KafkaSettings, RedisSettings, Settings, TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BYO_KAFKA_ENV = "RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS"

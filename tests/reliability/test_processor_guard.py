@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.inference import LoadedModel, Predictions, load_model
+from models.settings import ModelSettings
 from schemas import TransactionEvent, alert_id_for
 from schemas.features import ContextFeatures
 from schemas.narrative import Narrative
@@ -42,7 +43,7 @@ from stream.scorer.core import (
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics
 from stream.scorer.records import ScoredRecordStore, record_key
-from stream.settings import ContextSettings, ModelSettings
+from stream.settings import ContextSettings
 
 from .hostile import MARKER, MUTATIONS, valid_event
 

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from models.inference import load_model
 from models.reasons import FIGURES_REASON
+from models.settings import ModelSettings
 from schemas import Alert, TransactionEvent, alert_id_for, decode
 from stream.context.store import ContextStore
 from stream.redis_client import connect
@@ -25,7 +26,7 @@ from stream.scorer.core import (
     H_SOURCE_PARTITION,
     H_SOURCE_TOPIC,
 )
-from stream.settings import ContextSettings, ModelSettings, RedisSettings, Settings
+from stream.settings import ContextSettings, RedisSettings, Settings
 
 from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
 
