@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.dataset import load_split
 from models.evaluate import evaluate
 from models.inference import LoadedModel, load_model
 from models.registry import REPLAY_FILE, Registry
@@ -55,6 +54,7 @@ from models.train import preset
 from models.workflow import Targets, train_and_register
 from schemas import LabelEvent, TransactionEvent, Typology, decode
 from stream.context.store import ContextStore
+from stream.datasets import load_split
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
 from stream.redis_client import connect

@@ -90,7 +90,8 @@ def simulate(out: Path, customers: int, days: int, seed: int) -> None:
 
 
 def dataset(sim_dir: Path) -> SplitData:
-    from models.dataset import CACHE_DIR_NAME, load_split
+    from models.dataset import CACHE_DIR_NAME
+    from stream.datasets import load_split
     from stream.devenv.process import free_ports
     from stream.devenv.redis_server import RedisServer
     from stream.settings import load_settings

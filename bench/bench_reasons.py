@@ -38,7 +38,7 @@ import orjson
 from tqdm import tqdm
 
 from bench.bench_feedback_loop import machine
-from models.dataset import load_split, read_events, read_labels, read_truth, replay_contexts
+from models.dataset import read_events, read_labels, read_truth
 from models.examples import NarrativeSet
 from models.inference import LoadedModel, load_model
 from models.reasons import explain
@@ -47,6 +47,7 @@ from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, train_and_register
 from schemas.narrative import NarrativeSpec, build_narrative
+from stream.datasets import load_split, replay_contexts
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer, ensure_redis_server_binary
 from stream.settings import ContextSettings, Settings

@@ -78,6 +78,10 @@ NIGHT_HOURS_UTC: Final = frozenset({0, 1, 2, 3, 4, 5})
 """Hours (UTC) that count as night. Events carry no customer time zone, so the clock is UTC;
 the simulator generates its daily rhythm in UTC for the same reason."""
 
+DEFAULT_LABEL_MATURITY_DAYS: Final = 7
+"""Label maturity when neither the settings nor the model name one: a week, the delay within
+which most card-fraud reports arrive (counterparty risk counts only events this old)."""
+
 # --- merchant categories ----------------------------------------------------------------------
 
 RISKY_MCCS: Final[dict[str, str]] = {

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.settings import ModelSettings
+from schemas.reference import DEFAULT_LABEL_MATURITY_DAYS
 
 # Per user, not per working directory: every command, run from any directory, finds the same
 # broker, Redis, model registry and runs. RISKSTREAM_HOME moves it (containers, tests, several
@@ -131,11 +132,6 @@ class RedisSettings(_Section):
         port = f":{parts.port}" if parts.port else ""
         user = parts.username or ""
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-
-
-DEFAULT_LABEL_MATURITY_DAYS = 7
-"""Label maturity when neither the settings nor the model name one: a week, the delay within
-which most card-fraud reports arrive."""
 
 
 class ContextSettings(_Section):

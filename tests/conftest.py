@@ -272,10 +272,10 @@ def trained_registry(
 ) -> Path:
     """A registry whose champion is a tiny student trained on ``training_sim`` with the real
     context store and narratives. Thresholds target a 5% alert rate so tests see alerts."""
-    from models.dataset import build_split
     from models.registry import Registry
     from models.train import preset
     from models.workflow import Targets, train_and_register
+    from stream.datasets import build_split
 
     root = tmp_path_factory.mktemp("registry")
     prebuilt = os.environ.get(PREBUILT_REGISTRY_ENV)
