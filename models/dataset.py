@@ -1,11 +1,6 @@
 """Training data from simulator output or a bank's imported history, built by the same code
 the scorer runs.
 
-This module is the pure part: reading the files, the targets, the day split, the narratives,
-and the cache of computed contexts. The contexts themselves come from the real ContextStore in
-Redis, which is the streaming side's: ``stream.datasets`` replays the events through it and
-calls into this module (``models`` never imports ``stream``).
-
     events.jsonl ──► ContextStore.update_batch (real Redis, throwaway namespace) ──► contexts
     labels.jsonl ──► ContextStore.apply_labels, each label once its label_time has passed
     truth.jsonl  ──► the target: each event's true typology (simulator output)
@@ -23,6 +18,11 @@ labels are partial and late by design, and the model is judged on what really ha
 Without it - ``riskstream data import`` output, a bank's history - they come from the labels:
 an event's label, or *legitimate* for an unlabelled event older than the label maturity;
 younger events are left out of every split (docs/your-data.md, ``models.targets``).
+
+This module is the pure part: reading the files, the targets, the day split, the narratives,
+and the cache of computed contexts. The contexts themselves come from the real ContextStore in
+Redis, which is the streaming side's: ``stream.datasets`` replays the events through it and
+calls into this module (``models`` never imports ``stream``).
 """
 
 from __future__ import annotations
