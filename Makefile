@@ -40,9 +40,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Stops the dev servers and removes this checkout's caches. The state under RISKSTREAM_HOME
 # (default ~/.riskstream: jars, the model registry, runs) is kept; delete it by hand if wanted.
 clean:
 	$(BIN)/riskstream dev down || true
-	rm -rf .riskstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .riskstream .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

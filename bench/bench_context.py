@@ -52,11 +52,11 @@ from tqdm.auto import tqdm
 
 from bench.machine import machine
 from schemas import TransactionEvent, decode
+from schemas.narrative import build_narrative, default_spec
 from stream.context import keys
 from stream.context.store import ContextLimits, ContextStore
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
-from stream.narrative import build_narrative, default_spec
 from stream.scorer.records import ScoredRecordStore, claim_key
 from stream.settings import ContextSettings
 from stream.simulate.config import SimulationConfig
@@ -147,7 +147,7 @@ def run_sequential(
         for batch in batches:
             contexts = store.update_batch(batch)
             for event, context in zip(batch, contexts, strict=True):
-                build_narrative(event, context, spec)
+                build_narrative(event, context.features, spec, context.story)
     return clock.rates(count, overlapped=False)
 
 
@@ -161,7 +161,7 @@ def run_pipelined(
         for k, batch in enumerate(batches):
             following = store.submit_batch(batches[k + 1]) if k + 1 < len(batches) else None
             for event, context in zip(batch, pending.result(), strict=True):
-                build_narrative(event, context, spec)
+                build_narrative(event, context.features, spec, context.story)
             if following is not None:
                 pending = following
     return clock.rates(count, overlapped=True)

@@ -46,14 +46,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.dataset import load_split
 from models.evaluate import evaluate
 from models.inference import LoadedModel, load_model
 from models.registry import REPLAY_FILE, Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, train_and_register
 from schemas import LabelEvent, TransactionEvent, Typology, decode
 from stream.context.store import ContextStore
+from stream.datasets import load_split
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
 from stream.redis_client import connect
@@ -62,7 +63,7 @@ from stream.scorer.core import Incoming
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchProcessor, OutputTopics
 from stream.scorer.records import ScoredRecord, ScoredRecordStore
-from stream.settings import ContextSettings, ModelSettings, Settings, TrainerSettings
+from stream.settings import ContextSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
 from stream.trainer.finetune import run_finetune
 from stream.trainer.ingest import LabelIngestor

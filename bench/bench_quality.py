@@ -55,12 +55,12 @@ from models.examples import NarrativeSet, SplitData
 from models.gbdt import train_gbdt
 from models.inference import LoadedModel, configure_cpu_threads, load_model, quantize_int8
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, evaluate_model, train_and_register
-from stream.context.features import FEATURE_NAMES, FEATURE_SETS
-from stream.narrative.builder import SEPARATOR
-from stream.narrative.story import memo_text
-from stream.settings import ModelSettings
+from schemas.features import FEATURE_NAMES, FEATURE_SETS
+from schemas.narrative.builder import SEPARATOR
+from schemas.narrative.story import memo_text
 
 TARGETS = Targets("alert_rate", 0.01, 0.5)
 RESULTS = Path(__file__).parent / "results" / "quality.json"
@@ -90,7 +90,8 @@ def simulate(out: Path, customers: int, days: int, seed: int) -> None:
 
 
 def dataset(sim_dir: Path) -> SplitData:
-    from models.dataset import CACHE_DIR_NAME, load_split
+    from models.dataset import CACHE_DIR_NAME
+    from stream.datasets import load_split
     from stream.devenv.process import free_ports
     from stream.devenv.redis_server import RedisServer
     from stream.settings import load_settings

@@ -38,17 +38,19 @@ import orjson
 from tqdm import tqdm
 
 from bench.bench_feedback_loop import machine
-from models.dataset import load_split, read_events, read_labels, read_truth, replay_contexts
+from models.dataset import read_events, read_labels, read_truth
 from models.examples import NarrativeSet
 from models.inference import LoadedModel, load_model
 from models.reasons import explain
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, train_and_register
+from schemas.narrative import NarrativeSpec, build_narrative
+from stream.datasets import load_split, replay_contexts
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer, ensure_redis_server_binary
-from stream.narrative import NarrativeSpec, build_narrative
-from stream.settings import ContextSettings, ModelSettings, Settings
+from stream.settings import ContextSettings, Settings
 
 RESULTS = Path("bench/results/reasons.json")
 VARIANTS: dict[str, frozenset[str]] = {
@@ -108,7 +110,7 @@ def narratives_as_scored(sim: Path, settings: Settings, model: LoadedModel) -> N
     contexts = replay_contexts(events, read_labels(sim / "labels.jsonl"), settings)
     spec = NarrativeSpec.from_json(orjson.dumps(model.narrative_spec))
     built = [
-        build_narrative(e, c, spec)
+        build_narrative(e, c.features, spec, c.story)
         for e, c in tqdm(zip(events, contexts, strict=True), total=len(events), desc="narrate")
     ]
     return NarrativeSet(

@@ -28,10 +28,10 @@ from confluent_kafka import Consumer
 from bench.bench_model import machine
 from bench.bench_scorer import committed, event_lines, infrastructure, produce
 from bench.budget import process_cpu_s
+from models.settings import ModelSettings
 from stream.devenv import ensure_topics, free_ports
 from stream.settings import (
     ContextSettings,
-    ModelSettings,
     ScorerSettings,
     Settings,
     TopicSettings,

@@ -54,10 +54,12 @@ from bench.budget import CpuMeter, budget_table, stage_budget
 from models.backbones import load_tokenizer
 from models.inference import LoadedModel, Predictions, from_classifier, load_model
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import TrainConfig, build_model
 from schemas import TransactionEvent, Typology, decode
-from stream.context.features import FEATURE_NAMES
+from schemas.features import FEATURE_NAMES
+from schemas.narrative import build_narrative, default_spec
 from stream.context.store import ContextStore
 from stream.devenv import (
     KafkaBroker,
@@ -67,14 +69,12 @@ from stream.devenv import (
     ensure_topics,
     free_ports,
 )
-from stream.narrative import build_narrative, default_spec
 from stream.redis_client import connect
 from stream.scorer.app import build_scorer, narrator_for
 from stream.scorer.memory import freeze_startup_objects
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
-    ModelSettings,
     ScorerSettings,
     Settings,
     TopicSettings,
@@ -452,7 +452,8 @@ def main() -> int:
             if args.registry is None:
                 spec = default_spec()
                 probe = [
-                    build_narrative(e, c, spec) for e, c in zip(events, contexts, strict=False)
+                    build_narrative(e, c.features, spec, c.story)
+                    for e, c in zip(events, contexts, strict=False)
                 ]
                 untrained_default_model(
                     registry_root,

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from bench.bench_model import machine
 from bench.bench_scorer import event_lines
+from models.settings import ModelSettings
 from stream.devenv import (
     KafkaBroker,
     RedisServer,
@@ -54,7 +55,6 @@ from stream.devenv import (
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
-    ModelSettings,
     ScorerSettings,
     Settings,
     TopicSettings,

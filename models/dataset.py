@@ -18,17 +18,21 @@ labels are partial and late by design, and the model is judged on what really ha
 Without it - ``riskstream data import`` output, a bank's history - they come from the labels:
 an event's label, or *legitimate* for an unlabelled event older than the label maturity;
 younger events are left out of every split (docs/your-data.md, ``models.targets``).
+
+This module is the pure part: reading the files, the targets, the day split, the narratives,
+and the cache of computed contexts. The contexts themselves come from the real ContextStore in
+Redis, which is the streaming side's: ``stream.datasets`` replays the events through it and
+calls into this module (``models`` never imports ``stream``).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -39,18 +43,16 @@ from tqdm.auto import tqdm
 from models.errors import DatasetError
 from models.examples import NarrativeSet, SplitData, split_by_dates, split_by_day
 from models.maturity import observed_label_delay_days
+from models.settings import ModelSettings
 from models.targets import label_targets
 from schemas import DecodeError, LabelEvent, TransactionEvent, Typology, decode
-from stream.context.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
-from stream.context.store import ContextStore, EventContext
-from stream.context.story import pack_story, unpack_story
-from stream.narrative import build_narrative, fit_spec
-from stream.redis_client import connect
-from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, Settings
+from schemas.features import FEATURE_NAMES, FEATURES_VERSION, ContextFeatures
+from schemas.narrative import build_narrative, fit_spec
+from schemas.reference import DEFAULT_LABEL_MATURITY_DAYS
+from schemas.story import StoryEntry, pack_story, unpack_story
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1000
 CACHE_DIR_NAME = "narratives"
 CONTEXTS_FILE = "contexts.parquet"
 
@@ -135,46 +137,25 @@ def label_maturity_days(labels: list[LabelEvent], quantile: float = 0.75) -> int
     return int(observed_label_delay_days((max(0.0, d) for d in delays), quantile, max_days=30))
 
 
-def replay_contexts(
-    events: list[TransactionEvent],
-    labels: list[LabelEvent],
-    settings: Settings,
-    *,
-    label_maturity: int | None = None,
-    progress: bool = True,
-) -> list[EventContext]:
-    """The EventContext of every event, computed by the real ContextStore on a throwaway
-    Redis namespace (deleted afterwards), with counterparty risk at ``label_maturity`` days
-    (default: the settings', else derived from ``labels``)."""
-    namespace = f"dataset-{secrets.token_hex(4)}"
-    context_settings = settings.context.model_copy(update={"namespace": namespace})
-    client = connect(settings.redis)
-    store = ContextStore(
-        client,
-        context_settings,
-        create_namespace=True,
-        label_maturity_days=label_maturity
-        or settings.context.label_maturity_days
-        or label_maturity_days(labels),
-    )
-    contexts: list[EventContext] = []
-    next_label = 0
-    try:
-        for start in tqdm(
-            range(0, len(events), _CHUNK), desc="context", unit="chunk", disable=not progress
-        ):
-            chunk = events[start : start + _CHUNK]
-            known = next_label
-            while known < len(labels) and labels[known].label_time <= chunk[0].event_time:
-                known += 1
-            if known > next_label:
-                store.apply_labels(labels[next_label:known])
-                next_label = known
-            contexts.extend(store.update_batch(chunk))
-    finally:
-        store.drop_namespace()
-        client.close()
-    return contexts
+class Context(Protocol):
+    """What a dataset needs of an event's context (``stream.context``'s EventContext has it)."""
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def features(self) -> ContextFeatures: ...
+
+    @property
+    def story(self) -> tuple[StoryEntry, ...]: ...
+
+
+class StoredContext(NamedTuple):
+    """A context read back from a dataset's cache (:func:`cached_contexts`)."""
+
+    event_id: str
+    features: ContextFeatures
+    story: tuple[StoryEntry, ...]
 
 
 TargetSource = Literal["auto", "truth", "labels"]
@@ -238,7 +219,7 @@ def event_targets(
     events: list[TransactionEvent],
     labels: list[LabelEvent],
     options: TargetOptions,
-    settings: Settings,
+    model: ModelSettings,
 ) -> tuple[list[Typology | None], dict[str, Any]]:
     """Each event's target (None: left out) and how they were made (for ``meta.json``)."""
     truth_path = data_dir / "truth.jsonl"
@@ -257,8 +238,8 @@ def event_targets(
             "fraud (import a bank's labels with `riskstream data import`)"
         )
     maturity, given_as = options.maturity_days, "--maturity-days"
-    if maturity is None and settings.model.target_maturity_days is not None:
-        maturity, given_as = settings.model.target_maturity_days, "model.target_maturity_days"
+    if maturity is None and model.target_maturity_days is not None:
+        maturity, given_as = model.target_maturity_days, "model.target_maturity_days"
     try:
         targets = label_targets(
             [e.event_id for e in events],
@@ -275,32 +256,19 @@ def event_targets(
     return targets.typologies, targets.summary()
 
 
-def build_split(
-    sim_dir: Path,
-    settings: Settings,
+def narrative_split(
+    events: list[TransactionEvent],
+    contexts: Sequence[Context],
+    typologies: list[Typology | None],
     *,
-    fractions: tuple[float, float] = (0.6, 0.2),
-    rule: SplitRule | None = None,
-    targets: TargetOptions = TargetOptions(),
-    cache_dir: Path | None = None,
+    rule: SplitRule,
+    label_maturity: int,
+    provenance: dict[str, Any],
     progress: bool = True,
 ) -> SplitData:
-    """Simulator or import output → day-split narratives (see the module docstring); cached
-    as Parquet in ``cache_dir`` (default ``sim_dir/narratives``). ``rule`` (default: by
-    ``fractions``) says how days split; events without a target are in no part."""
-
-    rule = rule or SplitRule(fractions=fractions)
-    events = read_events(sim_dir / "events.jsonl")
-    labels = read_labels(sim_dir / "labels.jsonl")
-    typologies, provenance = event_targets(sim_dir, events, labels, targets, settings)
-    cache = cache_dir or sim_dir / CACHE_DIR_NAME
-    maturity = settings.context.label_maturity_days or label_maturity_days(labels)
-    contexts = cached_contexts(cache / CONTEXTS_FILE, events, maturity)
-    if contexts is None:
-        contexts = replay_contexts(
-            events, labels, settings, label_maturity=maturity, progress=progress
-        )
-        save_contexts(cache / CONTEXTS_FILE, contexts, maturity)
+    """Events (sorted by time), their contexts (computed with counterparty risk at
+    ``label_maturity`` days) and targets -> day-split narratives (see the module docstring);
+    events without a target are in no part. ``provenance`` says how the targets were made."""
     days: list[date] = [e.event_time.date() for e in events]
     # Split the days that have events with a target: fractions are of those days (the young
     # days at the end, left out, would otherwise eat into the test part).
@@ -315,12 +283,15 @@ def build_split(
 
     # The spec's bucket edges come from the train days' features only; it records the label
     # maturity the contexts were computed with, so the scorer computes the same for the model.
-    spec = fit_spec((contexts[i].features for i in parts["train"]), label_maturity_days=maturity)
+    spec = fit_spec(
+        (contexts[i].features for i in parts["train"]), label_maturity_days=label_maturity
+    )
 
     rows = np.sort(np.concatenate(list(parts.values())))
     texts, clauses, features = [], [], []
     for row in tqdm(rows.tolist(), desc="narratives", disable=not progress):
-        built = build_narrative(events[row], contexts[row], spec)
+        context = contexts[row]
+        built = build_narrative(events[row], context.features, spec, context.story)
         texts.append(built.text)
         clauses.append([(c.id, c.text) for c in built.clauses])
         features.append(built.features)
@@ -333,7 +304,7 @@ def build_split(
         typologies=[typologies[row] or Typology.LEGITIMATE for row in rows],  # all known here
     )
     position = np.searchsorted(rows, np.arange(len(events)))
-    split = SplitData(
+    return SplitData(
         train=full.subset(position[parts["train"]]),
         validation=full.subset(position[parts["validation"]]),
         test=full.subset(position[parts["test"]]),
@@ -341,8 +312,6 @@ def build_split(
         narrative_spec=orjson.loads(spec.to_json()),
         provenance={**provenance, **rule.describe(), "events": len(events)},
     )
-    split.save(cache)
-    return split
 
 
 def _split_words(rule: SplitRule) -> str:
@@ -350,7 +319,7 @@ def _split_words(rule: SplitRule) -> str:
     return ", ".join(f"{k} {v}" for k, v in described.items() if k != "split" and v is not None)
 
 
-def save_contexts(path: Path, contexts: list[EventContext], label_maturity: int) -> None:
+def save_contexts(path: Path, contexts: Sequence[Context], label_maturity: int) -> None:
     """The replayed contexts as Parquet: replaying Redis is the slow step of a dataset, and
     the narratives can be rebuilt from these (a new narrative version) without it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +343,7 @@ def _context_meta(label_maturity: int) -> dict[str, str]:
 
 def cached_contexts(
     path: Path, events: list[TransactionEvent], label_maturity: int
-) -> list[EventContext] | None:
+) -> list[StoredContext] | None:
     """Contexts saved by :func:`save_contexts` for exactly these events, features version and
     label maturity, or None."""
     if not path.is_file():
@@ -389,19 +358,8 @@ def cached_contexts(
         log.warning("ignoring %s: it was computed for other events", path)
         return None
     return [
-        EventContext(event_id, ContextFeatures._make(row), False, unpack_story(story))
+        StoredContext(event_id, ContextFeatures._make(row), unpack_story(story))
         for event_id, row, story in zip(
             table["event_id"], table["features"], table["story"], strict=True
         )
     ]
-
-
-def load_split(path: Path, settings: Settings, *, progress: bool = True) -> SplitData:
-    """A dataset cache, or simulator output (built and cached on first use)."""
-    if (path / "meta.json").is_file():
-        return SplitData.load(path)
-    if (path / CACHE_DIR_NAME / "meta.json").is_file():
-        return SplitData.load(path / CACHE_DIR_NAME)
-    if (path / "events.jsonl").is_file():
-        return build_split(path, settings, progress=progress)
-    raise DatasetError(f"{path} is neither simulator output nor a dataset cache")

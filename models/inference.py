@@ -37,9 +37,9 @@ from models.classifier import (
 )
 from models.errors import ModelError
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.thresholds import Thresholds
 from schemas import Typology
-from stream.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from models.inference import LoadedModel
 from schemas import Reason
-from stream.narrative.builder import SEPARATOR
+from schemas.narrative.builder import SEPARATOR
 
 DESCRIPTIVE_CLAUSES: frozenset[str] = frozenset({"event"})
 """Clause ids that describe the event rather than give evidence about it (see the module doc);
@@ -58,7 +58,7 @@ class Clause(Protocol):
 
 
 class ExplainableNarrative(Protocol):
-    """What reasons need from a narrative (``stream.narrative.Narrative`` satisfies it)."""
+    """What reasons need from a narrative (``schemas.narrative.Narrative`` satisfies it)."""
 
     @property
     def text(self) -> str: ...
@@ -71,7 +71,7 @@ RemoveClause = Callable[[ExplainableNarrative, str], str]
 
 def remove_clause_text(narrative: ExplainableNarrative, clause_id: str) -> str:
     """The other clauses joined as the narrative builder joins them — for a
-    ``stream.narrative.Narrative`` exactly what ``narrative_without`` returns."""
+    ``schemas.narrative.Narrative`` exactly what ``narrative_without`` returns."""
     return SEPARATOR.join(c.text for c in narrative.clauses if c.id != clause_id)
 
 

@@ -12,10 +12,14 @@ production. ``alerted`` is ``score >= `` the alert threshold stored with the ver
 ``label`` is the event's resolved label (``models.targets.resolve_labels``; the simulator's
 truth when there is a truth file), null when it has none - scores of events whose outcome is
 not known yet are written too.
+
+This module is the pure part: ``stream.datasets.score_data`` computes the contexts (the real
+ContextStore needs Redis, the streaming side's) and calls :func:`score_table`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,56 +27,45 @@ import orjson
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from models.dataset import (
-    CACHE_DIR_NAME,
-    CONTEXTS_FILE,
-    cached_contexts,
-    label_maturity_days,
-    read_events,
-    read_labels,
-    read_truth,
-    replay_contexts,
-    save_contexts,
-)
+from models.dataset import Context, read_truth
 from models.errors import ModelError
 from models.inference import LoadedModel
 from models.targets import resolve_labels
-from stream.context.features import FEATURE_NAMES, select_features
-from stream.narrative import NarrativeSpec, build_narrative, default_spec
-from stream.settings import Settings
+from schemas import LabelEvent, TransactionEvent
+from schemas.features import FEATURE_NAMES, select_features
+from schemas.narrative import NarrativeSpec, build_narrative, default_spec
 
 _CHUNK = 4096
 SUFFIXES = (".parquet", ".csv")
 
 
-def score_data(
-    model: LoadedModel, data_dir: Path, settings: Settings, *, progress: bool = True
+def check_features(model: LoadedModel) -> None:
+    """Raise ModelError when a hybrid ``model`` reads features this code does not compute (a
+    model of an older features version reads its subset, by name)."""
+    if not model.hybrid:
+        return
+    try:
+        select_features(np.zeros((0, len(FEATURE_NAMES)), np.float32), model.feature_names)
+    except ValueError as exc:
+        raise ModelError(
+            f"model {model.version} reads features this version of riskstream does not "
+            f"compute ({exc}); retrain it"
+        ) from exc
+
+
+def score_table(
+    model: LoadedModel,
+    data_dir: Path,
+    events: list[TransactionEvent],
+    labels: list[LabelEvent],
+    contexts: Sequence[Context],
+    *,
+    progress: bool = True,
 ) -> pa.Table:
-    """The scores table of every event in ``data_dir/events.jsonl`` (see the module
-    docstring); the replayed contexts are cached like a dataset's."""
-    if model.hybrid:
-        try:  # a model of an older features version reads its subset, by name
-            select_features(np.zeros((0, len(FEATURE_NAMES)), np.float32), model.feature_names)
-        except ValueError as exc:
-            raise ModelError(
-                f"model {model.version} reads features this version of riskstream does not "
-                f"compute ({exc}); retrain it"
-            ) from exc
-    events = read_events(data_dir / "events.jsonl")
-    labels = read_labels(data_dir / "labels.jsonl")
-    cache = data_dir / CACHE_DIR_NAME / CONTEXTS_FILE
-    # counterparty risk at the maturity the model was trained with, as the scorer computes it
-    maturity = (
-        model.narrative_spec.get("label_maturity_days")
-        or settings.context.label_maturity_days
-        or label_maturity_days(labels)
-    )
-    contexts = cached_contexts(cache, events, maturity)
-    if contexts is None:
-        contexts = replay_contexts(
-            events, labels, settings, label_maturity=maturity, progress=progress
-        )
-        save_contexts(cache, contexts, maturity)
+    """The scores table of ``events`` (``data_dir/events.jsonl``) given their contexts, which
+    must be computed with counterparty risk at the model's own label maturity (see the module
+    docstring)."""
+    check_features(model)
     spec = (
         NarrativeSpec.from_json(orjson.dumps(model.narrative_spec))
         if model.narrative_spec
@@ -84,7 +77,7 @@ def score_data(
         range(0, len(events), _CHUNK), desc="scoring", unit="chunk", disable=not progress
     ):
         built = [
-            build_narrative(event, context, spec)
+            build_narrative(event, context.features, spec, context.story)
             for event, context in zip(
                 events[start : start + _CHUNK], contexts[start : start + _CHUNK], strict=True
             )

@@ -1,4 +1,4 @@
-"""Errors of the wire-format layer, and the base error every riskstream package derives from.
+"""Errors of the schemas layer, and the base error every riskstream package derives from.
 
 The base lives here because ``schemas`` is the lowest layer: ``stream`` and ``models`` both
 depend on it, so their own error types can share one root without an import cycle.
@@ -12,7 +12,8 @@ class RiskstreamError(Exception):
 
 
 class SchemaError(RiskstreamError):
-    """A wire-format problem."""
+    """Base of the schemas layer's errors: a wire format, or a data format built on it (the
+    context features, a story record, a narrative and its spec), used wrongly."""
 
 
 class DecodeError(SchemaError):

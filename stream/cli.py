@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from models.cli import model_app
 from stream.alerts.cli import alerts_app
 from stream.analyst.cli import analyst
 from stream.backtest.cli import backtest_app
@@ -18,6 +17,7 @@ from stream.devenv.cli import app as dev_app
 from stream.ingest.cli import data_app
 from stream.kafka.cli import topics_app
 from stream.logs import configure_logging
+from stream.model_cli import model_app
 from stream.replay.cli import replay_command
 from stream.scorer.cli import scorer
 from stream.settings import load_settings

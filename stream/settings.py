@@ -18,6 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.settings import ModelSettings
+from schemas.reference import DEFAULT_LABEL_MATURITY_DAYS
+
 # Per user, not per working directory: every command, run from any directory, finds the same
 # broker, Redis, model registry and runs. RISKSTREAM_HOME moves it (containers, tests, several
 # checkouts side by side).
@@ -131,11 +134,6 @@ class RedisSettings(_Section):
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
-DEFAULT_LABEL_MATURITY_DAYS = 7
-"""Label maturity when neither the settings nor the model name one: a week, the delay within
-which most card-fraud reports arrive."""
-
-
 class ContextSettings(_Section):
     """Rolling context kept in Redis (see stream/context)."""
 
@@ -189,30 +187,6 @@ class ContextSettings(_Section):
         le=64,
         description="Events each customer's story remembers (the narrative tells the newest of "
         "them that fit its length). Fixed within a namespace, like the context's other bounds.",
-    )
-
-
-class ModelSettings(_Section):
-    """Where models live and how they run."""
-
-    registry_dir: Path = Field(
-        Path("registry"),
-        description="Versioned model directories + champion; a relative path is under `home`.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto picks CUDA when a GPU is present."
-    )
-    cpu_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads on CPU; default: physical cores."
-    )
-    quantize_int8: bool = Field(False, description="Dynamic int8 quantisation on CPU.")
-    target_maturity_days: float | None = Field(
-        None,
-        ge=0,
-        description="Training and evaluation from labels (no truth file): an unlabelled event "
-        "counts as legitimate once this many days old, younger events are left out. None: "
-        "estimated from the data (the 90th percentile of the suspicious labels' delays, "
-        "models/maturity.py). Same meaning as trainer.negative_maturity_days.",
     )
 
 

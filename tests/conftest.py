@@ -19,6 +19,7 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from models.settings import ModelSettings
 from stream.devenv import (
     KafkaBroker,
     RedisServer,
@@ -29,14 +30,7 @@ from stream.devenv import (
     kafka_version,
     resolve_redis_url,
 )
-from stream.settings import (
-    ContextSettings,
-    KafkaSettings,
-    ModelSettings,
-    RedisSettings,
-    Settings,
-    TopicSettings,
-)
+from stream.settings import ContextSettings, KafkaSettings, RedisSettings, Settings, TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BYO_KAFKA_ENV = "RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS"
@@ -278,10 +272,10 @@ def trained_registry(
 ) -> Path:
     """A registry whose champion is a tiny student trained on ``training_sim`` with the real
     context store and narratives. Thresholds target a 5% alert rate so tests see alerts."""
-    from models.dataset import build_split
     from models.registry import Registry
     from models.train import preset
     from models.workflow import Targets, train_and_register
+    from stream.datasets import build_split
 
     root = tmp_path_factory.mktemp("registry")
     prebuilt = os.environ.get(PREBUILT_REGISTRY_ENV)

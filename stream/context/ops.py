@@ -14,17 +14,17 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 
 from schemas.common import Channel, Direction
+from schemas.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
 from schemas.label import LabelEvent
-from schemas.transaction import TransactionEvent
-from stream.context.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
-from stream.context.reference import (
+from schemas.reference import (
     HIGH_RISK_COUNTRIES,
     RISKY_MCCS,
     SMALL_AMOUNT_USD,
     amount_usd,
     is_near_threshold_usd,
 )
-from stream.context.story import event_kind
+from schemas.story import event_kind
+from schemas.transaction import TransactionEvent
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)

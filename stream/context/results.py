@@ -15,16 +15,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.transaction import TransactionEvent
-from stream.context.errors import ContextError
-from stream.context.features import (
+from schemas.features import (
     COUNTERPARTY_RECORD,
     CUSTOMER_RECORD,
     ContextFeatures,
     assemble,
 )
+from schemas.story import StoryEntry, decode_story, story_features
+from schemas.transaction import TransactionEvent
+from stream.context.errors import ContextError
 from stream.context.ops import EventOps
-from stream.context.story import StoryEntry, decode_story, story_features
 
 _CUSTOMER_VALUES: Final = struct.Struct("<" + "f" * len(CUSTOMER_RECORD))
 _COUNTERPARTY_RECORD: Final = struct.Struct("<B" + "f" * len(COUNTERPARTY_RECORD))

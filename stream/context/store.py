@@ -30,6 +30,8 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS as REDIS_SLOTS
 from redis.crc import key_slot
 
 from schemas.label import LabelEvent
+from schemas.reference import DEFAULT_LABEL_MATURITY_DAYS
+from schemas.story import ENTRY
 from schemas.transaction import TransactionEvent
 from stream.context import keys
 from stream.context.errors import (
@@ -54,9 +56,8 @@ from stream.context.results import (
     collect_marks,
     script_call,
 )
-from stream.context.story import ENTRY
 from stream.redis_client import AnyRedis
-from stream.settings import DEFAULT_LABEL_MATURITY_DAYS, ContextSettings
+from stream.settings import ContextSettings
 
 __all__ = [  # the result types (results.py) are part of this module's API
     "ContextLimits",

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas import Reason
+from schemas.features import FEATURE_NAMES
 from stream.alerts.view import format_amount
-from stream.context.features import FEATURE_NAMES
 from stream.scorer.records import RecordsUnavailable, ScoredRecord, ScoredRecordStore
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from models.errors import ModelError
 from models.inference import LoadedModel, load_model
 from models.registry import Registry
 from schemas import TransactionEvent
+from schemas.features import FEATURE_NAMES
+from schemas.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
 from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
-from stream.context.features import FEATURE_NAMES
 from stream.context.store import ContextStore, EventContext
 from stream.kafka.groups import GroupOffsetsUnavailable, committed_offsets
-from stream.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
 from stream.redis_client import connect
 from stream.scorer.core import AlertMode, Narrate
 from stream.scorer.errors import ScorerFatal
@@ -52,7 +52,7 @@ def narrator_for(model: LoadedModel) -> Narrate:
 
     def narrate(event: TransactionEvent, context: EventContext) -> Narrative:
         # the context's story too: models are trained on narratives that tell it
-        return build_narrative(event, context, spec)
+        return build_narrative(event, context.features, spec, context.story)
 
     return narrate
 

@@ -32,10 +32,10 @@ from schemas import (
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
 from schemas.dead_letter import DeadLetterHeaders
+from schemas.features import select_features
 from schemas.score import Score
-from stream.context.features import select_features
+from schemas.story import StoryEntry
 from stream.context.results import EventContext
-from stream.context.story import StoryEntry
 from stream.kafka.clients import OutgoingMessage
 
 if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries

@@ -27,9 +27,9 @@ from schemas import (
     TransactionEvent,
     Typology,
 )
-from stream.context.features import FEATURE_NAMES, ContextFeatures
+from schemas.features import FEATURE_NAMES, ContextFeatures
+from schemas.story import pack_story, unpack_story
 from stream.context.store import ContextStore, EventContext
-from stream.context.story import pack_story, unpack_story
 from stream.kafka.clients import OutgoingMessage
 from stream.scorer.core import (
     AlertMode,

@@ -2,7 +2,7 @@
 
 Events are generated as integer codes (an index into the tuples below) and turned into strings
 only when written, which keeps generation vectorised. The shared thresholds and lists (risky
-MCCs, high-risk countries, FX rates) come from :mod:`stream.context.reference`, so the simulator
+MCCs, high-risk countries, FX rates) come from :mod:`schemas.reference`, so the simulator
 injects exactly what the context store watches for.
 """
 
@@ -15,8 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas import Channel, CounterpartyType, Direction, Typology
-from schemas.reference import minor_unit_exponent
-from stream.context.reference import HIGH_RISK_COUNTRIES, RISKY_MCCS, USD_PER_UNIT
+from schemas.reference import HIGH_RISK_COUNTRIES, RISKY_MCCS, USD_PER_UNIT, minor_unit_exponent
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -269,7 +268,7 @@ def to_minor(usd: FloatArray, currency: IntArray) -> IntArray:
     return minor
 
 
-# ---- daily rhythm (hours UTC; see stream.context.reference.NIGHT_HOURS_UTC) --------------------
+# ---- daily rhythm (hours UTC; see schemas.reference.NIGHT_HOURS_UTC) --------------------
 def _profile(weights: list[float]) -> FloatArray:
     array: FloatArray = np.asarray(weights, dtype=np.float64)
     normalised: FloatArray = array / array.sum()

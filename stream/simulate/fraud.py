@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas import Typology
-from stream.context.reference import SMALL_AMOUNT_USD
+from schemas.reference import SMALL_AMOUNT_USD
 from stream.simulate import catalog as cat
 from stream.simulate.population import ONLINE, STORE
 from stream.simulate.scenario import Context, Party, Scenario

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 
 from schemas import Typology
-from stream.context.reference import NEAR_THRESHOLD_LOW_FRACTION, REPORTING_THRESHOLD_USD
+from schemas.reference import NEAR_THRESHOLD_LOW_FRACTION, REPORTING_THRESHOLD_USD
 from stream.simulate import catalog as cat
 from stream.simulate.scenario import Context, Party
 

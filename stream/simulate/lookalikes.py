@@ -18,7 +18,7 @@ import datetime as dt
 import numpy as np
 
 from schemas import Typology
-from stream.context.reference import REPORTING_THRESHOLD_USD
+from schemas.reference import REPORTING_THRESHOLD_USD
 from stream.simulate import catalog as cat
 from stream.simulate.laundering import dormancy_window
 from stream.simulate.population import ONLINE, STORE, SUBSCRIPTION

@@ -40,10 +40,10 @@ from models.train import TrainConfig, train
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
 from schemas import TransactionEvent, Typology, decode
 from schemas.errors import DecodeError
-from stream.context.features import FEATURE_NAMES, ContextFeatures, select_features
-from stream.context.story import unpack_story
-from stream.narrative import NarrativeSpec, build_narrative, default_spec
-from stream.narrative.builder import SEPARATOR
+from schemas.features import FEATURE_NAMES, ContextFeatures, select_features
+from schemas.narrative import NarrativeSpec, build_narrative, default_spec
+from schemas.narrative.builder import SEPARATOR
+from schemas.story import unpack_story
 from stream.redis_client import connect
 from stream.scorer.records import ScoredRecord
 from stream.settings import Settings, TrainerSettings

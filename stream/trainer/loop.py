@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from models.errors import ModelError
 from models.registry import Registry
-from stream.context.features import FEATURE_NAMES
+from schemas.features import FEATURE_NAMES
 from stream.scorer.model_source import announce_champion
 from stream.settings import Settings, to_env
 from stream.trainer import drift

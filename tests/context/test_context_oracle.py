@@ -28,9 +28,8 @@ from schemas import (
     TransactionEvent,
     Typology,
 )
-from stream.context.features import FEATURE_NAMES, ContextFeatures
-from stream.context.ops import epoch_ms
-from stream.context.reference import (
+from schemas.features import FEATURE_NAMES, ContextFeatures
+from schemas.reference import (
     HIGH_RISK_COUNTRIES,
     NEAR_THRESHOLD_LOW_USD,
     REPORTING_THRESHOLD_USD,
@@ -38,6 +37,7 @@ from stream.context.reference import (
     SMALL_AMOUNT_USD,
     amount_usd,
 )
+from stream.context.ops import epoch_ms
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from schemas import Channel, CounterpartyType, Direction, LabelEvent, LabelSource, Typology
+from schemas.narrative import build_narrative, default_spec
 from stream.context import keys
 from stream.context.store import ContextLimits
-from stream.narrative import build_narrative, default_spec
 
 pytestmark = pytest.mark.integration
 
@@ -180,8 +180,12 @@ def test_a_replay_in_a_fresh_namespace_yields_identical_narratives(make_event, m
     live_store, replay_store = make_store(), make_store("-replay")
     live = [c for s in range(0, 200, 64) for c in live_store.update_batch(events[s : s + 64])]
     replay = replay_store.update_batch(events)
-    live_text = [build_narrative(e, c, spec) for e, c in zip(events, live, strict=True)]
-    replay_text = [build_narrative(e, c, spec) for e, c in zip(events, replay, strict=True)]
+    live_text = [
+        build_narrative(e, c.features, spec, c.story) for e, c in zip(events, live, strict=True)
+    ]
+    replay_text = [
+        build_narrative(e, c.features, spec, c.story) for e, c in zip(events, replay, strict=True)
+    ]
     assert live_text == replay_text
     assert len({n.text for n in live_text}) > 20  # the narratives do vary
 

@@ -9,9 +9,7 @@ import pytest
 from redis.crc import key_slot
 
 from schemas import Channel, Direction
-from schemas.reference import COUNTRY_CODES, CURRENCY_CODES
-from stream.context import keys
-from stream.context.features import (
+from schemas.features import (
     CHANNEL_CODES,
     COUNTERPARTY_RECORD,
     CUSTOMER_RECORD,
@@ -22,6 +20,16 @@ from stream.context.features import (
     ContextFeatures,
     assemble,
 )
+from schemas.reference import (
+    COUNTRY_CODES,
+    CURRENCY_CODES,
+    HIGH_RISK_COUNTRIES,
+    USD_PER_UNIT,
+    amount_usd,
+    is_near_threshold_usd,
+)
+from schemas.story import STORY_FEATURES
+from stream.context import keys
 from stream.context.ops import (
     F_CASH_IN,
     F_ECOMMERCE,
@@ -34,13 +42,6 @@ from stream.context.ops import (
     epoch_ms,
     event_ops,
 )
-from stream.context.reference import (
-    HIGH_RISK_COUNTRIES,
-    USD_PER_UNIT,
-    amount_usd,
-    is_near_threshold_usd,
-)
-from stream.context.story import STORY_FEATURES
 
 
 def test_all_keys_of_an_entity_share_one_cluster_slot() -> None:

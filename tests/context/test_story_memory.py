@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from schemas import Channel, CounterpartyType, Direction, TransactionEvent
+from schemas.story import STORY_FEATURES, StoryEntry
 from stream.context.store import ContextStore
-from stream.context.story import STORY_FEATURES, StoryEntry
 from stream.devenv import RedisServer, free_ports
 from stream.redis_client import connect
 from stream.settings import ContextSettings, RedisSettings

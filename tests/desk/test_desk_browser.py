@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from schemas import LabelEvent, LabelSource, Typology, decode, encode
-from stream.context.features import FEATURE_NAMES
+from schemas.features import FEATURE_NAMES
 from stream.desk.outbox import label_id_for, record_disposition
 from stream.desk.tables import AlertRow, User
 from stream.devenv import free_ports

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.dataset import build_split
 from models.inference import load_model
 from models.reasons import FIGURES_REASON, explain
 from models.registry import Registry
+from models.settings import ModelSettings
 from models.train import preset
 from models.workflow import Targets, train_and_register
-from stream.settings import ModelSettings, RedisSettings, Settings
+from stream.datasets import build_split
+from stream.settings import RedisSettings, Settings
 from stream.simulate.config import SimulationConfig
 from stream.simulate.engine import simulate
 from stream.simulate.writers import write_files

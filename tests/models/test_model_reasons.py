@@ -1,5 +1,5 @@
 from models.reasons import remove_clause_text
-from stream.narrative import Clause, Narrative, narrative_without
+from schemas.narrative import Clause, Narrative, narrative_without
 
 
 def test_occlusion_hides_a_clause_exactly_as_the_narrative_builder_does() -> None:

@@ -12,8 +12,8 @@ from models.errors import ModelLoadError, RegistryError, UnsafeModelFormat
 from models.examples import NarrativeSet
 from models.inference import from_classifier, load_model
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import Thresholds
-from stream.settings import ModelSettings
 
 Save = Callable[..., str]
 

@@ -14,7 +14,7 @@ from models.inference import from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
 from models.train import TrainResult, distill_loss, improves, preset, train
-from stream.narrative import Clause, Narrative
+from schemas.narrative import Clause, Narrative
 
 
 def narrative_at(data: NarrativeSet, row: int) -> Narrative:

@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 
 from schemas import Channel, CounterpartyType, Direction, TransactionEvent
-from stream.context.features import FEATURE_NAMES, ContextFeatures
-from stream.context.reference import RISKY_MCCS
-from stream.narrative import (
+from schemas.features import FEATURE_NAMES, ContextFeatures
+from schemas.narrative import (
     CLAUSE_ORDER,
     Narrative,
     build_narrative,
     default_spec,
     narrative_without,
 )
-from stream.narrative.builder import _clause_texts
-from stream.narrative.tokens import narrative_tokens
-from stream.narrative.words import EVENT_PHRASES, RISKY_CATEGORY_WORDS, nth, quantity
+from schemas.narrative.builder import _clause_texts
+from schemas.narrative.tokens import narrative_tokens
+from schemas.narrative.words import EVENT_PHRASES, RISKY_CATEGORY_WORDS, nth, quantity
+from schemas.reference import RISKY_MCCS
 
 DIGITS = set("0123456789")
 

@@ -12,10 +12,10 @@ import random
 from datetime import UTC, datetime
 
 from schemas import Channel, CounterpartyType, Direction, TransactionEvent
-from stream.context.features import FEATURE_NAMES, FEATURE_SETS, ContextFeatures
-from stream.context.reference import RISKY_MCCS
-from stream.narrative import NarrativeSpec, build_narrative, default_spec
-from stream.narrative.spec import LEVELED_N1
+from schemas.features import FEATURE_NAMES, FEATURE_SETS, ContextFeatures
+from schemas.narrative import NarrativeSpec, build_narrative, default_spec
+from schemas.narrative.spec import LEVELED_N1
+from schemas.reference import RISKY_MCCS
 
 N1_DEFAULT_VERSION = "n1.f1-a68d6dc47a"
 N1_GOLDEN_SHA256 = "4c927f6711b195fdab4a290b86d0d348e6a74552b8473e6a9671b522bd0c05c8"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.context.features import FEATURE_NAMES
-from stream.narrative import TEMPLATE_VERSION, NarrativeSpec, SpecError, default_spec, fit_spec
-from stream.narrative.spec import LEVELED, MIN_ROWS_TO_FIT
+from schemas.features import FEATURE_NAMES
+from schemas.narrative import TEMPLATE_VERSION, NarrativeSpec, SpecError, default_spec, fit_spec
+from schemas.narrative.spec import LEVELED, MIN_ROWS_TO_FIT
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -66,8 +66,8 @@ def test_version_names_the_template_and_the_edges(tmp_path: Path) -> None:
     assert a.version != b.version
     assert a.version.startswith(TEMPLATE_VERSION + ".")
     path = tmp_path / "spec.json"
-    a.save(path)
-    loaded = NarrativeSpec.load(path)
+    path.write_text(a.to_json(), encoding="utf-8")
+    loaded = NarrativeSpec.from_json(path.read_bytes())
     assert loaded == a
     assert loaded.version == a.version
 

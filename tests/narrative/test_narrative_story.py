@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Channel, CounterpartyType, Direction
-from stream.context.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
-from stream.context.story import StoryEntry
-from stream.narrative import build_narrative, default_spec
-from stream.narrative.builder import SEPARATOR
-from stream.narrative.story import MEMO_MAX_CHARS, MEMO_PREFIX, sanitise_memo, when
-from stream.narrative.tokens import narrative_tokens
+from schemas.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
+from schemas.narrative import build_narrative, default_spec
+from schemas.narrative.builder import SEPARATOR
+from schemas.narrative.story import MEMO_MAX_CHARS, MEMO_PREFIX, sanitise_memo, when
+from schemas.narrative.tokens import narrative_tokens
+from schemas.story import StoryEntry
 from tests.narrative.test_narrative_builder import DIGITS, event, features, random_features
 
 HOSTILE_MEMOS = (

@@ -26,6 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.settings import ModelSettings
 from schemas import Alert, TransactionEvent, alert_id_for, decode
 from stream.context.store import ContextStore
 from stream.devenv import free_ports
@@ -35,7 +36,6 @@ from stream.scorer.records import ScoredRecordStore
 from stream.settings import (
     ContextSettings,
     KafkaSettings,
-    ModelSettings,
     RedisSettings,
     ScorerSettings,
     Settings,

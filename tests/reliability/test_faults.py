@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from models.dataset import build_split
 from models.inference import load_model
 from models.registry import Registry, check_safe_formats
+from models.settings import ModelSettings
+from stream.datasets import build_split
 from stream.devenv import KafkaBroker, RedisServer
-from stream.settings import ContextSettings, ModelSettings, Settings, to_env
+from stream.settings import ContextSettings, Settings, to_env
 
 from .harness import (
     Accounting,

@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.inference import LoadedModel, Predictions, load_model
+from models.settings import ModelSettings
 from schemas import TransactionEvent, alert_id_for
 from schemas.dead_letter import H_ERROR, H_ERROR_TYPE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
-from stream.context.features import ContextFeatures
+from schemas.features import ContextFeatures
+from schemas.narrative import Narrative
+from schemas.story import unpack_story
 from stream.context.store import ContextStore, EventContext
-from stream.context.story import unpack_story
-from stream.narrative import Narrative
 from stream.scorer.app import narrator_for
 from stream.scorer.core import (
     EventWindow,
@@ -39,7 +40,7 @@ from stream.scorer.core import (
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics
 from stream.scorer.records import ScoredRecordStore, record_key
-from stream.settings import ContextSettings, ModelSettings
+from stream.settings import ContextSettings
 
 from .hostile import MARKER, MUTATIONS, valid_event
 

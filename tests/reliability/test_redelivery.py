@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from schemas import DecodeError, TransactionEvent, decode
 from schemas.alert import Alert
 from schemas.dead_letter import H_ERROR, H_ERROR_TYPE
-from stream.context.features import ContextFeatures
+from schemas.features import ContextFeatures
 from stream.context.ops import MAX_CONTEXT_CENTS
 from stream.redis_client import connect
 from stream.scorer.records import ScoredRecordStore

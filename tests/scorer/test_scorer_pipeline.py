@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from models.inference import load_model
 from models.reasons import FIGURES_REASON
+from models.settings import ModelSettings
 from schemas import Alert, TransactionEvent, alert_id_for, decode
 from schemas.dead_letter import (
     H_ERROR,
@@ -27,7 +28,7 @@ from schemas.score import Score
 from stream.context.store import ContextStore
 from stream.redis_client import connect
 from stream.scorer.app import narrator_for
-from stream.settings import ContextSettings, ModelSettings, RedisSettings, Settings
+from stream.settings import ContextSettings, RedisSettings, Settings
 
 from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from schemas import Typology
-from stream.context.reference import (
+from schemas.reference import (
     HIGH_RISK_COUNTRIES,
     NEAR_THRESHOLD_LOW_USD,
     REPORTING_THRESHOLD_USD,

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from schemas import LabelEvent, LabelSource, Typology
-from stream.context.features import FEATURE_NAMES
+from schemas.features import FEATURE_NAMES
 from stream.scorer.records import ScoredRecord
 from stream.settings import KafkaSettings, Settings, to_env
 from stream.trainer.cases import LabelledCase

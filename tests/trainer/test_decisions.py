@@ -16,18 +16,12 @@ from confluent_kafka import Consumer
 
 from models.backbones import load_tokenizer
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import build_model, preset
 from stream.context.store import ContextStore
 from stream.scorer.records import ScoredRecordStore
-from stream.settings import (
-    ContextSettings,
-    KafkaSettings,
-    ModelSettings,
-    Settings,
-    TopicSettings,
-    TrainerSettings,
-)
+from stream.settings import ContextSettings, KafkaSettings, Settings, TopicSettings, TrainerSettings
 from stream.trainer.ingest import LabelIngestor
 from stream.trainer.loop import FeedbackLoop
 from stream.trainer.metrics import TrainerMetrics

@@ -26,10 +26,11 @@ import pytest
 from confluent_kafka import Message
 
 from models.registry import Registry
+from models.settings import ModelSettings
 from schemas import LabelEvent, decode, encode
 from schemas.dead_letter import H_ERROR, H_SOURCE_TOPIC
 from stream.devenv import free_ports
-from stream.settings import ModelSettings, ScorerSettings, Settings, TrainerSettings
+from stream.settings import ScorerSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
 
 from .conftest import WorkerProcess, consume_all, produce_values, read_jsonl, wait_for

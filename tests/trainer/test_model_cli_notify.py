@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from models.backbones import load_tokenizer
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import build_model, preset
 from stream.cli import app
-from stream.settings import KafkaSettings, ModelSettings, Settings, TopicSettings, to_env
+from stream.settings import KafkaSettings, Settings, TopicSettings, to_env
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,11 @@ import numpy as np
 from models.backbones import load_tokenizer
 from models.inference import LoadedModel, load_model
 from models.registry import Registry, TrainingRecord
+from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import build_model, preset
 from stream.scorer.model_source import ChampionWatcher
-from stream.settings import ModelSettings, Settings
+from stream.settings import Settings
 
 T = TypeVar("T")
 

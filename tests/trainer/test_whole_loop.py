@@ -25,9 +25,10 @@ import pytest
 from confluent_kafka import Consumer
 
 from models.registry import Registry
+from models.settings import ModelSettings
 from stream.devenv import free_ports
 from stream.redis_client import connect
-from stream.settings import ModelSettings, ScorerSettings, Settings, TrainerSettings, to_env
+from stream.settings import ScorerSettings, Settings, TrainerSettings, to_env
 from stream.trainer.store import MAX_UNJOINED, CaseStore
 
 from .conftest import WorkerProcess, wait_for

@@ -16,7 +16,7 @@ import struct
 from itertools import pairwise
 from typing import Final, NamedTuple
 
-from stream.context.reference import SMALL_AMOUNT_USD
+from schemas.reference import SMALL_AMOUNT_USD
 
 ENTRY: Final = struct.Struct("<IHbBBI")
 """time (s), amount (log2(1 + USD) in 1/2048), z-score (quarters), kind, novelty, cp hash."""

@@ -1,6 +1,9 @@
 """``riskstream model ...``: build training data, train, distil, evaluate and manage versions.
 
-torch and transformers are imported inside the commands, so ``riskstream --help`` stays fast.
+The commands are the streaming side's: they read the settings, build datasets through the
+context store in Redis (``stream.datasets``) and announce champions on Kafka; the work itself is
+``models``'. torch and transformers are imported inside the commands, so ``riskstream --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ def dataset_command(
     Events go through the real context store (Redis, in a throwaway namespace) with labels
     applied as they become known, then through the narrative builder. Targets are the truth
     file's, or come from the labels and the label maturity (docs/your-data.md)."""
-    from models.dataset import SplitRule, TargetOptions, build_split
+    from models.dataset import SplitRule, TargetOptions
+    from stream.datasets import build_split
 
     if targets not in ("auto", "truth", "labels"):
         raise typer.BadParameter(f"--targets: auto, truth or labels, not {targets!r}")
@@ -217,10 +221,10 @@ def train_command(
 
     Trains on the earliest days, early-stops and calibrates thresholds on the next ones,
     reports metrics on the last ones."""
-    from models.dataset import load_split
     from models.inference import load_model
     from models.train import preset as make_preset
     from models.workflow import Targets, train_and_register
+    from stream.datasets import load_split
 
     settings = load_settings()
     overrides: dict[str, Any] = {"seed": seed}
@@ -279,9 +283,9 @@ def eval_command(
     """Evaluate a version: PR-AUC, ROC-AUC, recalls, per-typology recall, PNG plots.
 
     Recall is reported at the alert budget and at the target precision."""
-    from models.dataset import load_split
     from models.inference import load_model
     from models.workflow import Targets, evaluate_model
+    from stream.datasets import load_split
 
     settings = load_settings()
     try:
@@ -317,7 +321,8 @@ def score_command(
     event's label (null: none known) to Parquet or CSV - for notebooks."""
     from models.errors import ModelError
     from models.inference import load_model
-    from models.scoring import score_data, write_scores
+    from models.scoring import write_scores
+    from stream.datasets import score_data
 
     settings = load_settings()
     try:

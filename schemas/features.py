@@ -5,7 +5,7 @@ hybrid model's numeric path and the GBDT baseline read directly.
 and refuses a vector in another order. Append new features at the end of a group and bump
 ``FEATURES_VERSION``; never reorder.
 
-Conventions: amounts in USD at the fixed rates of :mod:`stream.context.reference`; windows are
+Conventions: amounts in USD at the fixed rates of :mod:`schemas.reference`; windows are
 "as of the event's own time, the event included" (so the first outbound of an hour has
 ``out_count_1h == 1``); ``-1`` means "no such thing" (no previous event, no inbound yet, no
 round trip); ``*_code`` features are categorical (see the mappings below). 1h and 24h customer
@@ -139,7 +139,7 @@ class ContextFeatures(NamedTuple):
     cp_days_since_fraud: float  # since its latest event labelled fraud (label known); -1 if none
 
     # --- the customer's story (STORY_FEATURES: computed in Python from the last events that
-    # customer.lua remembers, see stream/context/story.py) -------------------------------
+    # customer.lua remembers, see schemas/story.py) -------------------------------
     story_events: float  # remembered events before this one (up to story_events)
     story_span_s: float  # from the oldest of them to this event
     story_min_gap_s: float  # shortest gap between consecutive ones, this included; -1 if none

@@ -13,15 +13,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from schemas.common import CounterpartyType, Direction
-from schemas.transaction import TransactionEvent
-from stream.context.features import FEATURE_NAMES, ContextFeatures
-from stream.context.reference import NIGHT_HOURS_UTC, REPORTING_THRESHOLD_USD
-from stream.context.store import EventContext
-from stream.context.story import StoryEntry
-from stream.narrative.spec import NarrativeSpec
-from stream.narrative.story import entry_text, memo_text
-from stream.narrative.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, clause_tokens
-from stream.narrative.words import (
+from schemas.features import FEATURE_NAMES, ContextFeatures
+from schemas.narrative.spec import NarrativeSpec
+from schemas.narrative.story import entry_text, memo_text
+from schemas.narrative.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, clause_tokens
+from schemas.narrative.words import (
     AMOUNT_LEVELS,
     COUNTERPARTY_NOUNS,
     CUSTOMER_LEVELS,
@@ -34,6 +30,9 @@ from stream.narrative.words import (
     nth,
     quantity,
 )
+from schemas.reference import NIGHT_HOURS_UTC, REPORTING_THRESHOLD_USD
+from schemas.story import StoryEntry
+from schemas.transaction import TransactionEvent
 
 SEPARATOR: Final = "; "
 
@@ -124,16 +123,12 @@ def _clause(clause_id: str, text: str) -> tuple[Clause, int]:
 
 def build_narrative(
     event: TransactionEvent,
-    context: EventContext | ContextFeatures,
+    f: ContextFeatures,
     spec: NarrativeSpec,
-    story: tuple[StoryEntry, ...] | None = None,
+    story: tuple[StoryEntry, ...] = (),
 ) -> Narrative:
-    """Narrate ``event`` in the light of ``context`` (an EventContext, or its features and
-    ``story``: the story an EventContext carries, else none)."""
-    if isinstance(context, EventContext):
-        f, story = context.features, context.story if story is None else story
-    else:
-        f, story = context, story or ()
+    """Narrate ``event`` in the light of its context features ``f`` and the customer's
+    ``story`` (the remembered events before it, newest first; none: no story clauses)."""
     budget = spec.max_tokens - SPECIAL_TOKENS + SEPARATOR_TOKENS  # the first clause has no ";"
     n2 = spec.template_version != "n1"
     memo = memo_text(event.memo) if n2 else ""

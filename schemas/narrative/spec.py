@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from itertools import pairwise
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 import orjson
 
-from stream.context.features import FEATURE_NAMES, FEATURE_SETS, FEATURES_VERSION
-from stream.narrative.errors import SpecError
+from schemas.features import FEATURE_NAMES, FEATURE_SETS, FEATURES_VERSION
+from schemas.narrative.errors import SpecError
 
 TEMPLATE_VERSION: Final = "n2"
 """The template new specs are fitted for. Bump on any change of clause wording, order or rules:
@@ -181,19 +180,12 @@ class NarrativeSpec:
             )
         return spec
 
-    def save(self, path: Path) -> None:
-        path.write_text(self.to_json() + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> NarrativeSpec:
-        return cls.from_json(path.read_bytes())
-
 
 @lru_cache(maxsize=1)
 def default_spec() -> NarrativeSpec:
     """Edges for use before any training (hand-set, see docs/narratives.md); shipped as
-    ``stream/narrative/default_spec.json``."""
-    text = (resources.files("stream.narrative") / "default_spec.json").read_bytes()
+    ``schemas/narrative/default_spec.json``."""
+    text = (resources.files("schemas.narrative") / "default_spec.json").read_bytes()
     return NarrativeSpec.from_json(text)
 
 

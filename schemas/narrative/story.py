@@ -15,10 +15,10 @@ import unicodedata
 from typing import Final
 
 from schemas.common import Direction
-from stream.context.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
-from stream.context.story import StoryEntry
-from stream.narrative.spec import NarrativeSpec
-from stream.narrative.words import AMOUNT_LEVELS, COUNTERPARTY_NOUNS, STORY_PHRASES
+from schemas.features import CHANNEL_CODES, COUNTERPARTY_TYPE_CODES
+from schemas.narrative.spec import NarrativeSpec
+from schemas.narrative.words import AMOUNT_LEVELS, COUNTERPARTY_NOUNS, STORY_PHRASES
+from schemas.story import StoryEntry
 
 MEMO_MAX_CHARS: Final = 40
 """The reference is cut (at a word boundary) to this many characters; measured to keep p99

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from stream.errors import StreamError
+from schemas.errors import SchemaError
 
 
-class NarrativeError(StreamError):
+class NarrativeError(SchemaError):
     """A narrative cannot be built as asked."""
 
 

@@ -1,0 +1,170 @@
+"""Datasets and score tables from event files, through the real context store.
+
+The scorer computes an event's context in Redis (``stream.context``); a dataset or a table of
+scores must see the same context, so it replays the events through the same ContextStore, on a
+throwaway namespace, applying each label once its ``label_time`` has passed. That replay is
+this module; everything else - reading the files, targets, the day split, the narratives, the
+cache of contexts, the scores - is ``models.dataset`` and ``models.scoring``, which know
+nothing of Redis or the settings.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from models.dataset import (
+    CACHE_DIR_NAME,
+    CONTEXTS_FILE,
+    Context,
+    SplitRule,
+    TargetOptions,
+    cached_contexts,
+    event_targets,
+    label_maturity_days,
+    narrative_split,
+    read_events,
+    read_labels,
+    save_contexts,
+)
+from models.errors import DatasetError
+from models.examples import SplitData
+from models.inference import LoadedModel
+from models.scoring import check_features, score_table
+from schemas import LabelEvent, TransactionEvent
+from stream.context.store import ContextStore, EventContext
+from stream.redis_client import connect
+from stream.settings import Settings
+
+_CHUNK = 1000
+
+
+def replay_contexts(
+    events: list[TransactionEvent],
+    labels: list[LabelEvent],
+    settings: Settings,
+    *,
+    label_maturity: int | None = None,
+    progress: bool = True,
+) -> list[EventContext]:
+    """The EventContext of every event, computed by the real ContextStore on a throwaway
+    Redis namespace (deleted afterwards), with counterparty risk at ``label_maturity`` days
+    (default: the settings', else derived from ``labels``)."""
+    namespace = f"dataset-{secrets.token_hex(4)}"
+    context_settings = settings.context.model_copy(update={"namespace": namespace})
+    client = connect(settings.redis)
+    store = ContextStore(
+        client,
+        context_settings,
+        create_namespace=True,
+        label_maturity_days=label_maturity
+        or settings.context.label_maturity_days
+        or label_maturity_days(labels),
+    )
+    contexts: list[EventContext] = []
+    next_label = 0
+    try:
+        for start in tqdm(
+            range(0, len(events), _CHUNK), desc="context", unit="chunk", disable=not progress
+        ):
+            chunk = events[start : start + _CHUNK]
+            known = next_label
+            while known < len(labels) and labels[known].label_time <= chunk[0].event_time:
+                known += 1
+            if known > next_label:
+                store.apply_labels(labels[next_label:known])
+                next_label = known
+            contexts.extend(store.update_batch(chunk))
+    finally:
+        store.drop_namespace()
+        client.close()
+    return contexts
+
+
+def _contexts(
+    cache: Path,
+    events: list[TransactionEvent],
+    labels: list[LabelEvent],
+    settings: Settings,
+    label_maturity: int,
+    progress: bool,
+) -> list[Context]:
+    """The contexts cached in ``cache`` for these events and maturity, else replayed (and
+    cached)."""
+    cached = cached_contexts(cache, events, label_maturity)
+    if cached is not None:
+        return list(cached)
+    replayed = replay_contexts(
+        events, labels, settings, label_maturity=label_maturity, progress=progress
+    )
+    save_contexts(cache, replayed, label_maturity)
+    return list(replayed)
+
+
+def build_split(
+    sim_dir: Path,
+    settings: Settings,
+    *,
+    fractions: tuple[float, float] = (0.6, 0.2),
+    rule: SplitRule | None = None,
+    targets: TargetOptions | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> SplitData:
+    """Simulator or import output -> day-split narratives (``models.dataset``); cached as
+    Parquet in ``cache_dir`` (default ``sim_dir/narratives``). ``rule`` (default: by
+    ``fractions``) says how days split, ``targets`` (default: the truth file if there is one)
+    where targets come from; events without a target are in no part."""
+    rule = rule or SplitRule(fractions=fractions)
+    events = read_events(sim_dir / "events.jsonl")
+    labels = read_labels(sim_dir / "labels.jsonl")
+    typologies, provenance = event_targets(
+        sim_dir, events, labels, targets or TargetOptions(), settings.model
+    )
+    cache = cache_dir or sim_dir / CACHE_DIR_NAME
+    maturity = settings.context.label_maturity_days or label_maturity_days(labels)
+    contexts = _contexts(cache / CONTEXTS_FILE, events, labels, settings, maturity, progress)
+    split = narrative_split(
+        events,
+        contexts,
+        typologies,
+        rule=rule,
+        label_maturity=maturity,
+        provenance=provenance,
+        progress=progress,
+    )
+    split.save(cache)
+    return split
+
+
+def load_split(path: Path, settings: Settings, *, progress: bool = True) -> SplitData:
+    """A dataset cache, or simulator output (built and cached on first use)."""
+    if (path / "meta.json").is_file():
+        return SplitData.load(path)
+    if (path / CACHE_DIR_NAME / "meta.json").is_file():
+        return SplitData.load(path / CACHE_DIR_NAME)
+    if (path / "events.jsonl").is_file():
+        return build_split(path, settings, progress=progress)
+    raise DatasetError(f"{path} is neither simulator output nor a dataset cache")
+
+
+def score_data(
+    model: LoadedModel, data_dir: Path, settings: Settings, *, progress: bool = True
+) -> pa.Table:
+    """The scores table of every event in ``data_dir/events.jsonl`` (``models.scoring``); the
+    replayed contexts are cached like a dataset's."""
+    check_features(model)
+    events = read_events(data_dir / "events.jsonl")
+    labels = read_labels(data_dir / "labels.jsonl")
+    # counterparty risk at the maturity the model was trained with, as the scorer computes it
+    maturity = (
+        model.narrative_spec.get("label_maturity_days")
+        or settings.context.label_maturity_days
+        or label_maturity_days(labels)
+    )
+    cache = data_dir / CACHE_DIR_NAME / CONTEXTS_FILE
+    contexts = _contexts(cache, events, labels, settings, maturity, progress)
+    return score_table(model, data_dir, events, labels, contexts, progress=progress)
