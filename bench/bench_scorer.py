@@ -427,6 +427,11 @@ def main() -> int:
     parser.add_argument("--registry", type=Path, help="score with this registry's champion")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--only",
+        help="comma-separated runs to do (pipeline, pipeline_exactly_once, "
+        "pipeline_trivial_model, pipeline_batch_1, latency); default: all",
+    )
+    parser.add_argument(
         "--cpu-threads",
         type=int,
         default=None,
@@ -503,6 +508,8 @@ def main() -> int:
                 ("pipeline_trivial_model", {"batch_max_size": BATCH, "trivial": True}, lines),
                 ("pipeline_batch_1", {"batch_max_size": 1}, lines[: min(len(lines), 3000)]),
             ]
+            wanted = set(args.only.split(",")) if args.only else None
+            runs = [run for run in runs if wanted is None or run[0] in wanted]
             servers = {"broker": broker.pid or 0, "redis-server": redis_server.pid or 0}
             for name, kwargs, subset in runs:
                 result = run_pipeline(base, subset, servers=servers, **kwargs)
@@ -518,28 +525,32 @@ def main() -> int:
                 model_only(model, texts, features, BATCH, window / 2) for _ in range(2)
             )
             results["model_only_after_per_s"] = reference_after
-            pipeline_rate = results["pipeline"]["events_per_s"]
-            half = pipeline_rate / 2
-            latency_lines = lines[: int(min(len(lines), half * (20 if args.quick else 40)))]
-            results["latency"] = latency_run(base, latency_lines, half)
-            print(f"latency at {half:,.0f} events/s: {results['latency']}", flush=True)
+            if wanted is None or "latency" in wanted:
+                pipeline_rate = results["pipeline"]["events_per_s"]
+                half = pipeline_rate / 2
+                latency_lines = lines[: int(min(len(lines), half * (20 if args.quick else 40)))]
+                results["latency"] = latency_run(base, latency_lines, half)
+                print(f"latency at {half:,.0f} events/s: {results['latency']}", flush=True)
 
     ref = statistics.mean([results["model_only_per_s"], results["model_only_after_per_s"]])
     print("\n| figure | events/s | ratio |")
     print("| --- | ---: | ---: |")
     print(f"| model only, batch {BATCH} (reference, mean of before/after) | {ref:,.0f} | 1.00 |")
     for name in ("pipeline", "pipeline_exactly_once", "pipeline_trivial_model"):
-        rate = results[name]["events_per_s"]
-        print(f"| {name} | {rate:,.0f} | {rate / ref:.2f} |")
-    b1 = results["pipeline_batch_1"]["events_per_s"]
-    print(
-        f"| pipeline_batch_1 | {b1:,.0f} | "
-        f"batching gain {results['pipeline']['events_per_s'] / b1:.1f}x |"
-    )
+        if name in results:
+            rate = results[name]["events_per_s"]
+            print(f"| {name} | {rate:,.0f} | {rate / ref:.2f} |")
+    if "pipeline_batch_1" in results and "pipeline" in results:
+        b1 = results["pipeline_batch_1"]["events_per_s"]
+        print(
+            f"| pipeline_batch_1 | {b1:,.0f} | "
+            f"batching gain {results['pipeline']['events_per_s'] / b1:.1f}x |"
+        )
     m1 = results["model_only_batch_1_per_s"]
     print(f"| model only, batch 1 | {m1:,.0f} | model's own gain {reference / m1:.1f}x |")
     print("\nper-event budget by step (µs per event; the model step's CPU is its calling thread)")
-    print("\n".join(budget_table({n: results[n] for n in ("pipeline", "pipeline_trivial_model")})))
+    budgeted = [n for n in ("pipeline", "pipeline_trivial_model") if n in results]
+    print("\n".join(budget_table({n: results[n] for n in budgeted})))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

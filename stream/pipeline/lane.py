@@ -42,6 +42,15 @@ class ModelLane(Generic[Batch, Scores]):
             self._held = (prepared, self._executor.submit(self._score, prepared))
         return scored
 
+    def take_if_done(self) -> tuple[Batch, Scores] | None:
+        """The batch in the lane with its scores if its model call has finished (the lane is
+        then empty); None if the lane is empty or still busy."""
+        held = self._held
+        if held is None or not held[1].done():
+            return None
+        self._held = None
+        return held[0], held[1].result()
+
     def close(self) -> None:
         """Wait for a model call still running (at most one batch's model time) and stop the
         worker; a batch still held is dropped (it was not committed: reprocessed)."""

@@ -405,7 +405,9 @@ class Replay:
                 # The model scores this batch on the lane while the previous one is finished
                 # here: the same overlap as the live scorer (stream.pipeline.lane).
                 prepared = _retrying(
-                    partial(processor.prepare, batch, self.model), "batch", _nothing
+                    partial(self._prepare, processor, lane, batch, records, producer, files, bar),
+                    "batch",
+                    _nothing,
                 )
                 scored = lane.push(prepared)
                 if scored is not None:
@@ -413,6 +415,24 @@ class Replay:
             scored = lane.push(None)
             if scored is not None:
                 self._complete(processor, *scored, records, producer, files, bar)
+
+    def _prepare(
+        self,
+        processor: BatchProcessor,
+        lane: ModelLane[PreparedBatch, ModelScores],
+        batch: list[Incoming],
+        records: ScoreCapture,
+        producer: TrackedProducer,
+        files: RunFiles,
+        bar: tqdm[Any],
+    ) -> PreparedBatch:
+        """Step 1 of ``batch``; the batch in the lane is finished while Redis applies this
+        one's context if the model is done with it (as the live scorer does)."""
+        begun = processor.begin(batch, self.model)
+        scored = lane.take_if_done()
+        if scored is not None:
+            self._complete(processor, *scored, records, producer, files, bar)
+        return processor.complete(begun)
 
     def _complete(
         self,

@@ -35,7 +35,7 @@ from schemas.dead_letter import DeadLetterHeaders
 from schemas.features import select_features
 from schemas.score import Score
 from schemas.story import StoryEntry
-from stream.context.results import EventContext
+from stream.context.results import EventContext, PendingContexts
 from stream.kafka.clients import OutgoingMessage
 
 if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries
@@ -123,6 +123,23 @@ class Scored:
     @property
     def event(self) -> TransactionEvent:
         return self.decoded.event
+
+
+@dataclass(frozen=True)
+class BegunBatch:
+    """A batch after step 1a (``BatchProcessor.begin``): decoded, claimed, its context
+    update submitted to Redis and not yet awaited."""
+
+    batch: list[Incoming]
+    model: LoadedModel
+    dead: list[DeadLetter]
+    kept: list[Decoded]
+    recorded: dict[str, ScoredRecord]
+    contexts: dict[str, EventContext]
+    """The redeliveries' recorded contexts; the rest come from ``pending``."""
+    pending: PendingContexts
+    started: float
+    """``time.perf_counter()`` when the context update began."""
 
 
 @dataclass(frozen=True)

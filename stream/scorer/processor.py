@@ -12,7 +12,6 @@ on. Only infrastructure errors (Redis, the broker) fail a batch, to be retried w
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,15 +23,16 @@ from models.reasons import explain
 from schemas import (
     Alert,
     Reason,
-    TransactionEvent,
     Typology,
 )
 from schemas.features import FEATURE_NAMES, ContextFeatures
 from schemas.story import pack_story, unpack_story
+from stream.context.results import PendingContexts
 from stream.context.store import ContextStore, EventContext
 from stream.kafka.clients import OutgoingMessage
 from stream.scorer.core import (
     AlertMode,
+    BegunBatch,
     DeadLetter,
     Decoded,
     EventWindow,
@@ -55,7 +55,7 @@ from stream.scorer.core import (
     score_message,
 )
 from stream.scorer.metrics import ScorerMetrics
-from stream.scorer.records import ScoredRecord, ScoredRecordStore
+from stream.scorer.records import ScoredRecord, ScoredRecordStore, reusable
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +139,45 @@ class BatchProcessor:
 
     def prepare(self, batch: list[Incoming], model: LoadedModel) -> PreparedBatch:
         """Step 1, on the caller's thread: decode, claim, update the context in Redis,
-        narrate. Calls for one consumer must come in batch order - context updates are
-        applied in the order prepared. Raises ContextUnavailable / RecordsUnavailable
-        (retry with the same batch)."""
+        narrate (``begin`` then ``complete``). Calls for one consumer must come in batch
+        order - context updates are applied in the order begun. Raises ContextUnavailable /
+        RecordsUnavailable (retry with the same batch)."""
+        return self.complete(self.begin(batch, model))
+
+    def begin(self, batch: list[Incoming], model: LoadedModel) -> BegunBatch:
+        """Step 1a: decode, claim, and hand the context update to Redis without waiting for
+        it - the caller can finish an earlier batch while Redis applies this one."""
         with self.metrics.stage("decode"):
             decoded, dead = decode_batch(batch, self._window)
         with self.metrics.stage("claim"):
             kept, recorded, refused = self._claim(decoded)
         dead.extend(refused)
-
         started = time.perf_counter()
         with self.metrics.stage("context"):
-            contexts, failed = self._contexts(model, kept, recorded)
-        self.metrics.context_latency.observe(time.perf_counter() - started)
+            contexts, pending, failed = self._submit_contexts(model, kept, recorded)
         dead.extend(failed)
-        kept = [d for d in kept if d.event.event_id in contexts]
+        return BegunBatch(batch, model, dead, kept, recorded, contexts, pending, started)
+
+    def complete(self, begun: BegunBatch) -> PreparedBatch:
+        """Step 1b: wait for the context update, then narrate."""
+        model, dead, contexts = begun.model, list(begun.dead), dict(begun.contexts)
+        with self.metrics.stage("context"):
+            applied = begun.pending.result()
+        self.metrics.context_latency.observe(time.perf_counter() - begun.started)
+        duplicates = sum(1 for c in applied if c.duplicate)
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
+        contexts.update((c.event_id, c) for c in applied)
+        kept = [d for d in begun.kept if d.event.event_id in contexts]
 
         with self.metrics.stage("narrative"):
             narrated, failed = self._narrated(model, kept, contexts)
             dead.extend(failed)
-            reused, to_model = self._split_recorded(model, narrated, recorded)
+            reused, to_model = self._split_recorded(model, narrated, begun.recorded)
             self._canary(model)  # built here: ``score`` may run on another thread
-        return PreparedBatch(batch, model, dead, contexts, recorded, narrated, reused, to_model)
+        return PreparedBatch(
+            begun.batch, model, dead, contexts, begun.recorded, narrated, reused, to_model
+        )
 
     def score(self, prepared: PreparedBatch) -> ModelScores:
         """Step 2, every model call of the batch: scores for the events without a recorded
@@ -272,19 +289,19 @@ class BatchProcessor:
                 continue
             kept.append(item)
             record = claim.record
-            if first is not None and record is not None and _reusable(record, item.event):
+            if first is not None and record is not None and reusable(record, item.event):
                 recorded[item.event.event_id] = record
         if recorded:
             self.metrics.duplicates.inc(len(recorded))
         return kept, recorded, dead
 
-    def _contexts(
+    def _submit_contexts(
         self, model: LoadedModel, kept: list[Decoded], recorded: dict[str, ScoredRecord]
-    ) -> tuple[dict[str, EventContext], list[DeadLetter]]:
+    ) -> tuple[dict[str, EventContext], PendingContexts, list[DeadLetter]]:
         """Each event's context: the recorded one (features and story) for a redelivery whose
         record was written, otherwise from the context store (which recognises the rest of a
-        redelivered batch by its dedupe memory, story included). Counterparty risk follows
-        the label maturity ``model`` was trained with."""
+        redelivered batch by its dedupe memory, story included) - submitted, not awaited.
+        Counterparty risk follows the label maturity ``model`` was trained with."""
         contexts = {
             event_id: EventContext(
                 event_id,
@@ -307,12 +324,8 @@ class BatchProcessor:
                 pending.append(item)
                 prepared.append(ops)
         self._store.follow_model_maturity(model.narrative_spec.get("label_maturity_days"))
-        applied = self._store.update_batch([d.event for d in pending], prepared)
-        duplicates = sum(1 for c in applied if c.duplicate)
-        if duplicates:
-            self.metrics.duplicates.inc(duplicates)
-        contexts.update((c.event_id, c) for c in applied)
-        return contexts, dead
+        submitted = self._store.submit_batch([d.event for d in pending], prepared)
+        return contexts, submitted, dead
 
     def _narrated(
         self, model: LoadedModel, kept: list[Decoded], contexts: dict[str, EventContext]
@@ -481,25 +494,3 @@ class BatchProcessor:
                 )
             )
         return records
-
-
-def _reusable(record: ScoredRecord, event: TransactionEvent) -> bool:
-    """A record describes this redelivered event in this feature layout, with its story (one
-    written before an upgrade that changed the features, or without a typology probability,
-    is not used: the event is processed again, its context recognised by the dedupe memory if
-    it can be)."""
-    return (
-        record.customer_id == event.customer_id
-        and len(record.features) == len(FEATURE_NAMES)
-        and record.typology_probability is not None
-        and _story_readable(record.story)
-    )
-
-
-def _story_readable(story: str) -> bool:
-    """The record's story decodes (``pack_story`` hex; empty: the customer's first event)."""
-    try:
-        unpack_story(bytes.fromhex(story))
-    except (ValueError, TypeError, struct.error):
-        return False
-    return True

@@ -14,6 +14,7 @@ reuse and a dead letter (docs/scorer.md, "Idempotency").
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +24,9 @@ import redis.cluster
 import redis.exceptions as rexc
 from redis.crc import key_slot
 
+from schemas import TransactionEvent
+from schemas.features import FEATURE_NAMES
+from schemas.story import unpack_story
 from stream.context.errors import ContextStateLost
 from stream.context.keys import marker_key, slot_marker_key
 from stream.redis_client import AnyRedis
@@ -234,3 +238,25 @@ class ScoredRecordStore:
         except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError) as exc:
             raise RecordsUnavailable(f"Redis unavailable for scored records: {exc}") from exc
         return [ScoredRecord.from_bytes(raw) if raw else None for raw in raw_values]
+
+
+def reusable(record: ScoredRecord, event: TransactionEvent) -> bool:
+    """A record describes this redelivered event in this feature layout, with its story (one
+    written before an upgrade that changed the features, or without a typology probability,
+    is not used: the event is processed again, its context recognised by the dedupe memory if
+    it can be)."""
+    return (
+        record.customer_id == event.customer_id
+        and len(record.features) == len(FEATURE_NAMES)
+        and record.typology_probability is not None
+        and story_readable(record.story)
+    )
+
+
+def story_readable(story: str) -> bool:
+    """The record's story decodes (``pack_story`` hex; empty: the customer's first event)."""
+    try:
+        unpack_story(bytes.fromhex(story))
+    except (ValueError, TypeError, struct.error):
+        return False
+    return True

@@ -27,7 +27,9 @@ order, so context updates, outputs and commits keep the order of the sequential 
 only thing that runs ahead is the next batch's context update, which is idempotent per event
 id and, were the worker to die, reprocessed from the last commit like any batch in hand.
 While a batch is in the lane, the next one also closes when the lane comes free, so an event
-waits for at most one model call it is not part of.
+waits for at most one model call it is not part of. And when the model is done with batch n
+by the time batch n+1's context update is handed to Redis (a fast model), batch n is
+delivered while Redis works, instead of after: the Redis wait overlaps the delivery.
 """
 
 from __future__ import annotations
@@ -359,14 +361,21 @@ class ScorerRunner:
 
     def _prepare_until_done(self, batch: list[Incoming]) -> PreparedBatch | None:
         """Step 1 of ``batch`` (decode, claims, context, narratives), retried while Redis is
-        away. None: every partition of the batch moved on meanwhile."""
+        away. None: every partition of the batch moved on meanwhile. Batches are finished in
+        order whichever of this and ``_advance`` finishes the previous one."""
         attempt = 0
         while True:
             batch = self._owned(batch)
             if not batch:
                 return None
             try:
-                return self._processor.prepare(batch, self._watcher.current)
+                begun = self._processor.begin(batch, self._watcher.current)
+                # While Redis applies this batch's context: deliver the batch in the lane if
+                # the model is done with it (a fast model's lane is idle anyway).
+                scored = self._lane.take_if_done()
+                if scored is not None:
+                    self._finish_until_done(*scored)
+                return self._processor.complete(begun)
             except RETRIABLE as exc:
                 attempt += 1
                 self._retry_after(exc, attempt, len(batch))

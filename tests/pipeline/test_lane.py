@@ -81,3 +81,27 @@ def test_close_waits_for_the_running_call_and_drops_the_held_batch() -> None:
     lane.close()
     assert finished.is_set()
     assert lane.busy is None
+
+
+def test_take_if_done_hands_back_a_finished_batch_only() -> None:
+    release = threading.Event()
+
+    def score(batch: int) -> int:
+        assert release.wait(10)
+        return batch + 100
+
+    lane: ModelLane[int, int] = ModelLane(score)
+    try:
+        assert lane.take_if_done() is None  # empty
+        lane.push(1)
+        assert lane.take_if_done() is None  # still scoring
+        release.set()
+        busy = lane.busy
+        assert busy is not None
+        busy.result(10)
+        assert lane.take_if_done() == (1, 101)
+        assert lane.busy is None
+        assert lane.push(None) is None  # taken: nothing left to hand back
+    finally:
+        release.set()
+        lane.close()
