@@ -20,6 +20,7 @@ pickled.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -269,6 +270,34 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     )
 
 
+@dataclass(frozen=True)
+class AutocastPlan:
+    """How a training step runs: its forward pass under autocast to ``dtype`` (None: plain
+    fp32), and whether the loss is scaled before backward - needed for fp16 only, whose narrow
+    exponent range flushes small gradients to zero."""
+
+    dtype: torch.dtype | None
+    scale_gradients: bool
+
+
+def autocast_plan(device: torch.device, *, bf16_supported: bool | None = None) -> AutocastPlan:
+    """fp32 off CUDA; on CUDA bf16 where the GPU has it (fp32's exponent range: no scaler),
+    fp16 with a gradient scaler where it does not. ``bf16_supported`` None asks the GPU."""
+    if device.type != "cuda":
+        return AutocastPlan(dtype=None, scale_gradients=False)
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if bf16_supported:
+        return AutocastPlan(dtype=torch.bfloat16, scale_gradients=False)
+    return AutocastPlan(dtype=torch.float16, scale_gradients=True)
+
+
+def _autocast(plan: AutocastPlan) -> contextlib.AbstractContextManager[Any]:
+    if plan.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=plan.dtype)
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warmup to the peak, then cosine decay to a tenth of it at ``max_steps``."""
     peak = config.peak_lr()
@@ -379,6 +408,9 @@ def train(
         )
     model.to(device)
     optimizer = _optimizer(model, config)
+    plan = autocast_plan(device)
+    # Disabled (fp32, bf16) it passes everything through: the step is a plain one.
+    scaler = torch.amp.GradScaler("cuda", enabled=plan.scale_gradients)
 
     # Training rows and their loss weights (see the module docstring).
     rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
@@ -426,7 +458,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
 
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            with _autocast(plan):
                 logits = model(ids, mask, batch_features).float()
             batch_weights = row_weights[batch].to(device)
             per_example = F.cross_entropy(logits, targets[batch].to(device), reduction="none")
@@ -439,9 +471,11 @@ def train(
                     config.distill_temperature,
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+            scaler.update()
             examples_seen += len(batch)
             bar.set_postfix(loss=f"{loss.item():.4f}", best_ap=f"{max(best_ap, 0):.3f}")
 
