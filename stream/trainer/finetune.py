@@ -38,7 +38,7 @@ from models.thresholds import (
 )
 from models.train import TrainConfig, train
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
-from schemas import TransactionEvent, Typology, decode
+from schemas import TransactionEvent, decode
 from schemas.errors import DecodeError
 from stream.context.features import FEATURE_NAMES, ContextFeatures, select_features
 from stream.context.story import unpack_story
@@ -544,10 +544,8 @@ def run_review(settings: Settings, challenger_version: str) -> CycleReport:
         return _skipped("review", "no champion")
     challenger = ServedModel.load(registry, challenger_version)
     feedback = challenger.stored.training.run_summary.get("feedback", {})
-    # Versions written before the per-typology split stored one holdout start for all groups.
-    starts: dict[str, int] = feedback.get("holdout_starts") or {
-        typology.value: int(feedback.get("holdout_start_ms", 0)) for typology in Typology
-    }
+    # A version that is no fine-tune (no holdout starts) is judged on every case.
+    starts: dict[str, int] = feedback.get("holdout_starts", {})
     data = read_cases(settings)
     holdout = since(resolve_by_event(data.labelled + data.negatives), starts)
     held_s, held_l = class_counts(holdout)
