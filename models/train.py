@@ -8,8 +8,8 @@ Class imbalance is handled twice, both visibly: legitimate training events are s
 (``legit_sample_rate``; kept ones weigh 1/rate so the loss is still that of the full data), and
 suspicious events weigh ``positive_weight`` more in the loss. The subsampling is what matters
 at 0.5 % prevalence: a run of a thousand steps sees some tens of thousands of examples, and
-without it only a hundred or so of them would be suspicious (measured: a 2-layer student's
-validation PR-AUC was still 0.32 after 800 such steps). Early stopping is on validation
+without it only a hundred or so of them would be suspicious (see
+docs/models.md#experiments). Early stopping is on validation
 average precision, the metric the model is judged by; validation may subsample legitimate
 events too, with weights that keep the estimate unbiased.
 
@@ -143,15 +143,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250. Measured on the quality bank: 600 steps at
-    # one in twenty reached AP 0.769, this 0.794 with the best weights at the last step.
+    # back), 1,500 steps, validation every 250; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
         "eval_every": 250,
         "patience": 3,
     },
-    # MiniLM trains at ~23 narratives/s on 2 cores: ~19k examples keep a fine-tune near 15 min.
+    # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {
         "backbone": "minilm",
         "batch_size": 16,

@@ -186,9 +186,8 @@ def finetune_config(parent: StoredModel, settings: TrainerSettings) -> TrainConf
     """The champion's own training configuration, shortened into a fine-tune: fewer steps
     (the schedule's warmup and cosine decay shrink with them), every case kept (no legitimate
     subsampling: the cases are few), a fixed seed. The peak learning rate stays the
-    champion's unless ``finetune_learning_rate`` says otherwise: measured on the test
-    student, a third of it left a typology the champion missed unlearned after 300 steps
-    (holdout AP 0.02), the full rate learned it (0.90)."""
+    champion's unless ``finetune_learning_rate`` says otherwise: a lower one leaves a
+    typology the champion missed unlearned (see docs/feedback-loop.md, "One cycle", step 5)."""
     known = {k: v for k, v in parent.training.train_config.items() if k in TrainConfig.model_fields}
     base = TrainConfig.model_validate(known)
     steps = settings.finetune_steps
@@ -310,12 +309,9 @@ def champion_training_sample(
     registry: Registry, version: str, settings: TrainerSettings, feature_names: Sequence[str]
 ) -> NarrativeSet | None:
     """The champion's stored sample of its own training data (``replay.parquet``), replayed
-    beside the cases so a fine-tune does not forget what the cases do not show. Measured on
-    the shifted-traffic benchmark's day-14 cut: without it every recipe tried (lower learning
-    rate, distillation from the champion, head-only) lost typologies absent from the recent
-    cases on live traffic (AP 0.56 -> 0.42-0.52); with 4,000 legitimate + 579 suspicious
-    replayed rows, 0.53. None when disabled, absent (older versions) or of another feature
-    layout."""
+    beside the cases so a fine-tune does not forget what the cases do not show (see
+    docs/feedback-loop.md, "One cycle", step 3). None when disabled, when the version stored
+    none, or of another feature layout."""
     if not settings.replay_champion_data:
         return None
     sample = registry.replay(version)
