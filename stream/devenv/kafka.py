@@ -309,9 +309,9 @@ class KafkaBroker:
                 "appender.file.strategy.max = 3",
                 "rootLogger.level = INFO",
                 "rootLogger.appenderRef.file.ref = file",
-                # The request log is very chatty at INFO on a busy broker.
-                "log.request.name = kafka.request.log",
-                "log.request.level = WARN",
+                # The request logger is very chatty at INFO on a busy broker.
+                "logger.request.name = kafka.request.logger",
+                "logger.request.level = WARN",
                 "",
             ]
         )
