@@ -26,6 +26,7 @@ from models.inference import load_model
 from models.registry import Registry, check_safe_formats
 from stream.devenv import KafkaBroker, RedisServer
 from stream.settings import ContextSettings, ModelSettings, Settings, to_env
+from tests.helpers import event_ids, produce_values
 
 from .harness import (
     Accounting,
@@ -35,9 +36,7 @@ from .harness import (
     ScorerStarter,
     account,
     count_context_differences,
-    event_ids,
     first_commit_of,
-    produce_values,
     report,
     scorer_settings,
     wait_for_assignment,

@@ -26,8 +26,9 @@ from stream.scorer.core import (
     H_SOURCE_TOPIC,
 )
 from stream.settings import ContextSettings, ModelSettings, RedisSettings, Settings
+from tests.helpers import produce_values, read_jsonl
 
-from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
+from .conftest import ScorerProcess, consume_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -31,8 +31,9 @@ from stream.devenv import free_ports
 from stream.scorer.core import H_ERROR, H_SOURCE_TOPIC
 from stream.settings import ModelSettings, ScorerSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
+from tests.helpers import produce_values, read_jsonl
 
-from .conftest import WorkerProcess, consume_all, produce_values, read_jsonl, wait_for
+from .conftest import WorkerProcess, consume_all, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
