@@ -77,11 +77,6 @@ def load_tokenizer(path: Path | None = None) -> BertTokenizer:
     return tokenizer
 
 
-def minilm_config() -> BertConfig:
-    quiet_transformers()
-    return BertConfig.from_pretrained(str(minilm_path()), local_files_only=True)
-
-
 def student_config(size: StudentSize, vocab_size: int) -> BertConfig:
     if size.hidden % size.heads:
         raise ValueError(f"student hidden {size.hidden} is not divisible by heads {size.heads}")

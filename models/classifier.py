@@ -251,7 +251,3 @@ def risk_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(risk = 1 − p(legitimate), class probabilities) from typology logits."""
     probs = torch.softmax(logits.float(), dim=-1)
     return 1.0 - probs[:, LEGITIMATE_INDEX], probs
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

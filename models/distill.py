@@ -8,8 +8,8 @@ trained by ``models.train.train`` with the loss
 
 where ``_T`` means softmax at temperature T. Student and teacher share MiniLM's tokenizer, so the
 teacher scores exactly the token ids the student reads. Teacher logits are computed once, only
-for the training events the student will actually see (after legitimate subsampling): at
-~64 narratives/s on 2 cores, MiniLM is the expensive part of a distillation run.
+for the training events the student will actually see (after legitimate subsampling): MiniLM
+is the expensive part of a distillation run (see docs/models.md#experiments).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ Class imbalance is handled twice, both visibly: legitimate training events are s
 (``legit_sample_rate``; kept ones weigh 1/rate so the loss is still that of the full data), and
 suspicious events weigh ``positive_weight`` more in the loss. The subsampling is what matters
 at 0.5 % prevalence: a run of a thousand steps sees some tens of thousands of examples, and
-without it only a hundred or so of them would be suspicious (measured: a 2-layer student's
-validation PR-AUC was still 0.32 after 800 such steps). Early stopping is on validation
+without it only a hundred or so of them would be suspicious (see
+docs/models.md#experiments). Early stopping is on validation
 average precision, the metric the model is judged by; validation may subsample legitimate
 events too, with weights that keep the estimate unbiased.
 
@@ -20,6 +20,7 @@ pickled.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -142,15 +143,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250. Measured on the quality bank: 600 steps at
-    # one in twenty reached AP 0.769, this 0.794 with the best weights at the last step.
+    # back), 1,500 steps, validation every 250; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
         "eval_every": 250,
         "patience": 3,
     },
-    # MiniLM trains at ~23 narratives/s on 2 cores: ~19k examples keep a fine-tune near 15 min.
+    # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {
         "backbone": "minilm",
         "batch_size": 16,
@@ -269,6 +269,34 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     )
 
 
+@dataclass(frozen=True)
+class AutocastPlan:
+    """How a training step runs: its forward pass under autocast to ``dtype`` (None: plain
+    fp32), and whether the loss is scaled before backward - needed for fp16 only, whose narrow
+    exponent range flushes small gradients to zero."""
+
+    dtype: torch.dtype | None
+    scale_gradients: bool
+
+
+def autocast_plan(device: torch.device, *, bf16_supported: bool | None = None) -> AutocastPlan:
+    """fp32 off CUDA; on CUDA bf16 where the GPU has it (fp32's exponent range: no scaler),
+    fp16 with a gradient scaler where it does not. ``bf16_supported`` None asks the GPU."""
+    if device.type != "cuda":
+        return AutocastPlan(dtype=None, scale_gradients=False)
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if bf16_supported:
+        return AutocastPlan(dtype=torch.bfloat16, scale_gradients=False)
+    return AutocastPlan(dtype=torch.float16, scale_gradients=True)
+
+
+def _autocast(plan: AutocastPlan) -> contextlib.AbstractContextManager[Any]:
+    if plan.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=plan.dtype)
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warmup to the peak, then cosine decay to a tenth of it at ``max_steps``."""
     peak = config.peak_lr()
@@ -348,14 +376,7 @@ def train(
     ``run_dir`` receives ``run_log.jsonl`` and checkpoints (latest state, best weights).
     ``init_from`` fine-tunes: training starts from a copy of that model (see
     :func:`starting_model`) instead of fresh weights; the model passed in is not modified."""
-    labels = train_set.labels
-    if not labels.any() or labels.all():
-        raise TrainingError("the train split needs both suspicious and legitimate events")
-    if not validation_set.labels.any():
-        raise TrainingError(
-            "the validation split has no suspicious events: early stopping on "
-            "PR-AUC is impossible; simulate more days or customers"
-        )
+    _check_splits(train_set, validation_set)
     seed_everything(config.seed)
     device = pick_device(config.device)
     if device.type == "cpu":
@@ -363,49 +384,27 @@ def train(
     rng = np.random.default_rng(config.seed)
 
     tokenizer = load_tokenizer()
-    model = starting_model(config, feature_names, train_set, init_from)
-    if config.pretrain_steps and init_from is None and config.backbone == "student":
-        from models.pretrain import pretrain_mlm
-
-        pretrain_mlm(
-            model.encoder,
-            tokenizer,
-            train_set.texts,
-            steps=config.pretrain_steps,
-            max_length=model.config.max_length,
-            seed=config.seed,
-            device=device,
-            progress=progress,
-        )
-    model.to(device)
+    model = _model_on_device(
+        config, feature_names, train_set, init_from, tokenizer, device, progress
+    )
     optimizer = _optimizer(model, config)
-
-    # Training rows and their loss weights (see the module docstring).
-    rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
-    weights = weights * train_set.row_weights()[rows].astype(np.float32)
-    n_legit_true = float(np.sum(weights[~labels[rows]]))
-    positive_weight = config.positive_weight or math.sqrt(n_legit_true / labels.sum())
-    weights = np.where(labels[rows], weights * positive_weight, weights).astype(np.float32)
-    token_ids: list[list[int]] = tokenizer(
-        [train_set.texts[r] for r in rows], truncation=True, max_length=model.config.max_length
-    )["input_ids"]
-    targets = torch.from_numpy(class_targets([train_set.typologies[r] for r in rows]))
-    row_features = torch.from_numpy(train_set.features[rows].astype(np.float32))
-    row_weights = torch.from_numpy(weights)
-    soft_targets = torch.from_numpy(teacher(train_set.subset(rows))) if teacher else None
-
+    plan = autocast_plan(device)
+    # Disabled (fp32, bf16) it passes everything through: the step is a plain one.
+    scaler = torch.amp.GradScaler("cuda", enabled=plan.scale_gradients)
+    rows = _training_rows(config, train_set, tokenizer, model.config.max_length, rng, teacher)
     valid = validation_set.sample_legitimate(config.validation_legit_sample_rate, rng)
 
     run_log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_log = (run_dir / "run_log.jsonl").open("ab")
-    start_step, best_ap, best_step, best_loss = 0, -1.0, 0, float("inf")
-    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    best = _Best(state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    start_step = 0
     if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
-        start_step, best_step, best_ap, best_state = load_checkpoint(run_dir, model, optimizer)
-        log.info("resumed at step %d (best validation AP %.4f)", start_step, best_ap)
-    stale, history, examples_seen = 0, [], 0
+        start_step, best.step, best.ap, best.state = load_checkpoint(run_dir, model, optimizer)
+        log.info("resumed at step %d (best validation AP %.4f)", start_step, best.ap)
+    history: list[dict[str, Any]] = []
+    examples_seen = 0
     order = rng.permutation(len(rows))
     cursor = 0
     started = time.perf_counter()
@@ -420,30 +419,11 @@ def train(
                 order, cursor = rng.permutation(len(rows)), 0
             batch = order[cursor : cursor + config.batch_size]
             cursor += config.batch_size
-            ids, mask = _pad_batch([token_ids[i] for i in batch])
-            ids, mask = ids.to(device), mask.to(device)
-            batch_features = row_features[batch].to(device) if model.config.hybrid else None
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
-
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = model(ids, mask, batch_features).float()
-            batch_weights = row_weights[batch].to(device)
-            per_example = F.cross_entropy(logits, targets[batch].to(device), reduction="none")
-            loss = (per_example * batch_weights).sum() / batch_weights.sum()
-            if soft_targets is not None:
-                loss = config.distill_alpha * loss + (1 - config.distill_alpha) * distill_loss(
-                    logits,
-                    soft_targets[batch].to(device),
-                    batch_weights,
-                    config.distill_temperature,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            loss = _train_step(model, optimizer, scaler, plan, rows, batch, config, device)
             examples_seen += len(batch)
-            bar.set_postfix(loss=f"{loss.item():.4f}", best_ap=f"{max(best_ap, 0):.3f}")
+            bar.set_postfix(loss=f"{loss:.4f}", best_ap=f"{max(best.ap, 0):.3f}")
 
             last = step + 1 == config.max_steps
             if (step + 1) % config.eval_every and not last:
@@ -454,7 +434,7 @@ def train(
             model.train()
             entry = {
                 "step": step + 1,
-                "loss": round(loss.item(), 6),
+                "loss": round(loss, 6),
                 "lr": learning_rate(step, config),
                 "validation_average_precision": round(ap, 6),
                 "validation_log_loss": round(valid_loss, 6),
@@ -464,39 +444,171 @@ def train(
             if run_log is not None:
                 run_log.write(orjson.dumps(entry) + b"\n")
                 run_log.flush()
-            log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss.item(), ap)
-            improved = improves(ap, valid_loss, best_ap, best_loss)
-            if improved:
-                best_ap, best_step, best_loss, stale = max(ap, best_ap), step + 1, valid_loss, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
+            log.info("step %d: loss %.4f, validation AP %.4f", step + 1, loss, ap)
+            improved = best.update(model, step + 1, ap, valid_loss)
             if run_dir is not None:
                 save_checkpoint(
-                    run_dir, model, optimizer, config, step + 1, best_step, best_ap,
-                    best_state if improved else None,
+                    run_dir, model, optimizer, config, step + 1, best.step, best.ap,
+                    best.state if improved else None,
                 )  # fmt: skip
-            if not improved and stale >= config.patience:
-                log.info("early stop at step %d: best AP %.4f at %d", step + 1, best_ap, best_step)
+            if not improved and best.stale >= config.patience:
+                log.info("early stop at step %d: best AP %.4f at %d", step + 1, best.ap, best.step)
                 break
     finally:
         bar.close()
         if run_log is not None:
             run_log.close()
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     model.eval()
     return TrainResult(
         model=model,
         tokenizer=tokenizer,
         config=config,
-        best_step=best_step,
-        best_validation_ap=best_ap,
+        best_step=best.step,
+        best_validation_ap=best.ap,
         steps=step + 1,
         seconds=time.perf_counter() - started,
         examples_seen=examples_seen,
         history=history,
     )
+
+
+def _check_splits(train_set: NarrativeSet, validation_set: NarrativeSet) -> None:
+    labels = train_set.labels
+    if not labels.any() or labels.all():
+        raise TrainingError("the train split needs both suspicious and legitimate events")
+    if not validation_set.labels.any():
+        raise TrainingError(
+            "the validation split has no suspicious events: early stopping on "
+            "PR-AUC is impossible; simulate more days or customers"
+        )
+
+
+def _model_on_device(
+    config: TrainConfig,
+    feature_names: Sequence[str],
+    train_set: NarrativeSet,
+    init_from: RiskClassifier | None,
+    tokenizer: BertTokenizer,
+    device: torch.device,
+    progress: bool,
+) -> RiskClassifier:
+    """The starting model, its fresh student encoder first pretrained on the training
+    narratives when ``pretrain_steps`` asks for it, moved to ``device``."""
+    model = starting_model(config, feature_names, train_set, init_from)
+    if config.pretrain_steps and init_from is None and config.backbone == "student":
+        from models.pretrain import pretrain_mlm
+
+        pretrain_mlm(
+            model.encoder,
+            tokenizer,
+            train_set.texts,
+            steps=config.pretrain_steps,
+            max_length=model.config.max_length,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+        )
+    return model.to(device)
+
+
+@dataclass
+class _TrainingRows:
+    """The training examples a run draws its batches from, tokenized once."""
+
+    token_ids: list[list[int]]
+    targets: torch.Tensor
+    features: torch.Tensor
+    weights: torch.Tensor
+    soft_targets: torch.Tensor | None
+    """The teacher's logits, when distilling."""
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def _training_rows(
+    config: TrainConfig,
+    train_set: NarrativeSet,
+    tokenizer: BertTokenizer,
+    max_length: int,
+    rng: np.random.Generator,
+    teacher: Callable[[NarrativeSet], NDArray[np.float32]] | None,
+) -> _TrainingRows:
+    """The rows kept by legitimate subsampling, with their loss weights (see the module
+    docstring)."""
+    labels = train_set.labels
+    rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
+    weights = weights * train_set.row_weights()[rows].astype(np.float32)
+    n_legit_true = float(np.sum(weights[~labels[rows]]))
+    positive_weight = config.positive_weight or math.sqrt(n_legit_true / labels.sum())
+    weights = np.where(labels[rows], weights * positive_weight, weights).astype(np.float32)
+    token_ids: list[list[int]] = tokenizer(
+        [train_set.texts[r] for r in rows], truncation=True, max_length=max_length
+    )["input_ids"]
+    return _TrainingRows(
+        token_ids=token_ids,
+        targets=torch.from_numpy(class_targets([train_set.typologies[r] for r in rows])),
+        features=torch.from_numpy(train_set.features[rows].astype(np.float32)),
+        weights=torch.from_numpy(weights),
+        soft_targets=torch.from_numpy(teacher(train_set.subset(rows))) if teacher else None,
+    )
+
+
+def _train_step(
+    model: RiskClassifier,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    plan: AutocastPlan,
+    rows: _TrainingRows,
+    batch: NDArray[np.intp],
+    config: TrainConfig,
+    device: torch.device,
+) -> float:
+    """One optimizer step on the rows ``batch``; returns the batch's loss."""
+    ids, mask = _pad_batch([rows.token_ids[i] for i in batch])
+    ids, mask = ids.to(device), mask.to(device)
+    batch_features = rows.features[batch].to(device) if model.config.hybrid else None
+    with _autocast(plan):
+        logits = model(ids, mask, batch_features).float()
+    batch_weights = rows.weights[batch].to(device)
+    per_example = F.cross_entropy(logits, rows.targets[batch].to(device), reduction="none")
+    loss = (per_example * batch_weights).sum() / batch_weights.sum()
+    if rows.soft_targets is not None:
+        loss = config.distill_alpha * loss + (1 - config.distill_alpha) * distill_loss(
+            logits,
+            rows.soft_targets[batch].to(device),
+            batch_weights,
+            config.distill_temperature,
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+    scaler.update()
+    return float(loss.item())
+
+
+@dataclass
+class _Best:
+    """The best evaluation so far, its weights, and the evaluations since."""
+
+    state: dict[str, torch.Tensor]
+    ap: float = -1.0
+    step: int = 0
+    loss: float = float("inf")
+    stale: int = 0
+
+    def update(self, model: RiskClassifier, step: int, ap: float, loss: float) -> bool:
+        """Record an evaluation; whether it improved on the best (see :func:`improves`)."""
+        if not improves(ap, loss, self.ap, self.loss):
+            self.stale += 1
+            return False
+        self.ap, self.step, self.loss, self.stale = max(ap, self.ap), step, loss, 0
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return True
 
 
 def distill_loss(

@@ -7,7 +7,3 @@ from schemas.errors import RiskstreamError
 
 class StreamError(RiskstreamError):
     """Base of errors raised by the streaming side."""
-
-
-class ConfigurationError(StreamError):
-    """Settings are inconsistent or point at something unusable."""

@@ -26,7 +26,7 @@ from redis.retry import Retry
 
 from stream.settings import RedisSettings
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # The stubs make the clients generic in the response type; at run time they are not.
@@ -73,7 +73,7 @@ def connect(settings: RedisSettings) -> AnyRedis:
     then, as a ``redis.exceptions.ConnectionError`` or ``AuthenticationError``.
     """
     options = client_options(settings)
-    logger.info(
+    log.info(
         "redis client for %s (cluster=%s, tls=%s, user=%s)",
         settings.safe_url(),
         settings.cluster,

@@ -68,7 +68,7 @@ __all__ = [  # the result types (results.py) are part of this module's API
     "marker_value",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -236,7 +236,7 @@ class ContextStore:
         spec's), unless the settings name one; cheap when nothing changes (called per batch)."""
         days = self._settings.label_maturity_days or model_days or DEFAULT_LABEL_MATURITY_DAYS
         if days != self._label_maturity_days:
-            logger.info("counterparty risk now uses a label maturity of %d days", days)
+            log.info("counterparty risk now uses a label maturity of %d days", days)
             self.set_label_maturity_days(days)
 
     def set_label_maturity_days(self, days: int) -> None:
@@ -489,7 +489,7 @@ class ContextStore:
             except rexc.NoScriptError:
                 if attempt == 2:
                     raise
-                logger.warning("Redis forgot the context scripts (restarted?); reloading")
+                log.warning("Redis forgot the context scripts (restarted?); reloading")
                 self._load_scripts()
                 continue
             return list(results)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stream.devenv.errors import DevEnvError, ToolNotFoundError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # P-256 keys: generated in milliseconds (RSA takes noticeably longer) and accepted by OpenSSL,
 # redis-server, librdkafka and Java alike.
@@ -149,7 +149,7 @@ def generate_tls_files(
     )
     for key in directory.glob("*.key"):
         os.chmod(key, 0o600)
-    logger.debug("generated a CA, a server and a client certificate in %s", directory)
+    log.debug("generated a CA, a server and a client certificate in %s", directory)
     return TlsFiles(
         ca_cert=directory / "ca.crt",
         server_cert=server_cert,

@@ -23,7 +23,7 @@ from pathlib import Path
 from stream.devenv.errors import DevEnvError, JarResolveError, ToolNotFoundError
 from stream.devenv.process import tail
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _POM_RESOURCE = "kafka-pom.xml"
 _MIN_JAVA = 17  # Kafka 4 brokers refuse older runtimes
@@ -93,7 +93,7 @@ def ensure_kafka_jars(home: Path) -> Path:
         pom_file.write_text(pom, "utf-8")
         staging = kafka_home / "libs.staging"
         shutil.rmtree(staging, ignore_errors=True)
-        log = kafka_home / "mvn.log"
+        mvn_log = kafka_home / "mvn.log"
         argv = [
             mvn,
             "-q",
@@ -106,23 +106,23 @@ def ensure_kafka_jars(home: Path) -> Path:
             "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
         ]
-        logger.info("resolving the Kafka broker's jars with Maven into %s", libs)
+        log.info("resolving the Kafka broker's jars with Maven into %s", libs)
         started = time.monotonic()
-        with log.open("wb") as out:
+        with mvn_log.open("wb") as out:
             result = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
             )
         if result.returncode != 0:
             raise JarResolveError(
                 f"Maven failed (exit {result.returncode}) resolving the Kafka jars from "
-                f"{pom_file}; the last lines of {log}:\n{tail(log)}"
+                f"{pom_file}; the last lines of {mvn_log}:\n{tail(mvn_log)}"
             )
         if not any(staging.glob("kafka_2.13-*.jar")):
             raise JarResolveError(f"Maven succeeded but put no kafka_2.13 jar in {staging}")
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
         marker.write_text(digest + "\n")
-        logger.info(
+        log.info(
             "resolved %d jars in %.1f s", len(list(libs.glob("*.jar"))), time.monotonic() - started
         )
     return libs

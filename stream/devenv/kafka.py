@@ -52,7 +52,7 @@ from stream.settings import KafkaSettings
 
 __all__ = ["KafkaBroker", "SaslSslListener", "ensure_kafka_jars", "kafka_version"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Kafka's own kafka-run-class.sh flags, minus the 1 GiB heap: a dev broker with a handful of
 # small topics fits in 512 MiB, which matters on 2-core CI machines running a model beside it.
@@ -350,7 +350,7 @@ class KafkaBroker:
                 f"formatting {self.log_dir} for KRaft failed (exit {result.returncode}):\n"
                 f"{result.stdout}{result.stderr}"
             )
-        logger.info("formatted %s (cluster id %s)", self.log_dir, cluster_id)
+        log.info("formatted %s (cluster id %s)", self.log_dir, cluster_id)
         return cluster_id
 
     def start(self) -> None:
@@ -365,9 +365,7 @@ class KafkaBroker:
                     f"a broker from {self.data_dir} is already running (pid {self.pid}) with a "
                     "different configuration; stop it first"
                 )
-            logger.info(
-                "reusing the running broker at %s (pid %s)", self.bootstrap_servers, self.pid
-            )
+            log.info("reusing the running broker at %s (pid %s)", self.bootstrap_servers, self.pid)
             self._wait_ready(self._cluster_id(), started + self.startup_timeout_s)
             return
         extra_ports = (self.sasl_ssl.port,) if self.sasl_ssl else ()
@@ -391,7 +389,7 @@ class KafkaBroker:
             self._process.kill()  # never leave a half-started JVM behind
             raise
         self._create_offsets_topic()
-        logger.info(
+        log.info(
             "Kafka broker up at %s in %.1f s (pid %s)",
             self.bootstrap_servers,
             time.monotonic() - started,

@@ -30,7 +30,7 @@ from stream.devenv.errors import DevEnvError, ServerStartError, ToolNotFoundErro
 from stream.devenv.process import LOOPBACK, require_free_ports, tail
 from stream.devenv.redis_server import _apt_install
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 POSTGRES_USER = "postgres"
 DESK_ROLE = "riskstream"
@@ -186,7 +186,7 @@ class PostgresServer:
         """Init if needed and start (or reuse a running server of ours); wait until it answers."""
         self.init()
         if self.pid is not None:
-            logger.info("reusing the running PostgreSQL at port %d (pid %s)", self.port, self.pid)
+            log.info("reusing the running PostgreSQL at port %d (pid %s)", self.port, self.pid)
             self._wait_ready(time.monotonic() + self.startup_timeout_s)
             return
         require_free_ports("PostgreSQL", self.port)
@@ -217,7 +217,7 @@ class PostgresServer:
             timeout_s=self.startup_timeout_s + 10,
         )
         self._wait_ready(started + self.startup_timeout_s)
-        logger.info(
+        log.info(
             "PostgreSQL up at %s:%d in %.1f s", LOOPBACK, self.port, time.monotonic() - started
         )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stream.devenv.errors import PortInUseError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _POLL_S = 0.05
@@ -122,8 +122,8 @@ class ManagedProcess:
         test suite turns into an error. The child inherits no descriptor of ours (PEP 446).
         """
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            log.write(f"\n--- {self.name} starting at {time.strftime('%F %T')} ---\n".encode())
+        with self.log_file.open("ab") as out:
+            out.write(f"\n--- {self.name} starting at {time.strftime('%F %T')} ---\n".encode())
         pid = os.posix_spawn(
             argv[0],
             list(argv),
@@ -137,7 +137,7 @@ class ManagedProcess:
         )
         self._child, self._exit_code = pid, None
         self.pid_file.write_text(f"{pid}\n")
-        logger.debug("%s started as pid %d: %s", self.name, pid, " ".join(argv))
+        log.debug("%s started as pid %d: %s", self.name, pid, " ".join(argv))
         return pid
 
     def _reap(self) -> None:
@@ -203,9 +203,9 @@ class ManagedProcess:
             self._signal_group(pid, signal.SIGTERM)
             if self._wait_gone(timeout_s):
                 elapsed = time.monotonic() - started
-                logger.info("%s (pid %d) stopped in %.1f s", self.name, pid, elapsed)
+                log.info("%s (pid %d) stopped in %.1f s", self.name, pid, elapsed)
             else:
-                logger.warning(
+                log.warning(
                     "%s (pid %d) ignored SIGTERM for %.0f s; sending SIGKILL",
                     self.name,
                     pid,
@@ -234,7 +234,7 @@ class ManagedProcess:
         pid = self.pid
         if pid is not None:
             self._kill_and_wait(pid)
-            logger.info("%s (pid %d) killed", self.name, pid)
+            log.info("%s (pid %d) killed", self.name, pid)
         self.pid_file.unlink(missing_ok=True)
 
     def _kill_and_wait(self, pid: int) -> None:

@@ -42,7 +42,7 @@ from stream.devenv.errors import (
 from stream.devenv.process import LOOPBACK, ManagedProcess, require_free_ports, tail
 from stream.settings import RedisSettings
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # The one documented bring-your-own variable of the dev environment and the test suite: when it
 # names a reachable server, that server is used instead of starting one. Everything else is
@@ -92,7 +92,7 @@ def _apt_install(package: str) -> None:
             check=False,
         )
 
-    logger.info("installing %s with apt-get", package)
+    log.info("installing %s with apt-get", package)
     with _no_service_autostart():
         result = run("install", "-y", "--no-install-recommends", package)
         if result.returncode != 0:  # most often stale package lists on a fresh image
@@ -155,7 +155,7 @@ def resolve_redis_url(url: str | None = None, *, timeout_s: float = 2.0) -> str 
     except redis.AuthenticationError as error:  # a ConnectionError subclass: test it first
         raise DevEnvError(f"the Redis server at {shown} refused us: {error}") from error
     except (redis.ConnectionError, redis.TimeoutError) as error:
-        logger.info("no Redis reachable at %s (%s)", shown, error)
+        log.info("no Redis reachable at %s (%s)", shown, error)
         return None
     except redis.RedisError as error:
         raise DevEnvError(f"the Redis server at {shown} refused us: {error}") from error
@@ -332,7 +332,7 @@ class RedisServer:
                     f"a redis-server from {self.data_dir} is already running (pid {self.pid}) "
                     "with a different configuration; stop it first"
                 )
-            logger.info("reusing the running redis-server at %s (pid %s)", self.url, self.pid)
+            log.info("reusing the running redis-server at %s (pid %s)", self.url, self.pid)
             # Not ours to kill if it does not answer (paused, or loading a large AOF): as
             # with the broker, the caller decides.
             self._wait_ready(started + self.startup_timeout_s)
@@ -347,7 +347,7 @@ class RedisServer:
         except BaseException:
             self._process.kill()  # never leave a half-started server behind
             raise
-        logger.info(
+        log.info(
             "redis-server up at %s in %.2f s (pid %s)",
             self.url,
             time.monotonic() - started,
@@ -358,15 +358,19 @@ class RedisServer:
         last_error = "no answer yet"
         while True:
             if not self._process.is_alive():
-                log = tail(self.log_file)
-                if self.tls and "FATAL CONFIG FILE ERROR" in log and "tls" in log.lower():
+                last_lines = tail(self.log_file)
+                if (
+                    self.tls
+                    and "FATAL CONFIG FILE ERROR" in last_lines
+                    and "tls" in last_lines.lower()
+                ):
                     raise TlsUnsupportedError(
                         "this redis-server was built without TLS support (BUILD_TLS=no); "
-                        f"use a build with TLS. Its log:\n{log}"
+                        f"use a build with TLS. Its log:\n{last_lines}"
                     )
                 raise ServerStartError(
                     f"redis-server exited during startup (exit code {self._process.exit_code()}); "
-                    f"last lines of {self.log_file}:\n{log}"
+                    f"last lines of {self.log_file}:\n{last_lines}"
                 )
             if time.monotonic() >= deadline:
                 raise ServerStartError(

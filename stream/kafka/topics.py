@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from stream.kafka.errors import KafkaIOError
 from stream.settings import KafkaSettings, TopicSettings
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class TopicError(KafkaIOError):
@@ -106,11 +106,11 @@ def ensure_topics(
         for name in existing:
             actual = len(metadata.topics[name].partitions)
             if actual != topics[name]:
-                logger.warning(
+                log.warning(
                     "topic %s exists with %d partitions, not the %d asked for; left as is",
                     name,
                     actual,
                     topics[name],
                 )
-    logger.info("topics created: %s; already there: %s", created or "none", existing or "none")
+    log.info("topics created: %s; already there: %s", created or "none", existing or "none")
     return sorted(created)

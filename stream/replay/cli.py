@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from stream.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from stream.replay.labels import LabelSchedule
+    from stream.replay.manifest import RunManifest
+    from stream.replay.sources import TopicSource
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -111,10 +116,8 @@ def replay_command(
     alerts. Then: riskstream backtest report RUN_ID.
     """
     from schemas.errors import RiskstreamError
-    from stream.replay.errors import LabelSourceError
-    from stream.replay.labels import LabelSchedule, read_label_file, read_label_topic
     from stream.replay.run import ReplayOptions, prepare_replay
-    from stream.replay.sources import FileSource, OffsetBound, ReplaySource, TopicSource
+    from stream.replay.sources import FileSource, ReplaySource
 
     if file is not None and topic is not None:
         raise typer.BadParameter("give --topic or --file, not both")
@@ -139,23 +142,7 @@ def replay_command(
 
     source: ReplaySource | None = None
     try:
-        schedule = None
-        if label_choice is not None:
-            kind, where = label_choice
-            try:
-                loaded = (
-                    read_label_file(Path(where))
-                    if kind == "file"
-                    else read_label_topic(settings.kafka, where)
-                )
-            except LabelSourceError as error:
-                if explicit:
-                    raise
-                typer.secho(f"no labels: {error}", err=True, fg=typer.colors.YELLOW)
-                label_choice, loaded = None, []
-            if label_choice is not None:
-                schedule = LabelSchedule(loaded, delay)
-                typer.echo(f"labels: {len(schedule):,} from {kind} {where}, revealed {delay} late")
+        schedule, label_choice = _label_schedule(settings, label_choice, delay, explicit=explicit)
         if file is not None:  # checked before the model is loaded, which takes a while
             source = FileSource(file, start=start, end=end)
         run = prepare_replay(
@@ -173,13 +160,8 @@ def replay_command(
         )
         if source is None:
             try:
-                source = TopicSource(
-                    settings.kafka,
-                    topic or settings.topics.transactions,
-                    group_id=run.group_id,
-                    start=OffsetBound.parse(from_offset) if from_offset else start,
-                    end=OffsetBound.parse(to_offset) if to_offset else end,
-                    partitions=partition,
+                source = _topic_source(
+                    settings, topic, run.group_id, from_offset, to_offset, start, end, partition
                 )
             except BaseException:
                 run.abandon()
@@ -194,6 +176,61 @@ def replay_command(
     finally:
         if source is not None:
             source.close()
+    _print_summary(manifest, settings)
+
+
+def _label_schedule(
+    settings: Settings, choice: tuple[str, str] | None, delay: timedelta, *, explicit: bool
+) -> tuple[LabelSchedule | None, tuple[str, str] | None]:
+    """The labels of ``choice`` (kind, where) revealed ``delay`` late, and the choice kept:
+    labels found by default that cannot be read are left out with a warning (None, None);
+    ``explicit`` ones that cannot be read fail the replay."""
+    from stream.replay.errors import LabelSourceError
+    from stream.replay.labels import LabelSchedule, read_label_file, read_label_topic
+
+    if choice is None:
+        return None, None
+    kind, where = choice
+    try:
+        loaded = (
+            read_label_file(Path(where))
+            if kind == "file"
+            else read_label_topic(settings.kafka, where)
+        )
+    except LabelSourceError as error:
+        if explicit:
+            raise
+        typer.secho(f"no labels: {error}", err=True, fg=typer.colors.YELLOW)
+        return None, None
+    schedule = LabelSchedule(loaded, delay)
+    typer.echo(f"labels: {len(schedule):,} from {kind} {where}, revealed {delay} late")
+    return schedule, choice
+
+
+def _topic_source(
+    settings: Settings,
+    topic: str | None,
+    group_id: str,
+    from_offset: list[str] | None,
+    to_offset: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    partitions: list[int] | None,
+) -> TopicSource:
+    """The topic range to replay: offsets where given, else times (else the whole range)."""
+    from stream.replay.sources import OffsetBound, TopicSource
+
+    return TopicSource(
+        settings.kafka,
+        topic or settings.topics.transactions,
+        group_id=group_id,
+        start=OffsetBound.parse(from_offset) if from_offset else start,
+        end=OffsetBound.parse(to_offset) if to_offset else end,
+        partitions=partitions,
+    )
+
+
+def _print_summary(manifest: RunManifest, settings: Settings) -> None:
     c, t = manifest.counts, manifest.timings
     typer.echo(
         f"run {manifest.run_id}: {c.events:,} events, {c.alerts:,} alerts, "

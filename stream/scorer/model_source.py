@@ -126,9 +126,6 @@ class ChampionWatcher:
             log.info("shadow model is now %s", name)
         return pending
 
-    def check_now(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._notices is not None:

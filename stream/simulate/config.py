@@ -112,11 +112,6 @@ class SimulationConfig(BaseModel):
                 raise ValueError(f"{name}: need 0 <= shortest <= longest, got ({low}, {high})")
         return self
 
-    @property
-    def end_date(self) -> dt.date:
-        """The first day after the run."""
-        return self.start_date + dt.timedelta(days=self.days)
-
     def weight(self, typology: Typology) -> float:
         return self.mix.get(typology, 0.0)
 

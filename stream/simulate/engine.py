@@ -38,7 +38,7 @@ from stream.simulate.population import DAY_MS, World, build_world
 from stream.simulate.scams import app_scam
 from stream.simulate.scenario import Context, Injector
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Order matters only in that earlier typologies pick their customers first. Dormant accounts go
 # first: once silenced, a customer is kept out of everyone else's scenarios.
@@ -146,7 +146,7 @@ def _inject(
                 failures, made, events = 0, made + 1, events + added
             if made == 0:
                 plan.skipped[typology] = "not possible with this population or run length"
-                logger.warning("no %s scenario fits this run; skipped", typology.value)
+                log.warning("no %s scenario fits this run; skipped", typology.value)
         plan.scenarios[typology], plan.events[typology] = made, events
 
         # Look-alikes are legitimate behaviour, so they may appear from the end of the warm-up
@@ -251,7 +251,7 @@ def simulate(config: SimulationConfig, *, progress: bool = False) -> Simulation:
         bar.update()
         labels = _labels(config, events)
         bar.update()
-    logger.info(
+    log.info(
         "simulated %d events (%d suspicious) for %d customers over %d days",
         len(events),
         int((events["typology"] != 0).sum()),

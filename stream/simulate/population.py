@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,6 +296,9 @@ def size_of(income: FloatArray) -> FloatArray:
 def build_world(config: SimulationConfig) -> World:
     """The population and its counterparties, drawn from the seed alone (not from the typology
     mix), so changing the mix or introducing a typology keeps the same customers and background.
+
+    Every step draws from one generator in a fixed order: reordering the steps changes the
+    world a seed gives.
     """
     rng = np.random.default_rng([config.seed, 1])
     n = config.customers
@@ -309,14 +313,8 @@ def build_world(config: SimulationConfig) -> World:
         countries = np.where(abroad, where[rng.integers(0, len(where), count)], cat.US)
         return cps.extend(ids.make("ext", count), ACCOUNT, countries)
 
-    segment = np.zeros(n, dtype=np.int64)
-    n_business = round(n * config.business_share)
-    segment[: max(2, n_business) if config.business_share > 0 else 0] = BUSINESS
-    rng.shuffle(segment)
+    segment, home = _segments(rng, n, config.business_share)
     business = segment == BUSINESS
-    expats = np.array([cat.COUNTRY_INDEX[c] for c in ("CA", "GB", "MX", "DE", "FR")])
-    abroad = (rng.random(n) < 0.03) & ~business
-    home = np.where(abroad, expats[rng.integers(0, len(expats), n)], cat.US).astype(np.int64)
     customer_ids = [f"cus-{i:07d}" for i in range(n)]
     account_ids = [f"acc-{i:07d}" for i in range(n)]
     cps.extend(account_ids, ACCOUNT, home)  # customer i's own account is counterparty i
@@ -349,65 +347,10 @@ def build_world(config: SimulationConfig) -> World:
     spend_scale = np.exp(0.35 * rng.standard_normal(n)) * np.where(
         business, 1.5, (income / 4_200) ** 0.3
     )
-
-    stores = np.empty((n, FAVOURITE_STORES), dtype=np.int64)
-    for country in np.unique(home):
-        members, weights = merchants.pool(STORE, int(country))
-        rows = np.flatnonzero(home == country)
-        stores[rows] = _pick(rng, members, weights, (len(rows), FAVOURITE_STORES))
-    shop_members, shop_weights = merchants.pool(ONLINE)
-    shops = _pick(rng, shop_members, shop_weights, (n, FAVOURITE_SHOPS))
-
-    # Salaries: about a third of retail customers work for a business that banks here too, so
-    # payroll shows on both sides; the rest are paid by outside employers; a few (retired,
-    # students) by nobody.
-    retail_rows, business_rows = np.flatnonzero(~business), np.flatnonzero(business)
-    employer = np.full(n, -1, dtype=np.int64)
-    inside = retail_rows[rng.random(len(retail_rows)) < (0.3 if len(business_rows) else 0.0)]
-    if len(inside):
-        size = size_of(income[business_rows])
-        picks = rng.choice(len(business_rows), len(inside), p=size / size.sum())
-        employer[inside] = business_rows[picks]
-    ext_employer = np.where(
-        (employer < 0) & ~business & (rng.random(n) > 0.05),
-        rng.integers(0, len(employers.cp), n),
-        -1,
-    )
-    staff_count = np.where(business, np.rint(size_of(income) * rng.uniform(3, 25, n)), 0)
-    staff_count = staff_count.astype(np.int64)
-    staff_first = np.full(n, -1, dtype=np.int64)
-    for b in business_rows:
-        if staff_count[b] > 0:
-            staff_first[b] = accounts(int(staff_count[b]))[0]
-
-    housing_cp = np.where(
-        rng.random(n) < 0.7, places.landlords[rng.integers(0, len(places.landlords), n)], -1
-    )
-    housing_usd = np.where(
-        business,
-        rng.uniform(2_000, 20_000, n),
-        np.clip(income * rng.uniform(0.22, 0.38, n), 600, 9_000),
-    )
-    # Many rents sit just under a round number (1,995 rather than 2,000): at business scale
-    # (9,950) that is a structuring look-alike living in plain background traffic.
-    just_under = rng.random(n) < 0.35
-    housing_usd = np.where(
-        just_under,
-        np.ceil(housing_usd / 500) * 500 - rng.choice([5, 10, 50], n),
-        np.rint(housing_usd / 25) * 25,
-    )
-
-    biller_members, biller_weights = merchants.pool(BILLER)
-    bills = _pick(rng, biller_members, biller_weights, (n, 3))
-    bills[rng.random((n, 3)) < np.array([0.05, 0.25, 0.6])] = -1
-    bill_usd = cat.MCC_MEDIAN_USD[merchants.mcc[np.maximum(bills, 0)]] * np.exp(
-        0.3 * rng.standard_normal((n, 3))
-    )
-    sub_members, sub_weights = merchants.pool(SUBSCRIPTION)
-    subscriptions = _pick(rng, sub_members, sub_weights, (n, 4))
-    subscriptions[rng.random((n, 4)) < np.array([0.3, 0.5, 0.7, 0.85])] = -1
-    # Renewals bunch on the 1st of the month: a card-testing look-alike in plain background.
-    subscription_day = np.where(rng.random((n, 4)) < 0.4, 1, rng.integers(1, 29, (n, 4)))
+    stores, shops = _favourite_merchants(rng, merchants, home)
+    jobs = _jobs(rng, business, income, len(employers.cp), accounts)
+    housing_cp, housing_usd = _housing(rng, business, income, places.landlords)
+    regular = _regular_payments(rng, merchants, n)
 
     customers = Customers(
         segment=segment,
@@ -423,18 +366,18 @@ def build_world(config: SimulationConfig) -> World:
         crypto_rate=np.where(rng.random(n) < 0.05, rng.uniform(0.03, 0.2, n), 0.0),
         stores=stores,
         shops=shops,
-        employer=employer,
-        ext_employer=ext_employer,
+        employer=jobs.employer,
+        ext_employer=jobs.ext_employer,
         housing_cp=housing_cp,
         housing_usd=housing_usd,
         housing_day=rng.integers(1, 6, n),
-        bills=bills,
-        bill_usd=bill_usd,
+        bills=regular.bills,
+        bill_usd=regular.bill_usd,
         bill_day=rng.integers(1, 29, (n, 3)),
-        subscriptions=subscriptions,
+        subscriptions=regular.subscriptions,
         subscription_usd=rng.choice([4.99, 7.99, 9.99, 12.99, 15.49, 19.99], (n, 4)),
-        subscription_day=subscription_day,
-        friends=retail_rows[rng.integers(0, len(retail_rows), (n, 3))],
+        subscription_day=regular.subscription_day,
+        friends=jobs.retail_rows[rng.integers(0, len(jobs.retail_rows), (n, 3))],
         ext_friends=accounts(2 * n).reshape(n, 2),
         own_elsewhere=accounts(n),
         atms=places.atms[rng.integers(0, len(places.atms), (n, 2))],
@@ -444,8 +387,8 @@ def build_world(config: SimulationConfig) -> World:
             business[:, None], places.suppliers[rng.integers(0, len(places.suppliers), (n, 4))], -1
         ),
         cash_intensive=business & (rng.random(n) < 0.35),
-        ext_staff_first=staff_first,
-        ext_staff_count=staff_count,
+        ext_staff_first=jobs.staff_first,
+        ext_staff_count=jobs.staff_count,
     )
     return World(
         config=config,
@@ -462,3 +405,122 @@ def build_world(config: SimulationConfig) -> World:
         customer_ids=customer_ids,
         account_ids=account_ids,
     )
+
+
+def _segments(rng: np.random.Generator, n: int, business_share: float) -> tuple[Column, Column]:
+    """(segment, home country) per customer: the business share, and a few retail customers
+    living abroad."""
+    segment = np.zeros(n, dtype=np.int64)
+    n_business = round(n * business_share)
+    segment[: max(2, n_business) if business_share > 0 else 0] = BUSINESS
+    rng.shuffle(segment)
+    business = segment == BUSINESS
+    expats = np.array([cat.COUNTRY_INDEX[c] for c in ("CA", "GB", "MX", "DE", "FR")])
+    abroad = (rng.random(n) < 0.03) & ~business
+    home = np.where(abroad, expats[rng.integers(0, len(expats), n)], cat.US).astype(np.int64)
+    return segment, home
+
+
+def _favourite_merchants(
+    rng: np.random.Generator, merchants: Merchants, home: Column
+) -> tuple[Column, Column]:
+    """(stores in the customer's home country, online shops), by merchant popularity."""
+    n = len(home)
+    stores = np.empty((n, FAVOURITE_STORES), dtype=np.int64)
+    for country in np.unique(home):
+        members, weights = merchants.pool(STORE, int(country))
+        rows = np.flatnonzero(home == country)
+        stores[rows] = _pick(rng, members, weights, (len(rows), FAVOURITE_STORES))
+    shop_members, shop_weights = merchants.pool(ONLINE)
+    shops = _pick(rng, shop_members, shop_weights, (n, FAVOURITE_SHOPS))
+    return stores, shops
+
+
+@dataclass
+class _Jobs:
+    retail_rows: Column
+    employer: Column
+    """The business customer a retail customer works for; -1: none here."""
+    ext_employer: Column
+    """Index into the outside employers; -1: none."""
+    staff_count: Column
+    staff_first: Column
+    """A business's first outside staff account; -1: no staff."""
+
+
+def _jobs(
+    rng: np.random.Generator,
+    business: BoolArray,
+    income: FloatArray,
+    outside_employers: int,
+    accounts: Callable[[int], Column],
+) -> _Jobs:
+    """Salaries: about a third of retail customers work for a business that banks here too, so
+    payroll shows on both sides; the rest are paid by outside employers; a few (retired,
+    students) by nobody. Businesses pay staff who bank elsewhere."""
+    n = len(business)
+    retail_rows, business_rows = np.flatnonzero(~business), np.flatnonzero(business)
+    employer = np.full(n, -1, dtype=np.int64)
+    inside = retail_rows[rng.random(len(retail_rows)) < (0.3 if len(business_rows) else 0.0)]
+    if len(inside):
+        size = size_of(income[business_rows])
+        picks = rng.choice(len(business_rows), len(inside), p=size / size.sum())
+        employer[inside] = business_rows[picks]
+    ext_employer = np.where(
+        (employer < 0) & ~business & (rng.random(n) > 0.05),
+        rng.integers(0, outside_employers, n),
+        -1,
+    )
+    staff_count = np.where(business, np.rint(size_of(income) * rng.uniform(3, 25, n)), 0)
+    staff_count = staff_count.astype(np.int64)
+    staff_first = np.full(n, -1, dtype=np.int64)
+    for b in business_rows:
+        if staff_count[b] > 0:
+            staff_first[b] = accounts(int(staff_count[b]))[0]
+    return _Jobs(retail_rows, employer, ext_employer, staff_count, staff_first)
+
+
+def _housing(
+    rng: np.random.Generator, business: BoolArray, income: FloatArray, landlords: Column
+) -> tuple[Column, FloatArray]:
+    """(landlord counterparty, -1 for owners; monthly rent in USD)."""
+    n = len(business)
+    housing_cp = np.where(rng.random(n) < 0.7, landlords[rng.integers(0, len(landlords), n)], -1)
+    housing_usd = np.where(
+        business,
+        rng.uniform(2_000, 20_000, n),
+        np.clip(income * rng.uniform(0.22, 0.38, n), 600, 9_000),
+    )
+    # Many rents sit just under a round number (1,995 rather than 2,000): at business scale
+    # (9,950) that is a structuring look-alike living in plain background traffic.
+    just_under = rng.random(n) < 0.35
+    housing_usd = np.where(
+        just_under,
+        np.ceil(housing_usd / 500) * 500 - rng.choice([5, 10, 50], n),
+        np.rint(housing_usd / 25) * 25,
+    )
+    return housing_cp, housing_usd
+
+
+@dataclass
+class _RegularPayments:
+    bills: Column
+    bill_usd: FloatArray
+    subscriptions: Column
+    subscription_day: Column
+
+
+def _regular_payments(rng: np.random.Generator, merchants: Merchants, n: int) -> _RegularPayments:
+    """Up to three billers and four subscriptions per customer; -1 where there is none."""
+    biller_members, biller_weights = merchants.pool(BILLER)
+    bills = _pick(rng, biller_members, biller_weights, (n, 3))
+    bills[rng.random((n, 3)) < np.array([0.05, 0.25, 0.6])] = -1
+    bill_usd = cat.MCC_MEDIAN_USD[merchants.mcc[np.maximum(bills, 0)]] * np.exp(
+        0.3 * rng.standard_normal((n, 3))
+    )
+    sub_members, sub_weights = merchants.pool(SUBSCRIPTION)
+    subscriptions = _pick(rng, sub_members, sub_weights, (n, 4))
+    subscriptions[rng.random((n, 4)) < np.array([0.3, 0.5, 0.7, 0.85])] = -1
+    # Renewals bunch on the 1st of the month: a card-testing look-alike in plain background.
+    subscription_day = np.where(rng.random((n, 4)) < 0.4, 1, rng.integers(1, 29, (n, 4)))
+    return _RegularPayments(bills, bill_usd, subscriptions, subscription_day)

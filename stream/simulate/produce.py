@@ -31,7 +31,7 @@ from stream.simulate.engine import Simulation
 from stream.simulate.errors import DeliveryError
 from stream.simulate.render import JSON_CHUNK, Renderer, gc_paused
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 POLL_EVERY = 1_000
 
@@ -161,7 +161,7 @@ def produce(
             failed=deliveries.failed,
             undelivered=undelivered,
         )
-    logger.info(
+    log.info(
         "produced %d events to %s and %d labels to %s in %.1f s",
         n_events,
         events_topic,

@@ -185,6 +185,11 @@ class Context:
         world.busy[chosen] = True
         return chosen.astype(np.int64)
 
+    def pick_one(self, *, business: bool | None) -> int | None:
+        """One customer, as :meth:`pick`; None when the population is used up."""
+        picked = self.pick(business=business)
+        return int(picked[0]) if len(picked) else None
+
     def bystanders(self, count: int, among: Column | None = None) -> Column:
         """Customers who only pass by (a terminal's customers): busy ones allowed."""
         pool = np.flatnonzero(~self.world.silent & (self.world.customers.home == cat.US))

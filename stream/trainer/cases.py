@@ -349,8 +349,8 @@ def split_by_time(
     Why per typology: fraud comes in bursts, typology by typology. The latest quarter of all
     fraud holds only the typologies active lately, so a challenger that learned a new typology
     from an earlier burst could not be credited for it, and one that forgot a typology not
-    seen lately could not be caught forgetting it (measured: the feedback-loop benchmark's
-    holdouts at days 14 and 18 held no case of the typology that appeared on day 4). Within a
+    seen lately could not be caught forgetting it (see docs/feedback-loop.md, "One cycle",
+    step 2). Within a
     typology, time order holds: a challenger is judged on each typology's cases after
     everything it learned of that typology. Shares count suspicious cases because they are the
     scarce class; cases of one group at the same millisecond never straddle a cut; a typology

@@ -19,15 +19,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
 from models.examples import NarrativeSet, concat, training_sample
-from models.inference import LoadedModel, configure_cpu_threads, from_classifier
+from models.inference import configure_cpu_threads, from_classifier
 from models.registry import Registry, StoredModel, TrainingRecord
 from models.thresholds import (
     OperatingPoint,
@@ -36,33 +35,22 @@ from models.thresholds import (
     threshold_for_alert_rate,
     threshold_for_precision,
 )
-from models.train import TrainConfig, train
+from models.train import TrainConfig, TrainResult, train
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
-from schemas import TransactionEvent, Typology, decode
-from schemas.errors import DecodeError
-from schemas.features import FEATURE_NAMES, ContextFeatures, select_features
-from schemas.narrative import NarrativeSpec, build_narrative, default_spec
-from schemas.narrative.builder import SEPARATOR
-from schemas.story import unpack_story
-from stream.redis_client import connect
+from schemas.features import FEATURE_NAMES
 from stream.scorer.records import ScoredRecord
 from stream.settings import Settings, TrainerSettings
 from stream.trainer import drift
 from stream.trainer.cases import (
-    CaseSplit,
     LabelledCase,
     class_counts,
-    composition,
-    labels_complete,
-    presumed_negatives,
-    replay_sample,
     resolve_by_event,
     since,
-    split_by_time,
 )
-from stream.trainer.promotion import decide, holdout_metrics
+from stream.trainer.cycle_cases import CasePlan, plan_cases, read_cases
+from stream.trainer.promotion import HoldoutMetrics, Promotion, decide, holdout_metrics
 from stream.trainer.report import CycleReport, Mode
-from stream.trainer.store import MAX_UNJOINED, CaseStore, RecordSampler
+from stream.trainer.served import ServedModel, event_day, narrative_set
 
 log = logging.getLogger(__name__)
 
@@ -70,125 +58,21 @@ log = logging.getLogger(__name__)
 _MIN_TRAFFIC_FOR_THRESHOLD = 200
 
 
-class NarratedItem(Protocol):
-    """A labelled case or a scored record: what a narrative can be (re)built from."""
-
-    @property
-    def event(self) -> dict[str, Any]: ...
-    @property
-    def narrative(self) -> str: ...
-    @property
-    def narrative_version(self) -> str: ...
-    @property
-    def features(self) -> tuple[float, ...]: ...
-    @property
-    def clause_ids(self) -> tuple[str, ...]: ...
-    @property
-    def event_time_ms(self) -> int: ...
-    @property
-    def story(self) -> str: ...
-
-
-@dataclass
-class ServedModel:
-    """A registry version with what scoring and narrating for it need."""
-
-    stored: StoredModel
-    loaded: LoadedModel
-    spec: NarrativeSpec
-
-    @classmethod
-    def load(cls, registry: Registry, version: str) -> ServedModel:
-        stored = registry.load(version)
-        spec = (
-            NarrativeSpec.from_json(orjson.dumps(stored.narrative_spec))
-            if stored.narrative_spec
-            else default_spec()
-        )
-        loaded = from_classifier(
-            stored.model,
-            stored.tokenizer,
-            stored.thresholds,
-            version=version,
-            narrative_spec=stored.narrative_spec,
-        )
-        return cls(stored, loaded, spec)
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        """The numeric features this model (and a fine-tune of it) reads, in its order."""
-        return tuple(self.stored.model.config.feature_names) or self.spec.feature_names
-
-    def features(self, items: Sequence[NarratedItem]) -> NDArray[np.float32]:
-        """The items' stored features (every feature the scorer computes), as this model
-        reads them."""
-        rows = np.asarray([i.features for i in items], dtype=np.float32)
-        return select_features(rows.reshape(len(items), len(FEATURE_NAMES)), self.feature_names)
-
-    def texts(self, items: Sequence[NarratedItem]) -> list[str]:
-        """The narratives as this model reads them: the stored text when it was written with
-        this model's spec, else rebuilt from the stored event and features with it."""
-        out = []
-        for item in items:
-            if item.narrative_version == self.spec.version:
-                out.append(item.narrative)
-                continue
-            try:
-                event = decode(TransactionEvent, orjson.dumps(item.event))
-            except DecodeError as exc:  # stored by the scorer after decoding: schema moved on
-                log.warning("keeping the stored narrative of an undecodable event: %s", exc)
-                out.append(item.narrative)
-                continue
-            story = unpack_story(bytes.fromhex(item.story))
-            out.append(
-                build_narrative(event, ContextFeatures(*item.features), self.spec, story).text
-            )
-        return out
-
-    def scores(self, items: Sequence[NarratedItem]) -> NDArray[np.float32]:
-        if not items:
-            return np.zeros(0, dtype=np.float32)
-        return self.loaded.predict_batch(self.texts(items), self.features(items)).scores
-
-
-def narrative_set(model: ServedModel, cases: Sequence[LabelledCase]) -> NarrativeSet:
-    texts = model.texts(cases)
-    clauses = []
-    for case, text in zip(cases, texts, strict=True):
-        parts = text.split(SEPARATOR)
-        pairs = (
-            list(zip(case.clause_ids, parts, strict=True))
-            if len(parts) == len(case.clause_ids)
-            else []
-        )
-        clauses.append(pairs)
-    return NarrativeSet(
-        event_ids=[c.event_id for c in cases],
-        days=[_day(c.event_time_ms) for c in cases],
-        texts=texts,
-        clauses=clauses,
-        features=model.features(cases),
-        typologies=[c.target for c in cases],
-    )
-
-
-def _day(ms: int) -> date:
-    return datetime.fromtimestamp(ms / 1000, UTC).date()
-
-
 def _day_range(cases: Sequence[LabelledCase]) -> tuple[str, str]:
     if not cases:
         return ("", "")
-    return (_day(cases[0].event_time_ms).isoformat(), _day(cases[-1].event_time_ms).isoformat())
+    return (
+        event_day(cases[0].event_time_ms).isoformat(),
+        event_day(cases[-1].event_time_ms).isoformat(),
+    )
 
 
 def finetune_config(parent: StoredModel, settings: TrainerSettings) -> TrainConfig:
     """The champion's own training configuration, shortened into a fine-tune: fewer steps
     (the schedule's warmup and cosine decay shrink with them), every case kept (no legitimate
     subsampling: the cases are few), a fixed seed. The peak learning rate stays the
-    champion's unless ``finetune_learning_rate`` says otherwise: measured on the test
-    student, a third of it left a typology the champion missed unlearned after 300 steps
-    (holdout AP 0.02), the full rate learned it (0.90)."""
+    champion's unless ``finetune_learning_rate`` says otherwise: a lower one leaves a
+    typology the champion missed unlearned (see docs/feedback-loop.md, "One cycle", step 5)."""
     known = {k: v for k, v in parent.training.train_config.items() if k in TrainConfig.model_fields}
     base = TrainConfig.model_validate(known)
     steps = settings.finetune_steps
@@ -248,74 +132,13 @@ def challenger_thresholds(
     )
 
 
-@dataclass
-class CaseData:
-    """What a cycle reads from Redis."""
-
-    labelled: list[LabelledCase]
-    """One case per labelled event (resolved)."""
-    seq_by_label: dict[str, int]
-    negatives: list[LabelledCase]
-    traffic: list[ScoredRecord]
-    """A random sample of recent scored events (thresholds, drift reference)."""
-    seq: int
-    finetune_seq: int
-    clock_ms: int
-    """The stream clock (newest label time) the presumed negatives were aged against."""
-
-
-def read_cases(settings: Settings) -> CaseData:
-    ts = settings.trainer
-    client = connect(settings.redis)
-    try:
-        store = CaseStore(
-            client,
-            settings.context.namespace,
-            max_cases=ts.max_cases,
-            ttl_s=ts.cases_ttl_days * 86_400,
-            max_unjoined=MAX_UNJOINED,
-        )
-        state = store.state()
-        stored = store.load_cases()
-        sample = RecordSampler(client, settings.context.namespace, ts.records_scan_budget).sample(
-            2 * ts.max_presumed_negatives + ts.drift_sample_size, seed=ts.finetune_seed
-        )
-    finally:
-        client.close()
-    labelled = resolve_by_event(case for _, case in stored)
-    labelled_ids = {c.event_id for c in labelled}
-    clock_ms = state.clock_ms or max((r.event_time_ms for r in sample), default=0)
-    negatives = presumed_negatives(
-        sample,
-        labelled_ids,
-        clock_ms=clock_ms,
-        maturity_ms=int(ts.negative_maturity_days * 86_400_000),
-        limit=ts.max_presumed_negatives,
-        seed=ts.finetune_seed,
-    )
-    newest = max((r.event_time_ms for r in sample), default=0)
-    recent = [r for r in sample if r.event_time_ms >= newest - ts.drift_window_hours * 3_600_000]
-    return CaseData(
-        labelled=labelled,
-        seq_by_label={case.label_id: seq for seq, case in stored},
-        negatives=negatives,
-        traffic=recent[: ts.drift_sample_size],
-        seq=state.seq,
-        finetune_seq=state.finetune_seq,
-        clock_ms=clock_ms,
-    )
-
-
 def champion_training_sample(
     registry: Registry, version: str, settings: TrainerSettings, feature_names: Sequence[str]
 ) -> NarrativeSet | None:
     """The champion's stored sample of its own training data (``replay.parquet``), replayed
-    beside the cases so a fine-tune does not forget what the cases do not show. Measured on
-    the shifted-traffic benchmark's day-14 cut: without it every recipe tried (lower learning
-    rate, distillation from the champion, head-only) lost typologies absent from the recent
-    cases on live traffic (AP 0.56 -> 0.42-0.52); with 4,000 legitimate + 579 suspicious
-    replayed rows, 0.53. None when disabled, absent (older versions) or of another feature
-    layout."""
+    beside the cases so a fine-tune does not forget what the cases do not show (see
+    docs/feedback-loop.md, "One cycle", step 3). None when disabled, when the version stored
+    none, or of another feature layout."""
     if not settings.replay_champion_data:
         return None
     sample = registry.replay(version)
@@ -335,23 +158,6 @@ def _skipped(mode: Mode, reason: str, **fields: Any) -> CycleReport:
 
 def _labels(cases: Sequence[LabelledCase]) -> NDArray[np.bool_]:
     return np.array([c.is_suspicious for c in cases], dtype=bool)
-
-
-def check_split(split: CaseSplit, settings: TrainerSettings) -> str | None:
-    """Why this split cannot support a fine-tune and a fair decision, or None."""
-    held_s, held_l = class_counts(split.holdout)
-    if min(held_s, held_l) < settings.min_holdout_per_class:
-        return (
-            f"holdout holds {held_s} suspicious / {held_l} legitimate cases; "
-            f"min_holdout_per_class is {settings.min_holdout_per_class}"
-        )
-    val_s, val_l = class_counts(split.validation)
-    if val_s == 0 or val_l == 0:
-        return f"validation holds {val_s} suspicious / {val_l} legitimate cases: needs both"
-    train_s, train_l = class_counts(split.train)
-    if train_s == 0 or train_l == 0:
-        return f"train holds {train_s} suspicious / {train_l} legitimate cases: needs both"
-    return None
 
 
 def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
@@ -375,53 +181,73 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
             data=counts,
             seq=data.seq,
         )
-    # Only events whose labels are complete are split (see ``labels_complete``): the same
-    # maturity the presumed negatives obey, so holdout positives are not mostly the
-    # champion's own quickly-dispositioned alerts. Younger labelled events wait.
-    complete, waiting = labels_complete(
-        data.labelled,
-        clock_ms=data.clock_ms,
-        maturity_ms=int(ts.negative_maturity_days * 86_400_000),
-    )
-    split = split_by_time(complete + data.negatives, ts.holdout_share, ts.validation_share)
-    problem = check_split(split, ts)
-    new = [
-        c for c in split.train if data.seq_by_label.get(c.label_id, data.seq) > data.finetune_seq
-    ]
-    older = [
-        c for c in split.train if data.seq_by_label.get(c.label_id, data.seq) <= data.finetune_seq
-    ]
-    replay = replay_sample(older, ts.replay_buffer_size, ts.finetune_seed)
-    train_cases = sorted(new + replay, key=lambda c: (c.event_time_ms, c.event_id))
-    counts.update(
-        presumed_negatives=len(data.negatives),
-        labelled_waiting=len(waiting),
-        train_new=len(new),
-        train_replay=len(replay),
-        validation=len(split.validation),
-        holdout=len(split.holdout),
-        holdout_suspicious=class_counts(split.holdout)[0],
-        traffic_sample=len(data.traffic),
-        holdout_start=datetime.fromtimestamp(split.holdout_start_ms / 1000, UTC).isoformat(),
-        train_composition=composition(train_cases),
-        holdout_composition=composition(split.holdout),
-    )
-    if problem is not None:
-        return _skipped("finetune", problem, champion=champion_version, data=counts, seq=data.seq)
+    plan = plan_cases(data, ts, counts)
+    if plan.problem is not None:
+        return _skipped(
+            "finetune", plan.problem, champion=champion_version, data=counts, seq=data.seq
+        )
 
     champion = ServedModel.load(registry, champion_version)
-    case_set = narrative_set(champion, train_cases)
+    fit = _fine_tune(registry, champion, plan, data.traffic, ts, counts, progress)
+    champion_metrics, challenger_metrics, decision = _judge(
+        champion, fit.challenger, plan.split.holdout, ts
+    )
+    version = None
+    if decision.promote:
+        version = _register(
+            registry, champion, fit, plan, data.traffic, counts, champion_metrics,
+            challenger_metrics, ts,
+        )  # fmt: skip
+    return CycleReport(
+        mode="finetune",
+        decided=True,
+        promote=decision.promote,
+        reason=decision.reason,
+        champion=champion_version,
+        challenger=version,
+        metric=ts.promotion_metric,
+        champion_metrics=champion_metrics.as_dict(),
+        challenger_metrics=challenger_metrics.as_dict(),
+        data={**counts, "train_seconds": round(fit.result.seconds, 1), "steps": fit.result.steps},
+        seq=data.seq,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+@dataclass
+class _FineTuned:
+    result: TrainResult
+    challenger: ServedModel
+    """The challenger with its own thresholds (version "challenger" until registered)."""
+    config: TrainConfig
+    train_set: NarrativeSet
+    traffic_scores: NDArray[np.float32]
+
+
+def _fine_tune(
+    registry: Registry,
+    champion: ServedModel,
+    plan: CasePlan,
+    traffic: Sequence[ScoredRecord],
+    ts: TrainerSettings,
+    counts: dict[str, Any],
+    progress: bool,
+) -> _FineTuned:
+    """Train the challenger from the champion on the planned cases (plus the champion's own
+    training sample), then set its thresholds to the champion's targets."""
+    champion_version = champion.loaded.version
+    case_set = narrative_set(champion, plan.train_cases)
     champion_replay = champion_training_sample(
         registry, champion_version, ts, champion.feature_names
     )
     train_set = concat([champion_replay, case_set]) if champion_replay else case_set
     counts["train_champion_replay"] = len(champion_replay) if champion_replay else 0
-    validation_set = narrative_set(champion, split.validation)
+    validation_set = narrative_set(champion, plan.split.validation)
     config = finetune_config(champion.stored, ts)
     log.info(
         "fine-tuning %s on %d cases (%d new, %d replayed) + %d of its training examples, "
         "%d steps",
-        champion_version, len(train_cases), len(new), len(replay),
+        champion_version, len(plan.train_cases), counts["train_new"], counts["train_replay"],
         counts["train_champion_replay"], config.max_steps,
     )  # fmt: skip
     result = train(
@@ -437,19 +263,30 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
         narrative_spec=champion.stored.narrative_spec,
     )  # fmt: skip
     challenger = ServedModel(champion.stored, candidate, champion.spec)
-    validation_scores = challenger.scores(split.validation)
-    traffic_scores = challenger.scores(data.traffic)
-    thresholds = challenger_thresholds(
-        champion.stored.thresholds, traffic_scores, validation_scores, _labels(split.validation)
+    validation_scores = challenger.scores(plan.split.validation)
+    traffic_scores = challenger.scores(traffic)
+    candidate.thresholds = challenger_thresholds(
+        champion.stored.thresholds,
+        traffic_scores,
+        validation_scores,
+        _labels(plan.split.validation),
     )
-    candidate.thresholds = thresholds
+    return _FineTuned(result, challenger, config, train_set, traffic_scores)
 
-    holdout_labels = _labels(split.holdout)
+
+def _judge(
+    champion: ServedModel,
+    challenger: ServedModel,
+    holdout: Sequence[LabelledCase],
+    ts: TrainerSettings,
+) -> tuple[HoldoutMetrics, HoldoutMetrics, Promotion]:
+    """Both models on the holdout, each at its own alert threshold, and the decision."""
+    labels = _labels(holdout)
     champion_metrics = holdout_metrics(
-        champion.scores(split.holdout), holdout_labels, champion.loaded.alert_threshold
+        champion.scores(holdout), labels, champion.loaded.alert_threshold
     )
     challenger_metrics = holdout_metrics(
-        challenger.scores(split.holdout), holdout_labels, thresholds.alert_threshold
+        challenger.scores(holdout), labels, challenger.loaded.alert_threshold
     )
     decision = decide(
         champion_metrics,
@@ -458,60 +295,60 @@ def run_finetune(settings: Settings, *, progress: bool = False) -> CycleReport:
         max_precision_loss=ts.max_precision_loss,
         min_improvement=ts.min_improvement,
     )
-    version = None
-    if decision.promote:
-        version = registry.save(
-            model=result.model,
-            tokenizer=result.tokenizer,
-            narrative_spec=champion.stored.narrative_spec,
-            training=TrainingRecord(
-                created_at=datetime.now(UTC),
-                parent_version=champion_version,
-                narrative_version=champion.stored.narrative_version,
-                data_window={
-                    "train": _day_range(train_cases),
-                    "validation": _day_range(split.validation),
-                    "test": _day_range(split.holdout),
-                },
-                seed=config.seed,
-                train_config=config.model_dump(mode="json"),
-                run_summary={
-                    **result.summary(),
-                    "feedback": {
-                        "init": ts.challenger_init,
-                        "validation_start_ms": split.validation_start_ms,
-                        "holdout_start_ms": split.holdout_start_ms,
-                        "holdout_starts": split.holdout_starts,
-                        "cases": counts,
-                    },
-                },
-            ),
-            metrics={
-                **challenger_metrics.as_dict(),
-                "holdout": challenger_metrics.as_dict(),
-                "champion_on_holdout": champion_metrics.as_dict(),
+    return champion_metrics, challenger_metrics, decision
+
+
+def _register(
+    registry: Registry,
+    champion: ServedModel,
+    fit: _FineTuned,
+    plan: CasePlan,
+    traffic: Sequence[ScoredRecord],
+    counts: dict[str, Any],
+    champion_metrics: HoldoutMetrics,
+    challenger_metrics: HoldoutMetrics,
+    ts: TrainerSettings,
+) -> str:
+    """Write the winning challenger to the registry; its new version."""
+    split, config = plan.split, fit.config
+    return registry.save(
+        model=fit.result.model,
+        tokenizer=fit.result.tokenizer,
+        narrative_spec=champion.stored.narrative_spec,
+        training=TrainingRecord(
+            created_at=datetime.now(UTC),
+            parent_version=champion.loaded.version,
+            narrative_version=champion.stored.narrative_version,
+            data_window={
+                "train": _day_range(plan.train_cases),
+                "validation": _day_range(split.validation),
+                "test": _day_range(split.holdout),
             },
-            thresholds=thresholds,
-            name="ft",
-            reference_stats=traffic_reference(data.traffic, challenger, traffic_scores),
-            # What its own fine-tunes will replay: what it learned from, bounded.
-            replay=training_sample(
-                train_set, REPLAY_MAX_SUSPICIOUS, REPLAY_MAX_LEGITIMATE, seed=config.seed
-            ),
-        )
-    return CycleReport(
-        mode="finetune",
-        decided=True,
-        promote=decision.promote,
-        reason=decision.reason,
-        champion=champion_version,
-        challenger=version,
-        metric=ts.promotion_metric,
-        champion_metrics=champion_metrics.as_dict(),
-        challenger_metrics=challenger_metrics.as_dict(),
-        data={**counts, "train_seconds": round(result.seconds, 1), "steps": result.steps},
-        seq=data.seq,
-        seconds=round(time.perf_counter() - started, 1),
+            seed=config.seed,
+            train_config=config.model_dump(mode="json"),
+            run_summary={
+                **fit.result.summary(),
+                "feedback": {
+                    "init": ts.challenger_init,
+                    "validation_start_ms": split.validation_start_ms,
+                    "holdout_start_ms": split.holdout_start_ms,
+                    "holdout_starts": split.holdout_starts,
+                    "cases": counts,
+                },
+            },
+        ),
+        metrics={
+            **challenger_metrics.as_dict(),
+            "holdout": challenger_metrics.as_dict(),
+            "champion_on_holdout": champion_metrics.as_dict(),
+        },
+        thresholds=fit.challenger.loaded.thresholds,
+        name="ft",
+        reference_stats=traffic_reference(traffic, fit.challenger, fit.traffic_scores),
+        # What its own fine-tunes will replay: what it learned from, bounded.
+        replay=training_sample(
+            fit.train_set, REPLAY_MAX_SUSPICIOUS, REPLAY_MAX_LEGITIMATE, seed=config.seed
+        ),
     )
 
 
@@ -544,10 +381,8 @@ def run_review(settings: Settings, challenger_version: str) -> CycleReport:
         return _skipped("review", "no champion")
     challenger = ServedModel.load(registry, challenger_version)
     feedback = challenger.stored.training.run_summary.get("feedback", {})
-    # Versions written before the per-typology split stored one holdout start for all groups.
-    starts: dict[str, int] = feedback.get("holdout_starts") or {
-        typology.value: int(feedback.get("holdout_start_ms", 0)) for typology in Typology
-    }
+    # A version that is no fine-tune (no holdout starts) is judged on every case.
+    starts: dict[str, int] = feedback.get("holdout_starts", {})
     data = read_cases(settings)
     holdout = since(resolve_by_event(data.labelled + data.negatives), starts)
     held_s, held_l = class_counts(holdout)
@@ -560,20 +395,7 @@ def run_review(settings: Settings, challenger_version: str) -> CycleReport:
     if min(held_s, held_l) < ts.min_holdout_per_class:
         return _skipped("review", f"holdout holds {held_s} / {held_l} cases", **fields)
     champion = ServedModel.load(registry, champion_version)
-    labels = _labels(holdout)
-    champion_metrics = holdout_metrics(
-        champion.scores(holdout), labels, champion.loaded.alert_threshold
-    )
-    challenger_metrics = holdout_metrics(
-        challenger.scores(holdout), labels, challenger.loaded.alert_threshold
-    )
-    decision = decide(
-        champion_metrics,
-        challenger_metrics,
-        metric=ts.promotion_metric,
-        max_precision_loss=ts.max_precision_loss,
-        min_improvement=ts.min_improvement,
-    )
+    champion_metrics, challenger_metrics, decision = _judge(champion, challenger, holdout, ts)
     return CycleReport(
         mode="review",
         decided=True,

@@ -13,7 +13,15 @@ from models.examples import NarrativeSet, SplitData
 from models.inference import from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
-from models.train import TrainResult, distill_loss, improves, preset, train
+from models.train import (
+    AutocastPlan,
+    TrainResult,
+    autocast_plan,
+    distill_loss,
+    improves,
+    preset,
+    train,
+)
 from schemas.narrative import Clause, Narrative
 
 
@@ -154,3 +162,10 @@ def test_a_tie_in_validation_ap_goes_to_the_lower_log_loss() -> None:
     assert not improves(0.79, 0.01, best_ap=0.80, best_loss=0.10)
     # the first evaluation always improves on the start
     assert improves(0.0, 5.0, best_ap=-1.0, best_loss=float("inf"))
+
+
+def test_mixed_precision_is_bf16_where_the_gpu_has_it_and_scaled_fp16_otherwise() -> None:
+    cuda = torch.device("cuda")
+    assert autocast_plan(torch.device("cpu")) == AutocastPlan(dtype=None, scale_gradients=False)
+    assert autocast_plan(cuda, bf16_supported=True) == AutocastPlan(torch.bfloat16, False)
+    assert autocast_plan(cuda, bf16_supported=False) == AutocastPlan(torch.float16, True)

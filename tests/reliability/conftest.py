@@ -22,8 +22,9 @@ from stream.devenv import (
     free_ports,
 )
 from stream.settings import load_settings
+from tests.helpers import read_jsonl
 
-from .harness import ScorerStarter, read_jsonl
+from .harness import ScorerStarter
 
 
 @pytest.fixture(scope="module")

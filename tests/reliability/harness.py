@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from stream.settings import (
     TopicSettings,
     to_env,
 )
+from tests.helpers import message_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # When set, each fault / hostile-input test appends one JSON line with its figures here;
@@ -51,14 +52,6 @@ REPORT_ENV = "RISKSTREAM_RELIABILITY_REPORT"
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(5).hex()}"
-
-
-def read_jsonl(path: Path) -> list[bytes]:
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def event_ids(values: Iterable[bytes]) -> list[str]:
-    return [orjson.loads(v)["event_id"] for v in values]
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -294,36 +287,6 @@ def first_commit_of(scorer: ScorerProcess, timeout_s: float = 240) -> float:
 # -- input ---------------------------------------------------------------------------------
 
 
-def _key(value: bytes) -> bytes:
-    try:
-        return str(orjson.loads(value).get("customer_id", "")).encode()
-    except (orjson.JSONDecodeError, AttributeError):
-        return b"malformed"
-
-
-def produce_values(
-    kafka: KafkaSettings,
-    topic: str,
-    values: Sequence[bytes],
-    *,
-    headers: Sequence[tuple[str, bytes]] = (),
-    config: dict[str, object] | None = None,
-) -> None:
-    """Produce in order, keyed by customer (per-customer order is what Kafka preserves)."""
-    producer = Producer(
-        {**kafka.client_config(), "enable.idempotence": True, "linger.ms": 5, **(config or {})}
-    )
-    for value in values:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=_key(value), headers=list(headers))
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(120) == 0, "input not acknowledged"
-
-
 class PacedProducer:
     """Produces ``values`` at ``rate`` per second from a thread, as live traffic would arrive,
     and records which of them the broker acknowledged (the events that went in)."""
@@ -363,7 +326,7 @@ class PacedProducer:
             while True:
                 try:
                     self._producer.produce(
-                        self._topic, value=value, key=_key(value), on_delivery=self._report
+                        self._topic, value=value, key=message_key(value), on_delivery=self._report
                     )
                     break
                 except BufferError:

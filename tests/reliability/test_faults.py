@@ -27,6 +27,7 @@ from models.settings import ModelSettings
 from stream.datasets import build_split
 from stream.devenv import KafkaBroker, RedisServer
 from stream.settings import ContextSettings, Settings, to_env
+from tests.helpers import event_ids, produce_values
 
 from .harness import (
     Accounting,
@@ -36,9 +37,7 @@ from .harness import (
     ScorerStarter,
     account,
     count_context_differences,
-    event_ids,
     first_commit_of,
-    produce_values,
     report,
     scorer_settings,
     wait_for_assignment,

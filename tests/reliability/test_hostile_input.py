@@ -30,11 +30,11 @@ from stream.scorer.core import (
     dead_letter_message,
 )
 from stream.settings import KafkaSettings, RedisSettings
+from tests.helpers import event_ids
 
 from .harness import (
     ScorerStarter,
     account,
-    event_ids,
     read_all,
     report,
     scorer_settings,

@@ -35,13 +35,12 @@ from stream.context.ops import MAX_CONTEXT_CENTS
 from stream.redis_client import connect
 from stream.scorer.records import ScoredRecordStore
 from stream.settings import KafkaSettings, RedisSettings, Settings
+from tests.helpers import event_ids, produce_values
 
 from .harness import (
     ScorerStarter,
     account,
     count_context_differences,
-    event_ids,
-    produce_values,
     read_all,
     report,
     scorer_settings,

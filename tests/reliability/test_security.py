@@ -41,12 +41,11 @@ from stream.redis_client import connect
 from stream.scorer.model_source import announce_champion
 from stream.scorer.records import ScoredRecord, ScoredRecordStore
 from stream.settings import ContextSettings, KafkaSettings, RedisSettings, Settings, to_env
+from tests.helpers import event_ids, produce_values
 
 from .harness import (
     ScorerStarter,
     account,
-    event_ids,
-    produce_values,
     read_all,
     report,
     scorer_settings,

@@ -13,10 +13,7 @@ import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from stream.settings import KafkaSettings, ScorerSettings, Settings
-
-
-def read_jsonl(path: Path) -> list[bytes]:
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
+from tests.helpers import read_jsonl
 
 
 def produce_events(

@@ -17,8 +17,7 @@ import pytest
 
 from stream.replay.manifest import RunManifest
 from stream.settings import Settings, to_env
-
-from .conftest import read_jsonl
+from tests.helpers import read_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -31,8 +31,9 @@ from stream.replay.run import ReplayOptions, prepare_replay
 from stream.replay.sources import FileSource, TopicSource
 from stream.settings import Settings, to_env
 from stream.simulate.truth import analyst_dispositions, read_truth
+from tests.helpers import read_jsonl
 
-from .conftest import produce_events, read_jsonl, read_topic, snapshot_redis
+from .conftest import produce_events, read_topic, snapshot_redis
 
 pytestmark = pytest.mark.integration
 

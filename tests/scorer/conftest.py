@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message
 
 from stream.devenv import free_ports
 from stream.settings import KafkaSettings, ScorerSettings, Settings, to_env
@@ -102,30 +101,6 @@ def start_scorer(tmp_path: Path) -> Iterator[Callable[..., ScorerProcess]]:
     yield start
     for process in started:
         process.stop_quietly()
-
-
-def read_jsonl(path: Path) -> list[bytes]:
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def produce_values(
-    kafka: KafkaSettings, topic: str, values: list[bytes], *, key_field: str = "customer_id"
-) -> None:
-    """Produce in order, keyed by customer (per-customer order is what Kafka preserves)."""
-    producer = Producer({**kafka.client_config(), "enable.idempotence": True, "linger.ms": 5})
-    for value in values:
-        try:
-            key = str(orjson.loads(value).get(key_field, "")).encode()
-        except (orjson.JSONDecodeError, AttributeError):
-            key = b"malformed"
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(60) == 0
 
 
 def until_quiet(seconds: float = 3.0) -> Callable[[list[Message]], bool]:

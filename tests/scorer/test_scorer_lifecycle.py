@@ -17,14 +17,11 @@ from models.registry import Registry
 from schemas import Alert, alert_id_for, decode
 from stream.scorer.model_source import announce_champion
 from stream.settings import Settings
+from tests.helpers import event_ids, produce_values, read_jsonl
 
-from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl, until_quiet
+from .conftest import ScorerProcess, consume_all, until_quiet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def event_ids(values: list[bytes]) -> list[str]:
-    return [orjson.loads(v)["event_id"] for v in values]
 
 
 def scored_ids(messages: list[Message]) -> list[str]:

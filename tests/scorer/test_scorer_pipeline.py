@@ -29,8 +29,9 @@ from stream.context.store import ContextStore
 from stream.redis_client import connect
 from stream.scorer.app import narrator_for
 from stream.settings import ContextSettings, RedisSettings, Settings
+from tests.helpers import produce_values, read_jsonl
 
-from .conftest import ScorerProcess, consume_all, produce_values, read_jsonl
+from .conftest import ScorerProcess, consume_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

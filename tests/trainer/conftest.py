@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message
 
 from schemas import LabelEvent, LabelSource, Typology
 from schemas.features import FEATURE_NAMES
@@ -203,28 +202,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for process in started:
         process.stop_quietly()
-
-
-def read_jsonl(path: Path) -> list[bytes]:
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def produce_values(kafka: KafkaSettings, topic: str, values: list[bytes]) -> None:
-    """Produce in order, keyed by customer (per-customer order is what Kafka preserves)."""
-    producer = Producer({**kafka.client_config(), "enable.idempotence": True, "linger.ms": 5})
-    for value in values:
-        try:
-            key = str(orjson.loads(value).get("customer_id", "")).encode()
-        except (orjson.JSONDecodeError, AttributeError):
-            key = b"malformed"
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(60) == 0
 
 
 def consume_all(

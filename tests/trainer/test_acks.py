@@ -23,8 +23,9 @@ from stream.devenv import free_ports
 from stream.redis_client import connect
 from stream.settings import Settings, TrainerSettings
 from stream.trainer.store import MAX_UNJOINED, CaseStore
+from tests.helpers import produce_values
 
-from .conftest import WorkerProcess, label, produce_values, wait_for
+from .conftest import WorkerProcess, label, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,8 +32,9 @@ from schemas.dead_letter import H_ERROR, H_SOURCE_TOPIC
 from stream.devenv import free_ports
 from stream.settings import ScorerSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
+from tests.helpers import produce_values, read_jsonl
 
-from .conftest import WorkerProcess, consume_all, produce_values, read_jsonl, wait_for
+from .conftest import WorkerProcess, consume_all, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
