@@ -485,7 +485,14 @@ def main() -> int:
                 "torch_threads": torch.get_num_threads(),
             }
             window = 5.0 if args.quick else 10.0
+            cpu_before, wall_before = time.process_time(), time.perf_counter()
             reference = max(model_only(model, texts, features, BATCH, window / 2) for _ in range(2))
+            # CPU of this process per narrative while only the model runs (torch's threads):
+            # what the pipeline's other work has to share the cores with.
+            cpu_s = time.process_time() - cpu_before
+            results["model_only_cpu_us_per_narrative"] = (
+                cpu_s / ((time.perf_counter() - wall_before) * reference) * 1e6
+            )
             results["model_only_per_s"] = reference
             print(f"model only, batch {BATCH}: {reference:,.0f} narratives/s", flush=True)
             # The model's own batching gain: what micro-batching can give at most, before any
