@@ -283,6 +283,10 @@ def produce(
     kafka: KafkaSettings, topic: str, lines: list[bytes], rate: float | None = None
 ) -> None:
     producer = Producer({**kafka.client_config(), "linger.ms": 5, "enable.idempotence": True})
+    # Connected and the topic's leaders known before the first event: the broker timestamp
+    # is the producer's create time, so a cold producer's first events would carry the
+    # producer's own start-up (metadata, idempotent PID) as scorer latency.
+    producer.list_topics(topic, timeout=30)
     started = time.perf_counter()
     for i, line in enumerate(lines):
         if rate is not None:
@@ -308,7 +312,7 @@ def committed(consumer: Consumer, topic: str) -> int:
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
-def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, float]:
+def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, Any]:
     """Produce at `rate` while the scorer runs; input broker ts -> score message broker ts."""
     run = uuid.uuid4().hex[:8]
     topics = TopicSettings(
@@ -345,6 +349,18 @@ def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, fl
     )
     app = build_scorer(settings, serve_metrics=False)
     freeze_startup_objects()  # as `riskstream run scorer` does before it starts
+    # Garbage-collection pauses in this process (the scorer's) during the run: a suspect for
+    # the latency tail, measured rather than guessed.
+    gc_pauses_ms: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses_ms.append((time.perf_counter() - gc_started[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
     thread = threading.Thread(target=app.runner.run, daemon=True)
     thread.start()
     time.sleep(3)  # join the group before traffic starts
@@ -357,9 +373,19 @@ def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, fl
     feeder.join()
     if feeder.exitcode != 0:
         raise RuntimeError(f"the paced producer failed (exit {feeder.exitcode})")
-    latencies_ms = read_latencies(settings, topics, len(lines))
+    series = read_latencies(settings, topics, len(lines))
+    latencies_ms = [float(latency) for _, latency in series]
+    # p50 / max latency per second of the run, to see when the tail happens
+    by_second: dict[int, list[float]] = {}
+    for input_ms, latency in series:
+        by_second.setdefault((input_ms - series[0][0]) // 1000, []).append(float(latency))
+    per_second = [
+        [second, float(np.percentile(values, 50)), float(max(values))]
+        for second, values in sorted(by_second.items())
+    ]
     app.runner.request_stop()
     thread.join(timeout=60)
+    gc.callbacks.remove(on_gc)
     samples = next(iter(app.runner.metrics.model_latency.collect())).samples
     count = next(s.value for s in samples if s.name.endswith("_count"))
     total_s = next(s.value for s in samples if s.name.endswith("_sum"))
@@ -373,14 +399,28 @@ def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, fl
         "rate": rate,
         "p50_ms": float(np.percentile(latencies_ms, 50)),
         "p99_ms": float(np.percentile(latencies_ms, 99)),
+        "p90_ms": float(np.percentile(latencies_ms, 90)),
+        "max_ms": float(np.max(latencies_ms)),
+        "share_over_300ms": float(np.mean(np.asarray(latencies_ms) > 300)),
+        # the last three quarters of the run: without the group's start-up (assignment, the
+        # first batches' warm-up), which can hold the first events for a while
+        "p99_ms_steady": float(np.percentile(latencies_ms[len(latencies_ms) // 4 :], 99)),
+        "p99_ms_first_quarter": float(np.percentile(latencies_ms[: len(latencies_ms) // 4], 99)),
+        "gc_pauses": len(gc_pauses_ms),
+        "gc_pause_total_ms": float(sum(gc_pauses_ms)),
+        "gc_pause_max_ms": float(max(gc_pauses_ms, default=0.0)),
+        "per_second_p50_max_ms": per_second,
         "mean_batch": sum_sizes / max(n_batches, 1),
         "model_ms_per_batch": model_ms,
         "bound_ms": 50 + 2 * model_ms,
     }
 
 
-def read_latencies(settings: Settings, topics: TopicSettings, expected: int) -> list[float]:
-    """Input broker timestamps from the input topic, output ones from the scores topic."""
+def read_latencies(
+    settings: Settings, topics: TopicSettings, expected: int
+) -> list[tuple[int, int]]:
+    """Input broker timestamps from the input topic, output ones from the scores topic: each
+    event's (input timestamp, latency) in ms, in the order the events arrived."""
 
     def read(topic: str, key_of: Any) -> dict[str, int]:
         consumer = Consumer(
@@ -403,7 +443,7 @@ def read_latencies(settings: Settings, topics: TopicSettings, expected: int) -> 
 
     inputs = read(topics.transactions, lambda v: orjson.loads(v)["event_id"])
     outputs = read(topics.scores, lambda v: orjson.loads(v)["event_id"])
-    return [outputs[k] - inputs[k] for k in outputs if k in inputs]
+    return sorted((inputs[k], outputs[k] - inputs[k]) for k in outputs if k in inputs)
 
 
 def model_only(
