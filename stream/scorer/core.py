@@ -185,6 +185,8 @@ class ModelScores:
     """Reasons of each alerted event (scored now or from its record)."""
     unexplained: list[tuple[Scored, str]] = field(default_factory=list)
     """Alerted events whose explaining failed: dead letters, not alerts without a reason."""
+    scored_at: datetime | None = None
+    """When the model call returned (the alerts' ``scored_at``); None: when finished."""
 
     def restricted(self, keep: Callable[[Incoming], bool]) -> ModelScores:
         return ModelScores(
@@ -192,6 +194,7 @@ class ModelScores:
             [(d, r) for d, r in self.failed if keep(d.incoming)],
             [(s, r) for s, r in self.explained if keep(s.decoded.incoming)],
             [(s, r) for s, r in self.unexplained if keep(s.decoded.incoming)],
+            self.scored_at,
         )
 
 

@@ -199,6 +199,7 @@ class BatchProcessor:
                     self._canaries[model.version],
                 )
             self.metrics.model_latency.observe(time.perf_counter() - started)
+        scored_at = utc_now()
         scored = [*prepared.reused.values(), *(result for _, result in done)]
         with self.metrics.stage("reasons"):
             explained, unexplained = self._explained(
@@ -209,6 +210,7 @@ class BatchProcessor:
             [(item, reason) for (item, _), reason in failed],
             explained,
             unexplained,
+            scored_at,
         )
 
     def finish(
@@ -236,7 +238,7 @@ class BatchProcessor:
             for d, _ in prepared.narrated
             if d.incoming.source in by_source
         ]
-        scored_at = utc_now()
+        scored_at = scores.scored_at or utc_now()
 
         outputs = BatchOutputs()
         alerts, failed = self._alerts(

@@ -18,14 +18,15 @@ idempotent per event id, and alert ids are deterministic.
 
 Exactly-once mode replaces step 3 by a Kafka transaction holding the outputs and the offsets.
 
-**Overlap.** Step 2 is split around the model call (``BatchProcessor.prepare`` / ``score`` /
-``finish``), and the model call runs on a worker thread (the model lane): while the model
-scores batch n, this thread fills batch n+1, decodes it, claims its ids, applies its context
-and builds its narratives; then it hands batch n+1 to the lane and explains, delivers and
-commits batch n. Everything that touches Kafka or Redis stays on this one thread, in batch
-order, so context updates, outputs and commits keep the order of the sequential loop: the
-only thing that runs ahead is the next batch's context update, which is idempotent per event
-id and, were the worker to die, reprocessed from the last commit like any batch in hand.
+**Overlap.** Step 2 is split around the model calls (``BatchProcessor.prepare`` / ``score``
+/ ``finish``), and the model calls - scores, then the alerts' reasons - run on a worker thread
+(the model lane): while the model scores batch n, this thread fills batch n+1, decodes it,
+claims its ids, applies its context and builds its narratives; then it hands batch n+1 to the
+lane and builds, delivers and commits batch n's outputs. Everything that touches Kafka or
+Redis stays on this one thread, in batch order, so context updates, outputs and commits keep
+the order of the sequential loop: the only thing that runs ahead is the next batch's context
+update, which is idempotent per event id and, were the worker to die, reprocessed from the
+last commit like any batch in hand.
 While a batch is in the lane, the next one also closes when the lane comes free, so an event
 waits for at most one model call it is not part of. And when the model is done with batch n
 by the time batch n+1's context update is handed to Redis (a fast model), batch n is
@@ -382,7 +383,7 @@ class ScorerRunner:
 
     def _advance(self, prepared: PreparedBatch | None) -> None:
         """Hand ``prepared`` to the model lane and finish the batch that was in it: the model
-        scores batch n+1 while batch n is explained, delivered and committed."""
+        scores batch n+1 while batch n's outputs are built, delivered and committed."""
         scored = self._lane.push(prepared)
         if scored is not None:
             self._finish_until_done(*scored)
