@@ -56,6 +56,7 @@ from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
 from stream.replay.sources import ReplaySource, SourceRecord, from_ms, to_ms
 from stream.scorer.app import loader_for, narrator_for
 from stream.scorer.core import (
+    BegunBatch,
     EventWindow,
     Incoming,
     ModelScores,
@@ -404,11 +405,7 @@ class Replay:
                         self.manifest.labels.revealed = labels.revealed
                 # The model scores this batch on the lane while the previous one is finished
                 # here: the same overlap as the live scorer (stream.pipeline.lane).
-                prepared = _retrying(
-                    partial(self._prepare, processor, lane, batch, records, producer, files, bar),
-                    "batch",
-                    _nothing,
-                )
+                prepared = self._prepare(processor, lane, batch, records, producer, files, bar)
                 scored = lane.push(prepared)
                 if scored is not None:
                     self._complete(processor, *scored, records, producer, files, bar)
@@ -427,12 +424,25 @@ class Replay:
         bar: tqdm[Any],
     ) -> PreparedBatch:
         """Step 1 of ``batch``; the batch in the lane is finished while Redis applies this
-        one's context if the model is done with it (as the live scorer does)."""
-        begun = processor.begin(batch, self.model)
+        one's context if the model is done with it (as the live scorer does).
+
+        Only step 1 is retried here: the lane's batch is completed (with its own retries) at
+        most once, so a batch whose outputs cannot be delivered fails the run instead of being
+        dropped by a retry of the next one."""
+        try:
+            begun: BegunBatch | None = processor.begin(batch, self.model)
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.warning("batch failed (%s); retrying it after the batch in the lane", exc)
+            begun = None
         scored = lane.take_if_done()
         if scored is not None:
             self._complete(processor, *scored, records, producer, files, bar)
-        return processor.complete(begun)
+        if begun is not None:
+            try:
+                return processor.complete(begun)
+            except INFRASTRUCTURE_ERRORS as exc:
+                log.warning("batch failed (%s); retrying it", exc)
+        return _retrying(partial(processor.prepare, batch, self.model), "batch", _nothing)
 
     def _complete(
         self,
