@@ -49,6 +49,7 @@ from stream.context.errors import ContextLayoutMismatch, ContextStateLost
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.pipeline.health import Health
 from stream.pipeline.lane import ModelLane
 from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
 from stream.scorer.core import (
@@ -60,7 +61,7 @@ from stream.scorer.core import (
     next_offsets,
 )
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
-from stream.scorer.metrics import Health, ScorerMetrics
+from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher
 from stream.scorer.processor import (
     BatchOutputs,
