@@ -30,13 +30,13 @@ from schemas.story import pack_story, unpack_story
 from stream.context.results import PendingContexts
 from stream.context.store import ContextStore, EventContext
 from stream.kafka.clients import OutgoingMessage
+from stream.pipeline.dead_letters import DeadLetter, dead_letter_message
+from stream.pipeline.messages import Incoming
 from stream.scorer.core import (
     AlertMode,
     BegunBatch,
-    DeadLetter,
     Decoded,
     EventWindow,
-    Incoming,
     ModelScores,
     Narrate,
     NarrativeLike,
@@ -46,7 +46,6 @@ from stream.scorer.core import (
     build_alert,
     canary_event,
     checked_narrative,
-    dead_letter_message,
     decode_batch,
     each_guarded,
     isolate_failures,

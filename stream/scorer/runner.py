@@ -51,15 +51,9 @@ from stream.kafka.clients import TrackedProducer, consumer_config, producer_conf
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.pipeline.health import Health
 from stream.pipeline.lane import ModelLane
+from stream.pipeline.messages import Incoming
 from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
-from stream.scorer.core import (
-    AlertMode,
-    EventWindow,
-    Incoming,
-    ModelScores,
-    PreparedBatch,
-    next_offsets,
-)
+from stream.scorer.core import AlertMode, EventWindow, ModelScores, PreparedBatch, next_offsets
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher
