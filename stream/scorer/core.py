@@ -40,7 +40,7 @@ from stream.pipeline.dead_letters import DeadLetter
 from stream.pipeline.messages import Incoming, processing_clock_ms
 
 if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries
-    from stream.scorer.records import ScoredRecord
+    from stream.pipeline.records import ScoredRecord
 
 
 class ClauseLike(Protocol):

@@ -32,6 +32,7 @@ from stream.context.store import ContextStore, EventContext
 from stream.kafka.clients import OutgoingMessage
 from stream.pipeline.dead_letters import DeadLetter, dead_letter_message
 from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecord, ScoredRecordStore, reusable
 from stream.scorer.core import (
     AlertMode,
     BegunBatch,
@@ -54,7 +55,6 @@ from stream.scorer.core import (
     score_message,
 )
 from stream.scorer.metrics import ScorerMetrics
-from stream.scorer.records import ScoredRecord, ScoredRecordStore, reusable
 
 log = logging.getLogger(__name__)
 

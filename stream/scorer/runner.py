@@ -52,6 +52,7 @@ from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.pipeline.health import Health
 from stream.pipeline.lane import ModelLane
 from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecordStore
 from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
 from stream.scorer.core import AlertMode, EventWindow, ModelScores, PreparedBatch, next_offsets
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
@@ -64,7 +65,6 @@ from stream.scorer.processor import (
     OutputTopics,
     utc_now,
 )
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
