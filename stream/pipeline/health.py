@@ -1,4 +1,4 @@
-"""The /metrics, /health and /ready endpoints every long-running worker serves.
+"""The /metrics, /health and /ready endpoints the streaming workers serve.
 
 The scorer, the trainer and the simulated analyst each run one ``MetricsServer`` over their own
 Prometheus registry and a ``Health`` their loop beats; what the registry holds is the worker's
