@@ -57,7 +57,7 @@ from stream.context import keys
 from stream.context.store import ContextLimits, ContextStore
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
-from stream.scorer.records import ScoredRecordStore, claim_key
+from stream.pipeline.records import ScoredRecordStore, claim_key
 from stream.settings import ContextSettings
 from stream.simulate.config import SimulationConfig
 from stream.simulate.engine import simulate

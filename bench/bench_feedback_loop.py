@@ -57,12 +57,12 @@ from stream.context.store import ContextStore
 from stream.datasets import load_split
 from stream.devenv.process import free_ports
 from stream.devenv.redis_server import RedisServer
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecord, ScoredRecordStore
 from stream.redis_client import connect
 from stream.scorer.app import narrator_for
-from stream.scorer.core import Incoming
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchProcessor, OutputTopics
-from stream.scorer.records import ScoredRecord, ScoredRecordStore
 from stream.settings import ContextSettings, Settings, TrainerSettings
 from stream.simulate.truth import analyst_dispositions, read_truth
 from stream.trainer.finetune import run_finetune

@@ -36,11 +36,11 @@ import pyarrow.parquet as pq
 
 from bench.machine import machine
 from models.inference import LoadedModel
+from stream.pipeline.records import ScoredRecordStore
 from stream.redis_client import connect
 from stream.replay.labels import LabelSchedule, read_label_file
 from stream.replay.run import ReplayOptions, prepare_replay
 from stream.replay.sources import FileSource
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import Settings, load_settings
 
 

@@ -66,7 +66,7 @@ def analyst(
     if health_port is not None:
         from prometheus_client import CollectorRegistry
 
-        from stream.scorer.metrics import Health, MetricsServer
+        from stream.pipeline.health import Health, MetricsServer
 
         health = Health(stall_after_s=60.0)
         server = MetricsServer(health_host, health_port, CollectorRegistry(), health).start()

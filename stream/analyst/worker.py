@@ -28,7 +28,7 @@ from stream.analyst.queue import DispositionQueue, Partition
 from stream.analyst.truth import TruthFile
 from stream.kafka.clients import OutgoingMessage, TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import KafkaIOError
-from stream.scorer.metrics import Health
+from stream.pipeline.health import Health
 from stream.settings import Settings
 from stream.simulate.truth import analyst_dispositions
 

@@ -49,7 +49,7 @@ from stream.desk.errors import DatabaseUnavailable, UserError
 from stream.desk.pages import router
 from stream.desk.queries import FilterError
 from stream.desk.tables import Role, User
-from stream.scorer.records import ScoredRecordStore
+from stream.pipeline.records import ScoredRecordStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

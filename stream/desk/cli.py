@@ -66,8 +66,8 @@ def serve(settings: Settings, engine: Engine, *, web: bool, intake: bool, relay:
     from stream.desk.app import create_app
     from stream.desk.intake import IntakeWorker
     from stream.desk.outbox import OutboxRelay
+    from stream.pipeline.records import ScoredRecordStore
     from stream.redis_client import connect
-    from stream.scorer.records import ScoredRecordStore
 
     workers: list[IntakeWorker | OutboxRelay] = []
     if intake:

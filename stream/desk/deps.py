@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from stream.desk.auth import SignedIn, resolve_session, tokens_match
 from stream.desk.database import guarded
 from stream.desk.tables import Role
-from stream.scorer.records import ScoredRecordStore
+from stream.pipeline.records import ScoredRecordStore
 from stream.settings import Settings
 
 SESSION_COOKIE = "desk_session"

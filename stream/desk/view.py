@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from schemas import Reason
 from schemas.features import FEATURE_NAMES
 from stream.alerts.view import format_amount
-from stream.scorer.records import RecordsUnavailable, ScoredRecord, ScoredRecordStore
+from stream.pipeline.records import RecordsUnavailable, ScoredRecord, ScoredRecordStore
 
 log = logging.getLogger(__name__)
 

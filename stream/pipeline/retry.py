@@ -13,7 +13,7 @@ from typing import Final
 
 from stream.context.errors import ContextUnavailable
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
-from stream.scorer.records import RecordsUnavailable
+from stream.pipeline.records import RecordsUnavailable
 
 INFRASTRUCTURE_ERRORS: Final = (
     ContextUnavailable,

@@ -28,11 +28,11 @@ from schemas.dead_letter import (
     H_SOURCE_TOPIC,
 )
 from stream.kafka.clients import OutgoingMessage
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecord, ScoredRecordStore
 from stream.redis_client import AnyRedis
 from stream.replay.manifest import ALERTS_FILE, DEAD_LETTERS_FILE, SCORES_FILE
 from stream.replay.sources import to_ms
-from stream.scorer.core import Incoming
-from stream.scorer.records import ScoredRecord, ScoredRecordStore
 
 # Dead letters of a run go to its directory, not to a topic: they belong to the run, and a
 # colon cannot occur in a Kafka topic name, so this can never be mistaken for one.

@@ -46,6 +46,7 @@ from stream.kafka.clients import OutgoingMessage, TrackedProducer, producer_conf
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.kafka.topics import DEFAULT_PARTITIONS, ensure_topics
 from stream.pipeline.lane import ModelLane
+from stream.pipeline.messages import Incoming, processing_clock_ms
 from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
 from stream.redis_client import AnyRedis, connect
 from stream.replay.errors import ReplayError, RunExists
@@ -55,14 +56,7 @@ from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
 from stream.replay.sources import ReplaySource, SourceRecord, from_ms, to_ms
 from stream.scorer.app import loader_for, narrator_for
-from stream.scorer.core import (
-    BegunBatch,
-    EventWindow,
-    Incoming,
-    ModelScores,
-    PreparedBatch,
-    processing_clock_ms,
-)
+from stream.scorer.core import BegunBatch, EventWindow, ModelScores, PreparedBatch
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import (
     BatchOutputs,

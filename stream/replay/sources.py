@@ -1,9 +1,9 @@
 """Bounded inputs of a replay: a file (JSONL or Parquet) or a range of a Kafka topic.
 
 A source yields :class:`SourceRecord` values in a deterministic order; the replay loop turns
-them into :class:`~stream.scorer.core.Incoming` messages (stamping ``received_at`` when a batch
-is released) and hands batches to the live scorer's ``BatchProcessor``. Nothing here imports
-the scorer (and with it torch): reports and label readers use these readers too.
+them into :class:`~stream.pipeline.messages.Incoming` messages (stamping ``received_at`` when a
+batch is released) and hands batches to the live scorer's ``BatchProcessor``. Nothing here
+imports the scorer (and with it torch): reports and label readers use these readers too.
 
 * File: every line (JSONL) or row (Parquet) is one message of topic ``file:<name>``, partition
   0, offset = its 1-based line / row number (so a dead letter's source points at the line an

@@ -22,12 +22,13 @@ from schemas.narrative import Narrative, NarrativeSpec, build_narrative, default
 from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
 from stream.context.store import ContextStore, EventContext
 from stream.kafka.groups import GroupOffsetsUnavailable, committed_offsets
+from stream.pipeline.health import Health, MetricsServer
+from stream.pipeline.records import ScoredRecordStore
 from stream.redis_client import connect
 from stream.scorer.core import AlertMode, Narrate
 from stream.scorer.errors import ScorerFatal
-from stream.scorer.metrics import Health, MetricsServer, ScorerMetrics
+from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher, ModelLoader
-from stream.scorer.records import ScoredRecordStore
 from stream.scorer.runner import ScorerRunner
 from stream.settings import KafkaSettings, Settings
 

@@ -31,25 +31,16 @@ from schemas import (
 )
 from schemas.alert import ALERT_ID_HEADER
 from schemas.codec import encode
-from schemas.dead_letter import DeadLetterHeaders
 from schemas.features import select_features
 from schemas.score import Score
 from schemas.story import StoryEntry
 from stream.context.results import EventContext, PendingContexts
 from stream.kafka.clients import OutgoingMessage
+from stream.pipeline.dead_letters import DeadLetter
+from stream.pipeline.messages import Incoming, processing_clock_ms
 
 if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries
-    from stream.scorer.records import ScoredRecord
-
-# A dead letter must itself be producible: librdkafka refuses records over message.max.bytes
-# (1,000,000 by default) and brokers over max.message.bytes (~1 MiB by default) - and a record
-# the producer refuses would fail the batch again on every retry and after every restart, a
-# poison pill. Originals up to this size (16x the largest message the decoder even parses)
-# are copied whole; bigger ones are left at their source position, which the headers name.
-DLQ_MAX_ORIGINAL_BYTES: Final = 512 * 1024
-# The reason header is cut to this (the header model's limit); reasons are written by
-# riskstream and never quote the payload, so only a pathological one is cut.
-DLQ_MAX_REASON_CHARS: Final = 4096
+    from stream.pipeline.records import ScoredRecord
 
 
 class ClauseLike(Protocol):
@@ -78,38 +69,9 @@ AlertMode = Literal["live", "shadow", "backtest"]
 
 
 @dataclass(frozen=True, slots=True)
-class Incoming:
-    """One consumed message, detached from the client library."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int | None
-    """The broker's timestamp of the input message (producer create time by default)."""
-    received_at: datetime
-    clock_ms: int | None = None
-    """The processing clock the event-time window is judged by, when the message carries no
-    broker timestamp to derive it from (a replayed file: see ``processing_clock_ms``)."""
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
-@dataclass(frozen=True, slots=True)
 class Decoded:
     incoming: Incoming
     event: TransactionEvent
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    incoming: Incoming
-    reason: str
-    error_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,19 +162,6 @@ class ModelScores:
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
-
-
-def processing_clock_ms(incoming: Incoming) -> int:
-    """When the message entered the stream, as far as the scorer can tell: its broker timestamp
-    (the time it was produced - also what a replay of the topic sees, so live and replay judge
-    alike), never later than when the scorer read it (a timestamp set in the future must not
-    widen the window); the read time when it has none; ``clock_ms`` when the caller set it."""
-    if incoming.clock_ms is not None:
-        return incoming.clock_ms
-    received = (incoming.received_at - _EPOCH) // _ONE_MS
-    if incoming.timestamp_ms is not None and incoming.timestamp_ms > 0:
-        return min(incoming.timestamp_ms, received)
-    return received
 
 
 def _span(ms: float) -> str:
@@ -400,38 +349,6 @@ def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMes
         alerted=scored.score >= model.alert_threshold,
     )
     return OutgoingMessage(topic, encode(body), event.customer_id.encode())
-
-
-def original_size(incoming: Incoming) -> int:
-    """Bytes of key, value and headers: what copying the original into a record costs."""
-    headers = sum(len(name.encode()) + len(value) for name, value in incoming.headers)
-    return len(incoming.key or b"") + len(incoming.value or b"") + headers
-
-
-def dead_letter_message(dead: DeadLetter, topic: str, failed_at: datetime) -> OutgoingMessage:
-    """The original key, value and headers unchanged, plus headers saying what went wrong
-    and where the message came from - so it can be inspected and replayed as it was.
-
-    An original over ``DLQ_MAX_ORIGINAL_BYTES`` is not copied (no key, value or original
-    headers; ``riskstream.original.omitted`` gives its size): the dead letter then points at
-    the source position instead of failing to be produced."""
-    source = dead.incoming
-    size = original_size(source)
-    copied = size <= DLQ_MAX_ORIGINAL_BYTES
-    ours = DeadLetterHeaders(
-        error=dead.reason[:DLQ_MAX_REASON_CHARS],
-        error_type=dead.error_type,
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        failed_at=failed_at,
-        original_omitted=None if copied else size,
-    )
-    headers = (*(source.headers if copied else ()), *ours.to_kafka())
-    if not copied:
-        return OutgoingMessage(topic=topic, value=None, key=None, headers=headers)
-    # A tombstone (None value) stays None: empty bytes would be a different message.
-    return OutgoingMessage(topic=topic, value=source.value, key=source.key, headers=headers)
 
 
 def next_offsets(batch: Sequence[Incoming]) -> dict[tuple[str, int], int]:

@@ -30,13 +30,14 @@ from schemas.story import pack_story, unpack_story
 from stream.context.results import PendingContexts
 from stream.context.store import ContextStore, EventContext
 from stream.kafka.clients import OutgoingMessage
+from stream.pipeline.dead_letters import DeadLetter, dead_letter_message
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecord, ScoredRecordStore, reusable
 from stream.scorer.core import (
     AlertMode,
     BegunBatch,
-    DeadLetter,
     Decoded,
     EventWindow,
-    Incoming,
     ModelScores,
     Narrate,
     NarrativeLike,
@@ -46,7 +47,6 @@ from stream.scorer.core import (
     build_alert,
     canary_event,
     checked_narrative,
-    dead_letter_message,
     decode_batch,
     each_guarded,
     isolate_failures,
@@ -55,7 +55,6 @@ from stream.scorer.core import (
     score_message,
 )
 from stream.scorer.metrics import ScorerMetrics
-from stream.scorer.records import ScoredRecord, ScoredRecordStore, reusable
 
 log = logging.getLogger(__name__)
 

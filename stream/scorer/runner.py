@@ -50,18 +50,14 @@ from stream.context.errors import ContextLayoutMismatch, ContextStateLost
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, consumer_config, producer_config
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.pipeline.health import Health
 from stream.pipeline.lane import ModelLane
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecordStore
 from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
-from stream.scorer.core import (
-    AlertMode,
-    EventWindow,
-    Incoming,
-    ModelScores,
-    PreparedBatch,
-    next_offsets,
-)
+from stream.scorer.core import AlertMode, EventWindow, ModelScores, PreparedBatch, next_offsets
 from stream.scorer.errors import ScorerFatal, ShutdownIncomplete
-from stream.scorer.metrics import Health, ScorerMetrics
+from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher
 from stream.scorer.processor import (
     BatchOutputs,
@@ -70,7 +66,6 @@ from stream.scorer.processor import (
     OutputTopics,
     utc_now,
 )
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -42,12 +42,13 @@ from schemas import LabelEvent, decode
 from schemas.errors import DecodeError
 from stream.context.store import ContextStore
 from stream.kafka.groups import GroupOffsetsUnavailable
+from stream.pipeline.dead_letters import DeadLetter, dead_letter_message
+from stream.pipeline.health import Health, MetricsServer
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecordStore
 from stream.pipeline.retry import BACKOFF
 from stream.redis_client import connect
 from stream.scorer.app import mark_if_new, wait_for_context_store
-from stream.scorer.core import DeadLetter, Incoming, dead_letter_message
-from stream.scorer.metrics import Health, MetricsServer
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import KafkaSettings, Settings
 from stream.trainer.cases import JoinOutcome
 from stream.trainer.ingest import RETRIABLE, LabelIngestor

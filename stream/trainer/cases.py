@@ -1,7 +1,7 @@
 """Labelled cases: what a fine-tune learns from, as pure functions of data.
 
 A *case* is a label joined with what the scorer scored for its event (the event, narrative,
-clause ids and feature vector, kept by ``stream.scorer.records``). This module decides:
+clause ids and feature vector, kept by ``stream.pipeline.records``). This module decides:
 
 * how a label joins (:func:`join_labels`): joined, or why not - the record expired (the label
   came after ``scorer.scored_ttl_days``), it is unknown (never scored, or not yet), or it
@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from schemas import LabelEvent, LabelSource, Typology
-from stream.scorer.records import ScoredRecord
+from stream.pipeline.records import ScoredRecord
 
 SCHEMA: Final = 1
 PRESUMED: Final = "presumed"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from stream.pipeline.records import ScoredRecord
 from stream.redis_client import connect
-from stream.scorer.records import ScoredRecord
 from stream.settings import Settings, TrainerSettings
 from stream.trainer.cases import (
     CaseSplit,

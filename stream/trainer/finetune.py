@@ -38,7 +38,7 @@ from models.thresholds import (
 from models.train import TrainConfig, TrainResult, train
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
 from schemas.features import FEATURE_NAMES
-from stream.scorer.records import ScoredRecord
+from stream.pipeline.records import ScoredRecord
 from stream.settings import Settings, TrainerSettings
 from stream.trainer import drift
 from stream.trainer.cases import (

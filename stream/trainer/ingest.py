@@ -4,7 +4,7 @@ Synchronous Redis I/O, called off the worker's event loop. Every step is idempot
 id (the context store's label-derived risk, the case store's ``HSETNX``), so a label processed
 again after a crash or a retry changes nothing and is reported as a duplicate. Retriable
 errors (:class:`~stream.context.errors.ContextUnavailable`,
-:class:`~stream.scorer.records.RecordsUnavailable`,
+:class:`~stream.pipeline.records.RecordsUnavailable`,
 :class:`~stream.trainer.errors.CasesUnavailable`) propagate: the caller retries the label.
 """
 
@@ -19,8 +19,8 @@ from datetime import datetime
 from schemas import LabelEvent
 from stream.context.errors import ContextStateLost
 from stream.context.store import ContextStore
+from stream.pipeline.records import ScoredRecordStore
 from stream.pipeline.retry import INFRASTRUCTURE_ERRORS
-from stream.scorer.records import ScoredRecordStore
 from stream.trainer.cases import JoinOutcome, join_labels
 from stream.trainer.errors import CasesUnavailable
 from stream.trainer.metrics import TrainerMetrics

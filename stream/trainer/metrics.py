@@ -1,5 +1,5 @@
-"""The trainer's Prometheus metrics (served with /health and /ready by the scorer's
-:class:`~stream.scorer.metrics.MetricsServer`, on ``trainer.metrics_host:metrics_port``)."""
+"""The trainer's Prometheus metrics (served with /health and /ready by
+:class:`~stream.pipeline.health.MetricsServer`, on ``trainer.metrics_host:metrics_port``)."""
 
 from __future__ import annotations
 

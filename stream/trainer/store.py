@@ -31,8 +31,8 @@ import redis.exceptions as rexc
 from schemas import LabelEvent, decode
 from schemas.errors import DecodeError
 from stream.context.keys import namespace_pattern
+from stream.pipeline.records import ScoredRecord
 from stream.redis_client import AnyRedis
-from stream.scorer.records import ScoredRecord
 from stream.trainer.cases import JoinOutcome, LabelledCase
 from stream.trainer.errors import CasesUnavailable
 
@@ -259,7 +259,7 @@ class RecordSampler:
 
     def __init__(self, client: AnyRedis, namespace: str, scan_budget: int) -> None:
         self._client = client
-        # Record keys are "<ns>:{e:<event_id>}:scored" (stream.scorer.records.record_key).
+        # Record keys are "<ns>:{e:<event_id>}:scored" (stream.pipeline.records.record_key).
         self._pattern = namespace_pattern(namespace)[: -len("*")] + "{e:*}:scored"
         self._budget = scan_budget
 

@@ -25,8 +25,8 @@ from schemas.features import FEATURE_NAMES
 from stream.desk.outbox import label_id_for, record_disposition
 from stream.desk.tables import AlertRow, User
 from stream.devenv import free_ports
+from stream.pipeline.records import ScoredRecord, ScoredRecordStore
 from stream.redis_client import connect
-from stream.scorer.records import ScoredRecord, ScoredRecordStore
 from stream.settings import Settings, TrainerSettings
 from stream.trainer.store import MAX_UNJOINED, CaseStore
 

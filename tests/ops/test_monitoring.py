@@ -21,7 +21,8 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from stream.devenv.redis_server import ensure_debian_tool
-from stream.scorer.metrics import Health, MetricsServer, ScorerMetrics
+from stream.pipeline.health import Health, MetricsServer
+from stream.scorer.metrics import ScorerMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = REPO_ROOT / "ops" / "prometheus" / "prometheus.yml"

@@ -31,8 +31,8 @@ from schemas import Alert, TransactionEvent, alert_id_for, decode
 from stream.context.store import ContextStore
 from stream.devenv import free_ports
 from stream.kafka.topics import ensure_topics
+from stream.pipeline.records import ScoredRecordStore
 from stream.redis_client import connect
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import (
     ContextSettings,
     KafkaSettings,

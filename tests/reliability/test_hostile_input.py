@@ -23,12 +23,8 @@ from hypothesis import strategies as st
 from schemas import DecodeError, TransactionEvent, decode
 from schemas.codec import MAX_MESSAGE_BYTES, encode
 from schemas.dead_letter import H_ERROR, H_ERROR_TYPE, H_ORIGINAL_OMITTED
-from stream.scorer.core import (
-    DLQ_MAX_ORIGINAL_BYTES,
-    DeadLetter,
-    Incoming,
-    dead_letter_message,
-)
+from stream.pipeline.dead_letters import DLQ_MAX_ORIGINAL_BYTES, DeadLetter, dead_letter_message
+from stream.pipeline.messages import Incoming
 from stream.settings import KafkaSettings, RedisSettings
 from tests.helpers import event_ids
 

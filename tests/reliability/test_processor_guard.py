@@ -31,15 +31,12 @@ from schemas.features import ContextFeatures
 from schemas.narrative import Narrative
 from schemas.story import unpack_story
 from stream.context.store import ContextStore, EventContext
+from stream.pipeline.messages import Incoming
+from stream.pipeline.records import ScoredRecordStore, record_key
 from stream.scorer.app import narrator_for
-from stream.scorer.core import (
-    EventWindow,
-    Incoming,
-    Narrate,
-)
+from stream.scorer.core import EventWindow, Narrate
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import BatchOutputs, BatchProcessor, OutputTopics
-from stream.scorer.records import ScoredRecordStore, record_key
 from stream.settings import ContextSettings
 
 from .hostile import MARKER, MUTATIONS, valid_event

@@ -32,8 +32,8 @@ from schemas.alert import Alert
 from schemas.dead_letter import H_ERROR, H_ERROR_TYPE
 from schemas.features import ContextFeatures
 from stream.context.ops import MAX_CONTEXT_CENTS
+from stream.pipeline.records import ScoredRecordStore
 from stream.redis_client import connect
-from stream.scorer.records import ScoredRecordStore
 from stream.settings import KafkaSettings, RedisSettings, Settings
 from tests.helpers import event_ids, produce_values
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from schemas.dead_letter import H_ERROR, H_ORIGINAL_OMITTED, DeadLetterHeaders
-from stream.scorer.core import (
+from stream.pipeline.dead_letters import (
     DLQ_MAX_ORIGINAL_BYTES,
     DLQ_MAX_REASON_CHARS,
     DeadLetter,
-    Incoming,
     dead_letter_message,
 )
+from stream.pipeline.messages import Incoming
 
 FAILED_AT = datetime(2026, 3, 1, 10, 15, 0, 123000, tzinfo=UTC)
 

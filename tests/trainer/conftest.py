@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Message
 
 from schemas import LabelEvent, LabelSource, Typology
 from schemas.features import FEATURE_NAMES
-from stream.scorer.records import ScoredRecord
+from stream.pipeline.records import ScoredRecord
 from stream.settings import KafkaSettings, Settings, to_env
 from stream.trainer.cases import LabelledCase
 

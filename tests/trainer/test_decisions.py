@@ -20,7 +20,7 @@ from models.settings import ModelSettings
 from models.thresholds import calibrate
 from models.train import build_model, preset
 from stream.context.store import ContextStore
-from stream.scorer.records import ScoredRecordStore
+from stream.pipeline.records import ScoredRecordStore
 from stream.settings import ContextSettings, KafkaSettings, Settings, TopicSettings, TrainerSettings
 from stream.trainer.ingest import LabelIngestor
 from stream.trainer.loop import FeedbackLoop

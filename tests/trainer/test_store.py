@@ -9,7 +9,7 @@ import redis
 
 from schemas import LabelSource
 from stream.context.store import ContextStore
-from stream.scorer.records import ScoredRecordStore
+from stream.pipeline.records import ScoredRecordStore
 from stream.settings import ContextSettings
 from stream.trainer.cases import JoinOutcome
 from stream.trainer.ingest import LabelIngestor

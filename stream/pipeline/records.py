@@ -10,6 +10,9 @@ first carried an event id (topic[partition]@offset); it lives as long as the rec
 what makes event ids unique across the whole namespace, and reprocessing harmless: the same
 message again is a redelivery and gets its recorded outputs; another message with the id is a
 reuse and a dead letter (docs/scorer.md, "Idempotency").
+
+The scorer and replays write records; the trainer joins labels to them, the desk shows their
+features: so they live with the other shared pieces, not in ``stream.scorer``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from schemas.features import FEATURE_NAMES
 from schemas.story import unpack_story
 from stream.context.errors import ContextStateLost
 from stream.context.keys import marker_key, slot_marker_key
+from stream.pipeline.errors import PipelineError
 from stream.redis_client import AnyRedis
-from stream.scorer.errors import ScorerError
 
 SCHEMA: Final = 1
 
@@ -52,7 +55,7 @@ return out
 _MARKER_MISSING: Final = "riskstream context marker "
 
 
-class RecordsUnavailable(ScorerError):
+class RecordsUnavailable(PipelineError):
     """Redis did not answer; retriable (the batch is retried, records are idempotent)."""
 
 
