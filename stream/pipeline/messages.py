@@ -17,6 +17,11 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 
 
+def epoch_ms_of(moment: datetime) -> int:
+    """``moment`` (timezone-aware) in whole milliseconds since the Unix epoch."""
+    return (moment - _EPOCH) // _ONE_MS
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One consumed message, detached from the client library."""
@@ -46,7 +51,7 @@ def processing_clock_ms(incoming: Incoming) -> int:
     widen the window); the read time when it has none; ``clock_ms`` when the caller set it."""
     if incoming.clock_ms is not None:
         return incoming.clock_ms
-    received = (incoming.received_at - _EPOCH) // _ONE_MS
+    received = epoch_ms_of(incoming.received_at)
     if incoming.timestamp_ms is not None and incoming.timestamp_ms > 0:
         return min(incoming.timestamp_ms, received)
     return received

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,7 +37,7 @@ from schemas.story import StoryEntry
 from stream.context.results import EventContext, PendingContexts
 from stream.kafka.clients import OutgoingMessage
 from stream.pipeline.dead_letters import DeadLetter
-from stream.pipeline.messages import Incoming, processing_clock_ms
+from stream.pipeline.messages import Incoming, epoch_ms_of, processing_clock_ms
 
 if TYPE_CHECKING:  # records.py needs Redis; these types only name what a batch carries
     from stream.pipeline.records import ScoredRecord
@@ -160,10 +160,6 @@ class ModelScores:
         )
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
-
-
 def _span(ms: float) -> str:
     seconds = ms / 1000
     for unit, size in (("years", 365.25 * 86_400), ("days", 86_400), ("h", 3600), ("min", 60)):
@@ -196,7 +192,7 @@ class EventWindow:
     def refusal(self, event: TransactionEvent, incoming: Incoming) -> str | None:
         """Why ``event`` is outside the window, or None."""
         clock = processing_clock_ms(incoming)
-        when = (event.event_time - _EPOCH) // _ONE_MS
+        when = epoch_ms_of(event.event_time)
         if when - clock > self.max_ahead_ms:
             return (
                 f"field 'event_time': {_span(when - clock)} ahead of the processing clock "
