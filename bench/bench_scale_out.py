@@ -26,32 +26,21 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from bench.bench_model import machine
-from bench.bench_scorer import committed, event_lines, infrastructure, produce
+from bench.bench_scorer import committed, event_lines, fresh_topics, infrastructure, produce
 from bench.budget import process_cpu_s
 from models.settings import ModelSettings
-from stream.devenv import ensure_topics, free_ports
+from stream.devenv import free_ports
 from stream.settings import (
     ContextSettings,
     ScorerSettings,
     Settings,
-    TopicSettings,
     to_env,
 )
 
 
 def run_group(base: Settings, lines: list[bytes], processes: int, workdir: Path) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        transactions=f"stx-{run}",
-        alerts=f"salerts-{run}",
-        dlq=f"sdlq-{run}",
-        scores=f"sscores-{run}",
-        alerts_shadow=f"sshadow-{run}",
-        labels=f"slabels-{run}",
-        models=f"smodels-{run}",
-    )
-    ensure_topics(base.kafka, {topics.transactions: 6, topics.alerts: 3, topics.dlq: 1})
-    ensure_topics(base.kafka, {topics.scores: 3, topics.models: 1})
+    topics = fresh_topics(base.kafka, "s")
     produce(base.kafka, topics.transactions, lines)
     children = []
     for index in range(processes):

@@ -185,6 +185,32 @@ class TrivialModel:
         return Predictions(np.zeros(n, np.float32), [Typology.CARD_TESTING] * n, probs)
 
 
+def fresh_topics(kafka: KafkaSettings, prefix: str) -> TopicSettings:
+    """New topics for one run (6 input partitions, as the scorer's tests and compose use),
+    named ``<prefix><kind>-<random>``, created on the broker."""
+    run = uuid.uuid4().hex[:8]
+    topics = TopicSettings(
+        transactions=f"{prefix}tx-{run}",
+        alerts=f"{prefix}alerts-{run}",
+        dlq=f"{prefix}dlq-{run}",
+        scores=f"{prefix}scores-{run}",
+        alerts_shadow=f"{prefix}shadow-{run}",
+        labels=f"{prefix}labels-{run}",
+        models=f"{prefix}models-{run}",
+    )
+    ensure_topics(
+        kafka,
+        {
+            topics.transactions: 6,
+            topics.alerts: 3,
+            topics.dlq: 1,
+            topics.scores: 3,
+            topics.models: 1,
+        },
+    )
+    return topics
+
+
 def run_pipeline(
     base: Settings,
     lines: list[bytes],
@@ -196,26 +222,8 @@ def run_pipeline(
     servers: dict[str, int] | None = None,
 ) -> RunResult:
     """Fill a fresh topic, then time the scorer consuming all of it."""
-    run = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        transactions=f"tx-{run}",
-        alerts=f"alerts-{run}",
-        dlq=f"dlq-{run}",
-        scores=f"scores-{run}",
-        alerts_shadow=f"shadow-{run}",
-        labels=f"labels-{run}",
-        models=f"models-{run}",
-    )
-    ensure_topics(
-        base.kafka,
-        {
-            topics.transactions: 6,
-            topics.alerts: 3,
-            topics.dlq: 1,
-            topics.scores: 3,
-            topics.models: 1,
-        },
-    )
+    run = uuid.uuid4().hex[:8]  # names the run's group and namespace
+    topics = fresh_topics(base.kafka, "")
     produce(base.kafka, topics.transactions, lines)
     settings = base.model_copy(
         update={
@@ -314,26 +322,8 @@ def committed(consumer: Consumer, topic: str) -> int:
 
 def latency_run(base: Settings, lines: list[bytes], rate: float) -> dict[str, Any]:
     """Produce at `rate` while the scorer runs; input broker ts -> score message broker ts."""
-    run = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        transactions=f"ltx-{run}",
-        alerts=f"lalerts-{run}",
-        dlq=f"ldlq-{run}",
-        scores=f"lscores-{run}",
-        alerts_shadow=f"lshadow-{run}",
-        labels=f"llabels-{run}",
-        models=f"lmodels-{run}",
-    )
-    ensure_topics(
-        base.kafka,
-        {
-            topics.transactions: 6,
-            topics.alerts: 3,
-            topics.dlq: 1,
-            topics.scores: 3,
-            topics.models: 1,
-        },
-    )
+    run = uuid.uuid4().hex[:8]  # names the run's group and namespace
+    topics = fresh_topics(base.kafka, "l")
     settings = base.model_copy(
         update={
             "topics": topics,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
@@ -143,12 +143,12 @@ class ModelScores:
 
     done: list[tuple[Decoded, Scored]]
     failed: list[tuple[Decoded, str]]
-    explained: list[tuple[Scored, list[Reason]]] = field(default_factory=list)
+    explained: list[tuple[Scored, list[Reason]]]
     """Reasons of each alerted event (scored now or from its record)."""
-    unexplained: list[tuple[Scored, str]] = field(default_factory=list)
+    unexplained: list[tuple[Scored, str]]
     """Alerted events whose explaining failed: dead letters, not alerts without a reason."""
-    scored_at: datetime | None = None
-    """When the model call returned (the alerts' ``scored_at``); None: when finished."""
+    scored_at: datetime
+    """When the model call returned (the alerts' ``scored_at``)."""
 
     def restricted(self, keep: Callable[[Incoming], bool]) -> ModelScores:
         return ModelScores(

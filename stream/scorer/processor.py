@@ -237,7 +237,7 @@ class BatchProcessor:
             for d, _ in prepared.narrated
             if d.incoming.source in by_source
         ]
-        scored_at = scores.scored_at or utc_now()
+        scored_at = scores.scored_at
 
         outputs = BatchOutputs()
         alerts, failed = self._alerts(

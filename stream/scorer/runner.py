@@ -74,10 +74,6 @@ IDLE_POLL_S = 0.2
 # While a batch is in the model lane, the next one is filled in slices this long, to see
 # the lane come free without blocking in the consumer for the whole of max_wait.
 LANE_POLL_S = 0.005
-# Retriable failures (stream.pipeline.retry): the batch is retried after a pause. Anything
-# else is a bug or a fatal condition and ends the worker without committing (so the batch
-# is reprocessed elsewhere).
-RETRIABLE = INFRASTRUCTURE_ERRORS
 # Commit errors after which the partitions belong to someone else: the batch's outputs are
 # out, the new owner will reprocess it (harmless) - do not retry the commit.
 _LOST_OWNERSHIP = {
@@ -372,7 +368,7 @@ class ScorerRunner:
                 if scored is not None:
                     self._finish_until_done(*scored)
                 return self._processor.complete(begun)
-            except RETRIABLE as exc:
+            except INFRASTRUCTURE_ERRORS as exc:  # retried after a pause (retry.py)
                 attempt += 1
                 self._retry_after(exc, attempt, len(batch))
 
@@ -395,7 +391,7 @@ class ScorerRunner:
             try:
                 outputs = self._processor.finish(prepared, scores, keep=self._owns)
                 self._deliver(batch, outputs)
-            except RETRIABLE as exc:
+            except INFRASTRUCTURE_ERRORS as exc:  # retried after a pause (retry.py)
                 attempt += 1
                 self._retry_after(exc, attempt, len(batch))
                 continue
