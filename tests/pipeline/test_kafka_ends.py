@@ -74,12 +74,13 @@ def test_a_topic_is_driven_through_to_another_and_its_offsets_committed(
     if transactional:
         producer.raw.init_transactions(30)
     seen = 0
+    stop: list[Callable[[], None]] = []  # the driver's, once it exists
 
     def after(batch: list[Incoming], _: Outputs) -> None:
         nonlocal seen
         seen += len(batch)
         if seen >= 40:
-            driver.request_stop()
+            stop[0]()
 
     driver: BatchDriver[Incoming, list[Incoming], None, Outputs] = BatchDriver(
         source,
@@ -87,6 +88,7 @@ def test_a_topic_is_driven_through_to_another_and_its_offsets_committed(
         PlainSteps(upper(out_topic), after),
         limits=DriverLimits(max_records=16, wait_s=0.2, shutdown_s=30),
     )
+    stop.append(driver.request_stop)
     guard = threading.Timer(60, driver.request_stop)  # a hung test fails instead of hanging
     guard.start()
     try:
@@ -94,7 +96,7 @@ def test_a_topic_is_driven_through_to_another_and_its_offsets_committed(
     finally:
         guard.cancel()
         source.close()
-        del driver  # ``after`` holds it: without this the producer outlives the broker
+        stop.clear()  # ``after`` holds the driver: else the producer outlives the broker
     assert seen == 40
 
     assert sorted(read_all(kafka_settings, out_topic, 40)) == sorted(
