@@ -43,6 +43,7 @@ from stream.context.errors import ContextUnavailable
 from stream.context.keys import marker_key
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, producer_config
+from stream.kafka.errors import FlushTimeout
 from stream.kafka.topics import DEFAULT_PARTITIONS, ensure_topics
 from stream.pipeline.driver import BatchDriver, DriverLimits
 from stream.pipeline.retry import RetryPolicy
@@ -67,9 +68,14 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 # A replay is a bounded job: after this many attempts at a batch it fails rather than wait
-# for ever; and alerts not acknowledged this long fail the attempt (produced again).
+# for ever; and alerts the broker has not acknowledged after DELIVERY_WAIT_S fail the run at
+# once (the broker is away: a run can be started again, a longer wait only holds it up).
 MAX_ATTEMPTS = 8
 DELIVERY_WAIT_S = 120.0
+POLICY = RetryPolicy(
+    retriable=tuple(e for e in RetryPolicy().retriable if e is not FlushTimeout),
+    max_attempts=MAX_ATTEMPTS,
+)
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,7 @@ class Replay:
                 steps,
                 limits=DriverLimits(max_records=options.batch_size, wait_s=0.0,
                                     flush_wait_s=DELIVERY_WAIT_S),
-                policy=RetryPolicy(max_attempts=MAX_ATTEMPTS),
+                policy=POLICY,
                 overlap=True,
             ).run()  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 
 from stream.context.errors import ContextUnavailable
 from stream.kafka.clients import OutgoingMessage
-from stream.kafka.errors import DeliveryFailed
+from stream.kafka.errors import DeliveryFailed, FlushTimeout
 from stream.pipeline.driver import BatchDriver, DriverLimits, Outputs, PlainSteps
 from stream.pipeline.ends import Partition
 from stream.pipeline.errors import CommitFailed, OwnershipLost, ShutdownIncomplete
@@ -172,6 +172,22 @@ def test_a_refused_delivery_builds_and_produces_the_batch_again() -> None:
     assert builds == [3, 3]
     assert values(sink) == ["0@0", "0@1", "0@2"]  # the refused attempt delivered nothing
     assert source.committed == {P0: 3}
+
+
+def test_a_wait_for_acknowledgements_past_its_bound_fails_as_the_policy_says() -> None:
+    source = InMemorySource(records(0, range(2)))
+    sink = InMemorySink()
+    sink.blocked.set()
+    limits = DriverLimits(max_records=10, wait_s=0.01, flush_slice_s=0.02, flush_wait_s=0.1)
+    no_flush_retry = RetryPolicy(
+        retriable=tuple(e for e in FAST.retriable if e is not FlushTimeout),
+        backoff=FAST.backoff,
+    )
+    started = time.monotonic()
+    with pytest.raises(FlushTimeout):
+        driver(source, sink, limits=limits, policy=no_flush_retry).run()
+    assert 0.1 <= time.monotonic() - started < 1.0
+    assert source.committed == {}
 
 
 def test_a_failed_commit_is_retried_without_delivering_the_batch_again() -> None:
