@@ -3,7 +3,8 @@
 The live scorer (``stream.scorer.runner``), replays (``stream.replay.run``) and the trainer's
 label ingestion (``stream.trainer.app``) each read a batch, process it, deliver and commit;
 they wait after a failure that can pass in the same way, and the two that score overlap the
-model call with the next batch in the same way.
+model call with the next batch in the same way. ``driver`` is that loop once
+(docs/architecture.md, "The batch driver", says which workers run on it).
 
 * ``messages``: ``Incoming``, a consumed message detached from the client, and its
   processing clock.
@@ -13,7 +14,10 @@ model call with the next batch in the same way.
   claim each event id makes.
 * ``health``: the /metrics, /health and /ready server of the scorer, the trainer and the
   simulated analyst.
-* ``retry``: the backoff and the failures that can pass.
+* ``retry``: the backoff, the failures that can pass, and the ``RetryPolicy`` built on them.
+* ``driver``: ``BatchDriver``, the read / process / deliver / commit loop; ``ends``: the
+  ``Source`` and ``Sink`` it runs between; ``kafka_ends`` and ``memory``: those ends on Kafka
+  and in memory (for tests).
 * ``lane``: the model lane.
 * ``errors``: ``PipelineError``, the base of this package's errors.
 """

@@ -13,6 +13,7 @@ from typing import Final
 
 from stream.context.errors import ContextUnavailable
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.pipeline.errors import CommitFailed
 from stream.pipeline.records import RecordsUnavailable
 
 INFRASTRUCTURE_ERRORS: Final = (
@@ -35,3 +36,30 @@ class Backoff:
 
 
 BACKOFF: Final = Backoff()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What a batch loop retries, how long it pauses, and when it gives up.
+
+    The default retries every failure that can pass - and a commit the coordinator could not
+    take - until it succeeds or the worker is stopped (a live worker has nothing better to
+    do); a bounded job (a replay) gives up after ``max_attempts`` and fails instead."""
+
+    retriable: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, CommitFailed)
+    backoff: Backoff = BACKOFF
+    max_attempts: int | None = None
+    """Attempts in all, the first included; None: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def retries(self, error: BaseException) -> bool:
+        return isinstance(error, self.retriable)
+
+    def gives_up_after(self, failed_attempts: int) -> bool:
+        return self.max_attempts is not None and failed_attempts >= self.max_attempts
+
+    def delay(self, failed_attempts: int) -> float:
+        return self.backoff.delay(failed_attempts)

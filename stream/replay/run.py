@@ -8,6 +8,9 @@ isolated from production.
                                  ├─► every score ──► scores.parquet
                                  └─► dead letters ──► dead_letters.jsonl
 
+The loop is the batch driver's (``stream.pipeline.driver``, with the replay's source, sink and
+steps in ``driving``): the same retries and the same model-lane overlap as every batch loop.
+
 Isolation: the run's Redis namespace is ``backtest-<run-id>`` (context and scored records; a
 run id already used is refused, and the namespace is deleted at the end unless kept), its alerts
 go to a topic of its own created for it, and its source is read without committing offsets.
@@ -27,12 +30,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, TypeVar
 
 from confluent_kafka.admin import AdminClient
 from tqdm.auto import tqdm
@@ -42,24 +42,23 @@ from models.registry import Registry
 from stream.context.errors import ContextUnavailable
 from stream.context.keys import marker_key
 from stream.context.store import ContextStore
-from stream.kafka.clients import OutgoingMessage, TrackedProducer, producer_config
-from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.kafka.clients import TrackedProducer, producer_config
+from stream.kafka.errors import FlushTimeout
 from stream.kafka.topics import DEFAULT_PARTITIONS, ensure_topics
-from stream.pipeline.lane import ModelLane
-from stream.pipeline.messages import Incoming, processing_clock_ms
-from stream.pipeline.retry import BACKOFF, INFRASTRUCTURE_ERRORS
+from stream.pipeline.driver import BatchDriver, DriverLimits
+from stream.pipeline.retry import RetryPolicy
 from stream.redis_client import AnyRedis, connect
+from stream.replay.driving import ReleasedBatches, ReplaySteps, RunSink
 from stream.replay.errors import ReplayError, RunExists
 from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import LabelsUsed, RunManifest, RunTimings, check_run_id
 from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
-from stream.replay.sources import ReplaySource, SourceRecord, from_ms, to_ms
+from stream.replay.sources import ReplaySource, SourceRecord, from_ms
 from stream.scorer.app import loader_for, narrator_for
-from stream.scorer.core import BegunBatch, EventWindow, ModelScores, PreparedBatch
+from stream.scorer.core import EventWindow
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.processor import (
-    BatchOutputs,
     BatchProcessor,
     OutputTopics,
     utc_now,
@@ -68,9 +67,15 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
+# A replay is a bounded job: after this many attempts at a batch it fails rather than wait
+# for ever; and alerts the broker has not acknowledged after DELIVERY_WAIT_S fail the run at
+# once (the broker is away: a run can be started again, a longer wait only holds it up).
 MAX_ATTEMPTS = 8
 DELIVERY_WAIT_S = 120.0
+POLICY = RetryPolicy(
+    retriable=tuple(e for e in RetryPolicy().retriable if e is not FlushTimeout),
+    max_attempts=MAX_ATTEMPTS,
+)
 
 
 @dataclass(frozen=True)
@@ -141,41 +146,6 @@ def batches(
         yield batch
 
 
-def incoming(record: SourceRecord, received_at: datetime, clock_ms: int | None = None) -> Incoming:
-    """A source record as the scorer's processor takes it, read at ``received_at``."""
-    return Incoming(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=record.headers,
-        timestamp_ms=record.timestamp_ms,
-        received_at=received_at,
-        clock_ms=clock_ms,
-    )
-
-
-def incomings(chunk: Sequence[SourceRecord], received_at: datetime) -> list[Incoming]:
-    """A batch of source records for the processor. A record without a broker timestamp (a
-    file's line) has no time it entered a stream for the event-time window to be judged by;
-    its processing clock is its own event time, but never later than now: an event dated in
-    the future of the replay itself is refused (history cannot come from the future), while
-    old events are never "behind" - a file is the operator's history, cut by a time range if
-    need be. (A batch statistic would not do: a batch of a sparse file spans hours.)"""
-    now_ms = to_ms(received_at)
-    return [
-        incoming(
-            r,
-            received_at,
-            None
-            if r.timestamp_ms is not None or r.event_time_ms is None
-            else min(r.event_time_ms, now_ms),
-        )
-        for r in chunk
-    ]
-
-
 class Pacer:
     """Releases batches at ``speed``× real time by event time (None: never waits)."""
 
@@ -204,20 +174,6 @@ class Pacer:
             self._sleep(delay)
             return delay
         return 0.0
-
-
-def _retrying(action: Callable[[], _T], what: str, on_failure: Callable[[], None]) -> _T:
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return action()
-        except INFRASTRUCTURE_ERRORS as exc:
-            on_failure()
-            if attempt == MAX_ATTEMPTS:
-                raise
-            delay = BACKOFF.delay(attempt)
-            log.warning("%s failed (attempt %d: %s), retrying in %.1fs", what, attempt, exc, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def alert_topic_partitions(settings: Settings) -> int:
@@ -358,145 +314,51 @@ class Replay:
         producer: TrackedProducer,
         files: RunFiles,
     ) -> None:
-        options, labels = self.options, self.options.labels
-        speed = options.speed
-        span_ms = self.settings.scorer.batch_max_wait_ms * speed if speed else None
-        scorer = self.settings.scorer
-        window = EventWindow.of(scorer.event_time_max_ahead_s, scorer.event_time_max_behind_s)
-        pacer = Pacer(speed)
-        clock_ms: int | None = None
-        lane = ModelLane(processor.score)
-        with (
-            closing(lane),
-            tqdm(
-                total=source.total,
-                unit="event",
-                unit_scale=True,
-                desc=f"replay {self.run_id}",
-                disable=not options.progress,
-            ) as bar,
-        ):
-            for chunk in batches(source.records(), options.batch_size, span_ms):
-                received_at = utc_now()
-                batch = incomings(chunk, received_at)
-                # The run's clock moves with the events the window admits only: one event
-                # dated decades ahead must not reveal every label at once.
-                times = [
-                    r.event_time_ms
-                    for r, m in zip(chunk, batch, strict=True)
-                    if r.event_time_ms is not None
-                    and window.admits(r.event_time_ms, processing_clock_ms(m))
-                ]
-                if times:
-                    newest = max(times)
-                    clock_ms = newest if clock_ms is None else max(clock_ms, newest)
-                    self._widen_event_times(min(times), newest)
-                pacer.wait_for(max(times) if times else None)
-                if labels is not None and clock_ms is not None:
-                    due = labels.due(from_ms(clock_ms))
-                    if due:
-                        _retrying(partial(store.apply_labels, due), "applying labels", _nothing)
-                        self.manifest.labels.revealed = labels.revealed
-                # The model scores this batch on the lane while the previous one is finished
-                # here: the same overlap as the live scorer (stream.pipeline.lane).
-                prepared = self._prepare(processor, lane, batch, records, producer, files, bar)
-                scored = lane.push(prepared)
-                if scored is not None:
-                    self._complete(processor, *scored, records, producer, files, bar)
-            scored = lane.push(None)
-            if scored is not None:
-                self._complete(processor, *scored, records, producer, files, bar)
-
-    def _prepare(
-        self,
-        processor: BatchProcessor,
-        lane: ModelLane[PreparedBatch, ModelScores],
-        batch: list[Incoming],
-        records: ScoreCapture,
-        producer: TrackedProducer,
-        files: RunFiles,
-        bar: tqdm[Any],
-    ) -> PreparedBatch:
-        """Step 1 of ``batch``; the batch in the lane is finished while Redis applies this
-        one's context if the model is done with it (as the live scorer does).
-
-        Only step 1 is retried here: the lane's batch is completed (with its own retries) at
-        most once, so a batch whose outputs cannot be delivered fails the run instead of being
-        dropped by a retry of the next one."""
-        try:
-            begun: BegunBatch | None = processor.begin(batch, self.model)
-        except INFRASTRUCTURE_ERRORS as exc:
-            log.warning("batch failed (%s); retrying it after the batch in the lane", exc)
-            begun = None
-        scored = lane.take_if_done()
-        if scored is not None:
-            self._complete(processor, *scored, records, producer, files, bar)
-        if begun is not None:
-            try:
-                return processor.complete(begun)
-            except INFRASTRUCTURE_ERRORS as exc:
-                log.warning("batch failed (%s); retrying it", exc)
-        return _retrying(partial(processor.prepare, batch, self.model), "batch", _nothing)
-
-    def _complete(
-        self,
-        processor: BatchProcessor,
-        prepared: PreparedBatch,
-        scores: ModelScores,
-        records: ScoreCapture,
-        producer: TrackedProducer,
-        files: RunFiles,
-        bar: tqdm[Any],
-    ) -> None:
-        """A scored batch's outputs: built, delivered, written to the run's files, counted."""
-        outputs = _retrying(partial(processor.finish, prepared, scores), "batch", records.discard)
-        self._deliver(producer, outputs, files)
-        batch = prepared.batch
-        files.add_scores(records.take(), batch, batch[0].received_at if batch else utc_now())
-        counts = self.manifest.counts
-        counts.events += len(batch)
-        counts.scored += outputs.scored
-        counts.alerts += len(outputs.alerts)
-        counts.dead_letters += outputs.dead
-        counts.batches += 1
-        bar.update(len(batch))
-        bar.set_postfix(alerts=counts.alerts, refresh=False)
+        """The run on the batch driver (``stream.replay.driving``): batches cut by the data,
+        the model on the lane while the next batch is prepared - as in the live scorer - and
+        each batch's alerts acknowledged by the broker before the next one is delivered, so a
+        failed run never leaves a gap in the middle of its topic."""
+        options, scorer = self.options, self.settings.scorer
+        span_ms = scorer.batch_max_wait_ms * options.speed if options.speed else None
+        release = ReleasedBatches(
+            batches(source.records(), options.batch_size, span_ms),
+            window=EventWindow.of(scorer.event_time_max_ahead_s, scorer.event_time_max_behind_s),
+            wait_for=Pacer(options.speed).wait_for,
+            on_event_times=self._widen_event_times,
+        )
+        with tqdm(
+            total=source.total,
+            unit="event",
+            unit_scale=True,
+            desc=f"replay {self.run_id}",
+            disable=not options.progress,
+        ) as bar:
+            steps = ReplaySteps(
+                processor=processor,
+                model=self.model,
+                store=store,
+                records=records,
+                files=files,
+                release=release,
+                labels=options.labels,
+                manifest=self.manifest,
+                bar=bar,
+            )
+            BatchDriver(
+                release,
+                RunSink(producer, files),
+                steps,
+                limits=DriverLimits(max_records=options.batch_size, wait_s=0.0,
+                                    flush_wait_s=DELIVERY_WAIT_S),
+                policy=POLICY,
+                overlap=True,
+            ).run()  # fmt: skip
 
     def _widen_event_times(self, first_ms: int, last_ms: int) -> None:
         first, last = from_ms(first_ms), from_ms(last_ms)
         m = self.manifest
         m.event_time_first = first if m.event_time_first is None else min(m.event_time_first, first)
         m.event_time_last = last if m.event_time_last is None else max(m.event_time_last, last)
-
-    def _deliver(self, producer: TrackedProducer, outputs: BatchOutputs, files: RunFiles) -> None:
-        """Produce the batch's alerts and wait for the broker's acknowledgement of every one
-        before the next batch, so a failed run never leaves a gap in the middle of its topic."""
-        to_kafka: list[OutgoingMessage] = []
-        for message in outputs.messages:
-            if message.topic == DEAD_LETTERS_TO_FILE:
-                files.add_dead_letter(message)
-            else:
-                to_kafka.append(message)
-        if not to_kafka:
-            return
-        for attempt in (1, 2, 3):
-            producer.produce_all(to_kafka)
-            deadline = time.monotonic() + DELIVERY_WAIT_S
-            try:
-                while True:
-                    try:
-                        producer.flush_or_raise(timeout_s=1.0)
-                        break
-                    except FlushTimeout:
-                        if time.monotonic() > deadline:
-                            raise
-                break
-            except DeliveryFailed as exc:
-                if attempt == 3:
-                    raise
-                log.warning("alerts not delivered (attempt %d): %s; producing again", attempt, exc)
-        for message in to_kafka:
-            files.add_alert(message)
 
     def _finish(
         self,
@@ -532,10 +394,6 @@ class Replay:
                 registry.get_sample_value("riskstream_context_latency_seconds_sum") or 0.0, 3
             )
             m.write(self.directory)
-
-
-def _nothing() -> None:
-    """Applying labels is idempotent: a failed attempt leaves nothing to undo."""
 
 
 def prepare_replay(settings: Settings, options: ReplayOptions) -> Replay:

@@ -1,0 +1,223 @@
+"""Kafka as the driver's source and sink: a subscribed confluent-kafka ``Consumer`` and a
+``TrackedProducer`` (``stream.kafka.clients``), optionally transactional.
+
+The consumer is configured by ``consumer_config`` (manual commits, no auto-stored offsets):
+offsets move only when the driver commits a batch that is through. The rebalance callbacks
+keep the assignment with a generation per partition, so the driver can tell work read before
+a partition left (and perhaps came back) from work read since.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from stream.kafka.clients import OutgoingMessage, TrackedProducer
+from stream.kafka.errors import DeliveryFailed
+from stream.pipeline.ends import Partition
+from stream.pipeline.errors import CommitFailed, OwnershipLost, SinkFailed, SourceFailed
+from stream.pipeline.messages import Incoming
+
+log = logging.getLogger(__name__)
+
+# Commit errors after which the partitions belong to someone else: the batch's outputs are
+# out, the new owner will reprocess it (harmless) - the commit is not retried.
+LOST_OWNERSHIP = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def incoming_of(message: Message, received_at: datetime) -> Incoming:
+    """A consumed message, detached from the client."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:  # only producer-side messages
+        raise SourceFailed("consumed a message without topic/partition/offset")
+    ts_type, ts = message.timestamp()
+    headers = message.headers() or []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return Incoming(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=_as_bytes(message.key()),
+        value=_as_bytes(message.value()),
+        headers=tuple((name, _as_bytes(value) or b"") for name, value in items),
+        timestamp_ms=ts if ts_type != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
+        received_at=received_at,
+    )
+
+
+class KafkaSource:
+    """``consumer`` subscribed to ``topics`` as a ``Source[Incoming]`` (never exhausted).
+
+    A read takes what is already fetched, else waits up to ``wait_s`` for a first message,
+    then up to ``fill_s`` more for the batch to fill."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topics: Sequence[str],
+        *,
+        fill_s: float = 0.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._consumer = consumer
+        self._fill_s = fill_s
+        self._now = clock
+        self._lock = threading.Lock()
+        self._generations: dict[Partition, int] = {}
+        self._counter = itertools.count(1)
+        consumer.subscribe(
+            list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )  # fmt: skip
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._generations[(p.topic, p.partition)] = next(self._counter)
+        log.info("assigned %s", sorted((p.topic, p.partition) for p in partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._generations.pop((p.topic, p.partition), None)
+        log.info("revoked %s", sorted((p.topic, p.partition) for p in partitions))
+
+    @property
+    def exhausted(self) -> bool:
+        return False
+
+    def read(self, max_records: int, wait_s: float) -> list[Incoming]:
+        consumer = self._consumer
+        messages = consumer.consume(max_records, timeout=0)
+        if not messages:
+            messages = consumer.consume(1, timeout=wait_s)
+            if not messages:
+                return []
+        deadline = time.monotonic() + self._fill_s
+        while len(messages) < max_records:
+            remaining = deadline - time.monotonic()
+            more = consumer.consume(max_records - len(messages), timeout=max(remaining, 0))
+            messages.extend(more)
+            if remaining <= 0:
+                break
+        received_at = self._now()
+        return [incoming_of(m, received_at) for m in messages if self._usable(m)]
+
+    @staticmethod
+    def _usable(message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.fatal():
+            raise SourceFailed(f"consumer error: {error.str()}")
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer: %s", error.str())
+        return False
+
+    def assignment(self) -> Mapping[Partition, int]:
+        with self._lock:
+            return dict(self._generations)
+
+    def pause(self, partitions: Collection[Partition]) -> None:
+        self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Collection[Partition]) -> None:
+        self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
+
+    def idle(self, seconds: float) -> None:
+        message = self._consumer.poll(seconds)  # serves rebalance callbacks
+        if message is not None and message.error() is None:
+            # A partition assigned while the others were paused can deliver: not lost - it
+            # was never committed - but rewound, to be read after the wait.
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is not None and partition is not None and offset is not None:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() in LOST_OWNERSHIP:
+                raise OwnershipLost(error.str()) from exc
+            if error.fatal():
+                raise SourceFailed(f"commit failed: {error.str()}") from exc
+            raise CommitFailed(error.str()) from exc
+
+    def group(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        """Leave the group now, so the partitions move without waiting for the session."""
+        self._consumer.close()
+
+
+class KafkaSink:
+    """A ``TrackedProducer`` as a sink. Transactional: its ``init_transactions`` is the
+    caller's (once, at start-up)."""
+
+    def __init__(self, producer: TrackedProducer, *, transactional: bool = False) -> None:
+        self._producer = producer
+        self._transactional = transactional
+
+    @property
+    def transactional(self) -> bool:
+        return self._transactional
+
+    def produce(self, messages: Sequence[OutgoingMessage]) -> None:
+        self._producer.produce_all(messages)
+
+    def flush(self, timeout_s: float) -> None:
+        self._producer.flush_or_raise(timeout_s)
+
+    def begin(self) -> None:
+        try:
+            self._producer.raw.begin_transaction()
+        except KafkaException as exc:
+            raise self._failed(exc) from exc
+
+    def commit_transaction(self, offsets: Mapping[Partition, int], group: object) -> None:
+        raw = self._producer.raw
+        try:
+            raw.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()], group, 30
+            )
+            raw.commit_transaction(60)
+        except KafkaException as exc:
+            self._producer.forget()
+            raise self._failed(exc) from exc
+        self._producer.forget()
+
+    def abort(self) -> None:
+        self._producer.forget()
+        self._producer.raw.abort_transaction(30)
+
+    def _failed(self, exc: KafkaException) -> Exception:
+        error: KafkaError = exc.args[0]
+        if error.txn_requires_abort():
+            self._producer.raw.abort_transaction(30)
+            return DeliveryFailed([f"transaction aborted: {error.str()}"])
+        if error.retriable():
+            return DeliveryFailed([f"transaction failed (retriable): {error.str()}"])
+        return SinkFailed(f"transaction failed: {error.str()}")
