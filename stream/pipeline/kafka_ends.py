@@ -221,13 +221,25 @@ class KafkaSink:
     def __init__(self, producer: TrackedProducer, *, transactional: bool = False) -> None:
         self._producer = producer
         self._transactional = transactional
+        self._open = False
+        """A transaction is open that nothing has committed or aborted yet."""
 
     @property
     def transactional(self) -> bool:
         return self._transactional
 
     def produce(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._producer.produce_all(messages)
+        if not self._transactional:
+            self._producer.produce_all(messages)
+            return
+        try:
+            self._producer.produce_all(messages)
+        except KafkaException as exc:
+            # Judged like a failed commit (aborted if it must be, retried if it can be, fatal
+            # otherwise) - and settled here: the driver's ``abort`` then does nothing more.
+            self._producer.forget()
+            self._open = False
+            raise self._failed(exc) from exc
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush_or_raise(timeout_s)
@@ -237,9 +249,11 @@ class KafkaSink:
             self._producer.raw.begin_transaction()
         except KafkaException as exc:
             raise self._failed(exc) from exc
+        self._open = True
 
     def commit_transaction(self, offsets: Mapping[Partition, int], group: object) -> None:
         raw = self._producer.raw
+        self._open = False
         try:
             raw.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()], group, 30
@@ -252,7 +266,9 @@ class KafkaSink:
 
     def abort(self) -> None:
         self._producer.forget()
-        self._producer.raw.abort_transaction(30)
+        if self._open:
+            self._open = False
+            self._producer.raw.abort_transaction(30)
 
     def _failed(self, exc: KafkaException) -> Exception:
         error: KafkaError = exc.args[0]

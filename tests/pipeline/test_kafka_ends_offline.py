@@ -1,5 +1,6 @@
-"""``KafkaSource`` over a stand-in consumer: how a read fills a batch and when it closes early,
-what it is told of errors and rebalances - no broker (the real one: test_kafka_ends.py)."""
+"""The Kafka ends over stand-in clients - no broker (the real one: test_kafka_ends.py):
+``KafkaSource``, how a read fills a batch and when it closes early, what it is told of errors
+and rebalances; ``KafkaSink``, how a transaction that fails while producing is settled."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream.pipeline.errors import SourceFailed
-from stream.pipeline.kafka_ends import KafkaSource
+from stream.kafka.clients import OutgoingMessage, TrackedProducer
+from stream.kafka.errors import DeliveryFailed
+from stream.pipeline.errors import SinkFailed, SourceFailed
+from stream.pipeline.kafka_ends import KafkaSink, KafkaSource
 
 Callback = Callable[[Any, list[TopicPartition]], None]
 
@@ -182,3 +185,59 @@ def test_rebalances_move_generations_tell_revocations_and_log_partition_numbers(
     assert "assigned [0, 1], now reading [0, 1]" in caplog.messages
     assert "revoked [1]" in caplog.messages
     assert "assigned [1], now reading [0, 1]" in caplog.messages
+
+
+# -- KafkaSink ----------------------------------------------------------------------------------
+
+
+class FakeProducer:
+    """What ``KafkaSink`` drives of a ``TrackedProducer`` in a transaction."""
+
+    def __init__(self, produce_error: KafkaError | None = None) -> None:
+        self.produce_error = produce_error
+        self.calls: list[str] = []
+
+    @property
+    def raw(self) -> FakeProducer:
+        return self
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce_all(self, messages: list[OutgoingMessage]) -> None:
+        self.calls.append("produce")
+        if self.produce_error is not None:
+            raise KafkaException(self.produce_error)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+    def forget(self) -> None:
+        self.calls.append("forget")
+
+
+def failing_transaction(error: KafkaError) -> tuple[FakeProducer, Exception]:
+    """The driver's part: begin, produce, and abort when producing raised."""
+    producer = FakeProducer(error)
+    sink = KafkaSink(cast(TrackedProducer, producer), transactional=True)
+    sink.begin()
+    try:
+        sink.produce([OutgoingMessage("out", b"v")])
+    except Exception as exc:  # noqa: BLE001 - returned for the test to judge
+        sink.abort()
+        return producer, exc
+    raise AssertionError("produce did not fail")
+
+
+def test_a_produce_that_needs_an_abort_is_aborted_once_and_retried() -> None:
+    producer, raised = failing_transaction(
+        KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
+    )
+    assert isinstance(raised, DeliveryFailed)
+    assert producer.calls.count("abort") == 1
+
+
+def test_a_produce_that_no_retry_helps_fails_the_sink_without_an_abort() -> None:
+    producer, raised = failing_transaction(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    assert isinstance(raised, SinkFailed)
+    assert "abort" not in producer.calls
