@@ -4,7 +4,9 @@ worker that has a ``Source`` and a ``Sink`` (``stream.pipeline.ends``).
 One batch goes through:
 
 1. read: up to ``max_records``, waiting at most ``wait_s``; records of partitions not owned
-   are dropped, and the generation of each owned partition is noted;
+   are dropped, and the generation of each owned partition is noted. While a batch is in
+   the model lane, the read also ends as soon as the lane comes free (or a stop is asked
+   for), so the model does not idle while a batch waits to fill;
 2. prepare (``Steps.prepare``, this thread): the work before the model, retried whole;
 3. score (``Steps.score``): the model call - on the model lane (``stream.pipeline.lane``) when
    the driver overlaps, so batch n is scored while batch n+1 is prepared;
@@ -26,6 +28,12 @@ outputs for it and commits nothing of it. Outputs already produced when the part
 are the only duplicates, and reprocessing makes the same outputs. A partition that comes
 back is a new generation: work read under the old one is still dropped.
 
+Hooks. A worker is told - on the driver's thread, through ``Hooks`` - before every read
+(swap a model between batches, report liveness), of what every read returned, at every slice
+of a wait, and of every commit; and each stage ("read", "produce", "transaction", "commit")
+runs inside ``Hooks.stage``, for timing. A hook may raise to end ``run`` (a fatal client
+error, say).
+
 Stopping. ``request_stop`` (from a signal handler, another thread) ends the loop after the
 batch in hand and the one in the lane are through; if they cannot get through - Redis or
 the broker away - ``run`` raises ``ShutdownIncomplete`` once ``shutdown_s`` has passed, with
@@ -38,6 +46,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -121,6 +130,28 @@ class PlainSteps(Generic[R, F]):
             self._after(batch, finished)
 
 
+class Hooks(Generic[R]):
+    """What a worker is told of around the steps, each a no-op here: a worker overrides what
+    it needs. All are called on the driver's thread; any may raise to end ``run``."""
+
+    def before_read(self) -> None:
+        """Between batches, before every read: e.g. swap in a new model, report liveness."""
+
+    def after_read(self, records: list[R]) -> None:
+        """Every read's records, before those of partitions not owned are dropped."""
+
+    def waiting(self) -> None:
+        """Every slice of a wait - a backoff, a wait for acknowledgements - (at most
+        ``DriverLimits.idle_slice_s`` apart): e.g. report liveness, check the clients."""
+
+    def stage(self, name: str) -> AbstractContextManager[object]:
+        """Around each "read", "produce" (produce and flush), "transaction" and "commit"."""
+        return nullcontext()
+
+    def committed(self) -> None:
+        """Offsets were committed (through the source, or with a transaction)."""
+
+
 @dataclass(frozen=True)
 class DriverLimits:
     max_records: int = 500
@@ -171,12 +202,14 @@ class BatchDriver(Generic[R, P, Q, F]):
         policy: RetryPolicy | None = None,
         overlap: bool = False,
         on_retry: Callable[[str, Exception, int], None] | None = None,
+        hooks: Hooks[R] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``overlap``: score on the model lane while the next batch is prepared.
         ``on_retry(stage, error, attempt)``: told of every failure about to be retried
         ("prepare", "deliver", "commit") and of every wait for acknowledgements ("flush")."""
         self._source, self._sink, self._steps = source, sink, steps
+        self._hooks: Hooks[R] = hooks if hooks is not None else Hooks()
         self._limits = limits or DriverLimits()
         self._policy = policy or RetryPolicy()
         self._overlap = overlap
@@ -205,7 +238,7 @@ class BatchDriver(Generic[R, P, Q, F]):
             self._lane = ModelLane(self._score_held)
         try:
             while not self._stop.is_set() and not self._source.exhausted:
-                batch = self._source.read(self._limits.max_records, self._limits.wait_s)
+                batch = self._read()
                 self._advance(self._prepare(batch) if batch else None)
             self._advance(None)  # the batch still in the lane
         finally:
@@ -214,6 +247,18 @@ class BatchDriver(Generic[R, P, Q, F]):
                 self._lane = None
 
     # -- the steps ----------------------------------------------------------------------------
+
+    def _read(self) -> list[R]:
+        hooks = self._hooks
+        hooks.before_read()
+        in_lane = self._lane.busy if self._lane is not None else None
+        # With a batch in the lane, the read closes early once the lane is free: an event
+        # then waits for at most one model call it is not part of.
+        until = None if in_lane is None else (lambda: in_lane.done() or self._stop.is_set())
+        with hooks.stage("read"):
+            batch = self._source.read(self._limits.max_records, self._limits.wait_s, until)
+        hooks.after_read(batch)
+        return batch
 
     def _score_held(self, held: _Held[R, P]) -> Q:
         return self._steps.score(held.prepared)
@@ -292,15 +337,22 @@ class BatchDriver(Generic[R, P, Q, F]):
     ) -> None:
         sink = self._sink
         if sink.transactional:
-            offsets = self._still_owned(next_offsets(owned), generations)
-            sink.begin()
-            try:
-                sink.produce(messages)
-            except BaseException:
-                sink.abort()
-                raise
-            sink.commit_transaction(offsets, self._source.group())
+            with self._hooks.stage("transaction"):
+                offsets = self._still_owned(next_offsets(owned), generations)
+                sink.begin()
+                try:
+                    sink.produce(messages)
+                except BaseException:
+                    sink.abort()
+                    raise
+                sink.commit_transaction(offsets, self._source.group())
+            self._hooks.committed()
             return
+        with self._hooks.stage("produce"):
+            self._produce_and_flush(messages, len(owned))
+
+    def _produce_and_flush(self, messages: Sequence[OutgoingMessage], size: int) -> None:
+        sink = self._sink
         sink.produce(messages)
         started = self._clock()
         waits = 0
@@ -317,9 +369,15 @@ class BatchDriver(Generic[R, P, Q, F]):
                 waits += 1
                 if self._on_retry is not None:
                     self._on_retry("flush", exc, waits)
-                self._pause_for(self._limits.idle_slice_s, len(owned))
+                self._pause_for(self._limits.idle_slice_s, size)
 
     def _commit(
+        self, offsets: dict[Partition, int], generations: Mapping[Partition, int], size: int
+    ) -> None:
+        with self._hooks.stage("commit"):
+            self._commit_until_done(offsets, generations, size)
+
+    def _commit_until_done(
         self, offsets: dict[Partition, int], generations: Mapping[Partition, int], size: int
     ) -> None:
         attempt = 0
@@ -330,7 +388,6 @@ class BatchDriver(Generic[R, P, Q, F]):
                 return
             try:
                 self._source.commit(owned)
-                return
             except OwnershipLost as exc:
                 log.info("commit skipped, partitions moved on: %s", exc)
                 return
@@ -339,6 +396,9 @@ class BatchDriver(Generic[R, P, Q, F]):
                 if not self._will_retry("commit", exc, attempt, size):
                     raise
                 self._pause_for(self._policy.delay(attempt), size)
+                continue
+            self._hooks.committed()
+            return
 
     # -- ownership ----------------------------------------------------------------------------
 
@@ -383,6 +443,7 @@ class BatchDriver(Generic[R, P, Q, F]):
             deadline = self._clock() + seconds
             while True:
                 self._check_shutdown_bound(size)
+                self._hooks.waiting()
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return

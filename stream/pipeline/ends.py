@@ -13,7 +13,7 @@ offset of the next record to read, one past the last one processed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from stream.kafka.clients import OutgoingMessage
@@ -55,9 +55,12 @@ class Source(Protocol[R]):
         """Nothing more will ever be read (a bounded input read to its end); a live
         subscription never is."""
 
-    def read(self, max_records: int, wait_s: float) -> list[R]:
+    def read(
+        self, max_records: int, wait_s: float, until: Callable[[], bool] | None = None
+    ) -> list[R]:
         """Up to ``max_records`` records, returning after at most about ``wait_s`` with what
-        has arrived (possibly nothing)."""
+        has arrived (possibly nothing). ``until``: when given, the read also returns as soon
+        as it holds, with what it has (a source that never waits may ignore it)."""
 
     def assignment(self) -> Mapping[Partition, int]:
         """The partitions owned now, each with its generation: a number that changes every

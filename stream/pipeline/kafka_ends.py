@@ -66,8 +66,11 @@ def incoming_of(message: Message, received_at: datetime) -> Incoming:
 class KafkaSource:
     """``consumer`` subscribed to ``topics`` as a ``Source[Incoming]`` (never exhausted).
 
-    A read takes what is already fetched, else waits up to ``wait_s`` for a first message,
-    then up to ``fill_s`` more for the batch to fill."""
+    A read takes what is already fetched; else it waits up to ``wait_s`` for a first message,
+    then up to ``fill_s`` more for the batch to fill. ``consume(n, timeout)`` returns only
+    once it has ``n`` messages or the timeout ran out, so asking for a whole batch with the
+    idle timeout would hold every live batch that long before ``fill_s`` even started. With
+    an ``until``, both waits are cut into slices of ``slice_s``, ending when it holds."""
 
     def __init__(
         self,
@@ -75,10 +78,21 @@ class KafkaSource:
         topics: Sequence[str],
         *,
         fill_s: float = 0.0,
+        slice_s: float = 0.005,
+        on_revoked: Callable[[list[Partition]], None] | None = None,
+        on_error: Callable[[KafkaError], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``on_revoked``: told of partitions revoked or lost (from the rebalance callback).
+        ``on_error``: told of every error the consumer hands out in place of a message,
+        before it is judged (fatal: ``SourceFailed``; otherwise logged and skipped); it may
+        raise, e.g. on an error no waiting fixes."""
         self._consumer = consumer
         self._fill_s = fill_s
+        self._slice_s = slice_s
+        self._on_revoked = on_revoked
+        self._on_error = on_error
+        self._single_topic = len(set(topics)) == 1
         self._now = clock
         self._lock = threading.Lock()
         self._generations: dict[Partition, int] = {}
@@ -88,44 +102,71 @@ class KafkaSource:
             on_lost=self._on_revoke,
         )  # fmt: skip
 
+    def _names(self, partitions: Collection[Partition]) -> list[int] | list[str]:
+        """How partitions are logged: by number when one topic is read."""
+        if self._single_topic:
+            return sorted(p for _, p in partitions)
+        return [f"{t}:{p}" for t, p in sorted(partitions)]
+
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for p in partitions:
                 self._generations[(p.topic, p.partition)] = next(self._counter)
-        log.info("assigned %s", sorted((p.topic, p.partition) for p in partitions))
+            owned = list(self._generations)
+        # Cooperative rebalancing hands out increments; log the increment and the result.
+        log.info(
+            "assigned %s, now reading %s",
+            self._names([(p.topic, p.partition) for p in partitions]), self._names(owned),
+        )  # fmt: skip
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [(p.topic, p.partition) for p in partitions]
         with self._lock:
-            for p in partitions:
-                self._generations.pop((p.topic, p.partition), None)
-        log.info("revoked %s", sorted((p.topic, p.partition) for p in partitions))
+            for partition in revoked:
+                self._generations.pop(partition, None)
+        if self._on_revoked is not None:
+            self._on_revoked(revoked)
+        log.info("revoked %s", self._names(revoked))
 
     @property
     def exhausted(self) -> bool:
         return False
 
-    def read(self, max_records: int, wait_s: float) -> list[Incoming]:
+    def read(
+        self, max_records: int, wait_s: float, until: Callable[[], bool] | None = None
+    ) -> list[Incoming]:
         consumer = self._consumer
         messages = consumer.consume(max_records, timeout=0)
         if not messages:
-            messages = consumer.consume(1, timeout=wait_s)
+            messages = self._first(wait_s, until)
             if not messages:
                 return []
         deadline = time.monotonic() + self._fill_s
         while len(messages) < max_records:
             remaining = deadline - time.monotonic()
-            more = consumer.consume(max_records - len(messages), timeout=max(remaining, 0))
-            messages.extend(more)
-            if remaining <= 0:
+            if remaining <= 0 or (until is not None and until()):
                 break
+            wait = remaining if until is None else min(remaining, self._slice_s)
+            messages.extend(consumer.consume(max_records - len(messages), timeout=wait))
         received_at = self._now()
         return [incoming_of(m, received_at) for m in messages if self._usable(m)]
 
-    @staticmethod
-    def _usable(message: Message) -> bool:
+    def _first(self, wait_s: float, until: Callable[[], bool] | None) -> list[Message]:
+        if until is None:
+            return self._consumer.consume(1, timeout=wait_s)
+        deadline = time.monotonic() + wait_s
+        while not until() and time.monotonic() < deadline:
+            messages = self._consumer.consume(1, timeout=self._slice_s)
+            if messages:
+                return messages
+        return []
+
+    def _usable(self, message: Message) -> bool:
         error = message.error()
         if error is None:
             return True
+        if self._on_error is not None:
+            self._on_error(error)
         if error.fatal():
             raise SourceFailed(f"consumer error: {error.str()}")
         if error.code() != KafkaError._PARTITION_EOF:
@@ -180,13 +221,25 @@ class KafkaSink:
     def __init__(self, producer: TrackedProducer, *, transactional: bool = False) -> None:
         self._producer = producer
         self._transactional = transactional
+        self._open = False
+        """A transaction is open that nothing has committed or aborted yet."""
 
     @property
     def transactional(self) -> bool:
         return self._transactional
 
     def produce(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._producer.produce_all(messages)
+        if not self._transactional:
+            self._producer.produce_all(messages)
+            return
+        try:
+            self._producer.produce_all(messages)
+        except KafkaException as exc:
+            # Judged like a failed commit (aborted if it must be, retried if it can be, fatal
+            # otherwise) - and settled here: the driver's ``abort`` then does nothing more.
+            self._producer.forget()
+            self._open = False
+            raise self._failed(exc) from exc
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush_or_raise(timeout_s)
@@ -196,9 +249,11 @@ class KafkaSink:
             self._producer.raw.begin_transaction()
         except KafkaException as exc:
             raise self._failed(exc) from exc
+        self._open = True
 
     def commit_transaction(self, offsets: Mapping[Partition, int], group: object) -> None:
         raw = self._producer.raw
+        self._open = False
         try:
             raw.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()], group, 30
@@ -211,7 +266,9 @@ class KafkaSink:
 
     def abort(self) -> None:
         self._producer.forget()
-        self._producer.raw.abort_transaction(30)
+        if self._open:
+            self._open = False
+            self._producer.raw.abort_transaction(30)
 
     def _failed(self, exc: KafkaException) -> Exception:
         error: KafkaError = exc.args[0]

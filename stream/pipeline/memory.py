@@ -49,6 +49,8 @@ class InMemorySource(Generic[R]):
         self.commit_failures: deque[Exception] = deque()
         self.reads = 0
         """Reads that returned records."""
+        self.untils: list[Callable[[], bool] | None] = []
+        """The ``until`` of every read, in order."""
         self.during_idle: Callable[[], None] | None = None
         """Called on each ``idle``: a test's rebalance while the driver waits."""
         self.append(records)
@@ -98,7 +100,24 @@ class InMemorySource(Generic[R]):
                 for r in self._records
             )
 
-    def read(self, max_records: int, wait_s: float) -> list[R]:
+    def read(
+        self, max_records: int, wait_s: float, until: Callable[[], bool] | None = None
+    ) -> list[R]:
+        """What is readable now; else, like a consumer with nothing fetched, what arrives
+        within ``wait_s`` - returning empty-handed early if ``until`` holds."""
+        with self._lock:
+            self.untils.append(until)
+        deadline = time.monotonic() + wait_s
+        while True:
+            batch = self._take(max_records)
+            if batch:
+                return batch
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (until is not None and until()):
+                return []
+            time.sleep(min(0.001, remaining))
+
+    def _take(self, max_records: int) -> list[R]:
         with self._lock:
             batch: list[R] = []
             for record in self._records:
@@ -109,9 +128,7 @@ class InMemorySource(Generic[R]):
                     self._positions[(record.topic, record.partition)] = record.offset + 1
             if batch:
                 self.reads += 1
-                return batch
-        time.sleep(wait_s)  # like a consumer with nothing fetched
-        return []
+            return batch
 
     def assignment(self) -> Mapping[Partition, int]:
         with self._lock:

@@ -97,8 +97,11 @@ class ReleasedBatches:
     def exhausted(self) -> bool:
         return self._exhausted
 
-    def read(self, max_records: int, wait_s: float) -> list[Incoming]:
-        """The next batch (cut by the data, not by ``max_records``), released at its pace."""
+    def read(
+        self, max_records: int, wait_s: float, until: Callable[[], bool] | None = None
+    ) -> list[Incoming]:
+        """The next batch (cut by the data, not by ``max_records``), released at its pace
+        (``until`` plays no part: the pace is the replay's, not the model's)."""
         chunk = next(self._chunks, None)
         if chunk is None:
             self._exhausted = True

@@ -347,15 +347,6 @@ def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMes
     return OutgoingMessage(topic, encode(body), event.customer_id.encode())
 
 
-def next_offsets(batch: Sequence[Incoming]) -> dict[tuple[str, int], int]:
-    """The offsets to commit after `batch`: one past the highest offset per partition."""
-    offsets: dict[tuple[str, int], int] = {}
-    for incoming in batch:
-        key = (incoming.topic, incoming.partition)
-        offsets[key] = max(offsets.get(key, -1), incoming.offset + 1)
-    return offsets
-
-
 def checked_narrative(narrative: NarrativeLike) -> NarrativeLike:
     """``narrative``, or ValueError if its context features are not all finite."""
     if not all(math.isfinite(x) for x in narrative.features):

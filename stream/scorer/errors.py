@@ -12,8 +12,3 @@ class ScorerError(StreamError):
 class ScorerFatal(ScorerError):
     """The scorer cannot go on (e.g. fenced by a newer instance in exactly-once mode); it
     exits non-zero without committing, so its uncommitted work is reprocessed elsewhere."""
-
-
-class ShutdownIncomplete(ScorerError):
-    """The in-flight batch could not be finished within the shutdown bound; it was not
-    committed, so it will be reprocessed after restart."""
