@@ -39,3 +39,9 @@ class ContextLayoutMismatch(ContextError):
     """
 
     retriable = False
+
+
+class ContextStartupFailed(ContextError):
+    """The context store cannot be opened: Redis refused the credentials, did not answer in
+    time, or the namespace was written with another hash key. Not retriable by the worker:
+    configuration, or a Redis that stays away."""

@@ -7,11 +7,9 @@ Kept apart from the loop so tests, replays and benchmarks build the same object 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import orjson
-import redis
 
 from models.errors import ModelError
 from models.inference import LoadedModel, load_model
@@ -19,18 +17,18 @@ from models.registry import Registry
 from schemas import TransactionEvent
 from schemas.features import FEATURE_NAMES
 from schemas.narrative import Narrative, NarrativeSpec, build_narrative, default_spec
-from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
 from stream.context.store import ContextStore, EventContext
-from stream.kafka.groups import GroupOffsetsUnavailable, committed_offsets
+from stream.kafka.groups import GroupOffsetsUnavailable
 from stream.pipeline.health import Health, MetricsServer
 from stream.pipeline.records import ScoredRecordStore
+from stream.pipeline.startup import mark_if_new, wait_for_context_store
 from stream.redis_client import connect
 from stream.scorer.core import AlertMode, Narrate
 from stream.scorer.errors import ScorerFatal
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher, ModelLoader
 from stream.scorer.runner import ScorerRunner
-from stream.settings import KafkaSettings, Settings
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,54 +63,6 @@ def loader_for(settings: Settings) -> ModelLoader:
         return model
 
     return load
-
-
-def wait_for_context_store(settings: Settings, deadline_s: float = 120.0) -> ContextStore:
-    """Open the context store, waiting for Redis to come up (containers start in any order).
-    The namespace is not marked in use here (see :func:`claim_namespace`).
-
-    Raises ScorerFatal at once if Redis refuses the password, or the namespace was written
-    with another hash key: that is configuration, not a server still starting."""
-    client = connect(settings.redis)
-    started = time.monotonic()
-    while True:
-        try:
-            return ContextStore(client, settings.context)
-        except ContextLayoutMismatch as exc:
-            raise ScorerFatal(str(exc)) from exc
-        except ContextUnavailable as exc:
-            if isinstance(exc.__cause__, redis.AuthenticationError):
-                # Redis answered and said no: waiting will not change its mind.
-                raise ScorerFatal(
-                    f"Redis refused the credentials for {settings.redis.safe_url()}: "
-                    f"{exc.__cause__}"
-                ) from exc
-            if time.monotonic() - started > deadline_s:
-                raise ScorerFatal(
-                    f"Redis at {settings.redis.safe_url()} did not answer for "
-                    f"{deadline_s:.0f} s: {exc}"
-                ) from exc
-            log.warning("waiting for Redis at %s: %s", settings.redis.safe_url(), exc)
-            time.sleep(2.0)
-
-
-def mark_if_new(store: ContextStore, kafka: KafkaSettings, group: str, topic: str) -> bool:
-    """Mark the context namespace in use if it is new; returns whether it is marked now.
-
-    An unmarked namespace is either new or lost (Redis came back empty). Kafka tells them
-    apart: a consumer group that never committed on its input topic has processed nothing, so
-    there is nothing to lose and the namespace is marked. A group that has committed expects
-    its context in Redis: then nothing is marked (False), and only an operator's
-    :meth:`ContextStore.initialize_namespace` (``--accept-context-loss``) may mark it
-    (docs/scorer.md, "Redis loss"). Raises GroupOffsetsUnavailable when Kafka cannot say."""
-    if store.namespace_in_use():
-        return True
-    if committed_offsets(kafka, group, topic):
-        return False
-    store.initialize_namespace(only_if_missing=True)
-    log.info("new context namespace %r (group %r has not committed on %r yet)",
-             store.namespace, group, topic)  # fmt: skip
-    return True
 
 
 def claim_namespace(store: ContextStore, settings: Settings, *, accept_loss: bool) -> None:

@@ -47,8 +47,8 @@ from stream.pipeline.health import Health, MetricsServer
 from stream.pipeline.messages import Incoming
 from stream.pipeline.records import ScoredRecordStore
 from stream.pipeline.retry import BACKOFF
+from stream.pipeline.startup import mark_if_new, wait_for_context_store
 from stream.redis_client import connect
-from stream.scorer.app import mark_if_new, wait_for_context_store
 from stream.settings import KafkaSettings, Settings
 from stream.trainer.cases import JoinOutcome
 from stream.trainer.ingest import RETRIABLE, LabelIngestor

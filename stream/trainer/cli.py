@@ -38,7 +38,6 @@ def trainer(
          missing); the label in hand is read again after a restart
       3  stopping took longer than trainer.shutdown_timeout_s + 10 s (watchdog)"""
     from stream.context.errors import ContextError
-    from stream.scorer.errors import ScorerFatal
     from stream.trainer.app import EXIT_FATAL, TrainerWorker
 
     settings = load_settings()
@@ -48,7 +47,7 @@ def trainer(
         )
     try:
         worker = TrainerWorker(settings)
-    except (ScorerFatal, ContextError) as exc:
+    except ContextError as exc:
         log.critical("trainer cannot start: %s", exc)
         raise typer.Exit(EXIT_FATAL) from None
     raise typer.Exit(worker.run())
