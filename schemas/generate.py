@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from schemas.alert import Alert
 from schemas.dead_letter import DeadLetterHeaders
 from schemas.label import LabelEvent
+from schemas.model_notice import ModelNotice
 from schemas.score import Score
 from schemas.transaction import TransactionEvent
 
@@ -27,6 +28,7 @@ WIRE_MODELS: Final[dict[str, type[BaseModel]]] = {
     "alert": Alert,
     "score": Score,
     "dead_letter_headers": DeadLetterHeaders,
+    "model_notice": ModelNotice,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from schemas.errors import RiskstreamError
+from schemas.model_notice import NoticeAction
 from stream.settings import load_settings
 
 model_app = typer.Typer(
@@ -389,12 +390,12 @@ NotifyOption = Annotated[
 _NOTIFY_TIMEOUT_S = 5.0
 
 
-def _notify_scorers(version: str, action: str, reason: str) -> None:
+def _notify_scorers(version: str, action: NoticeAction, reason: str) -> None:
     """Best effort: the registry pointer already changed and is what scorers obey; the notice
     only makes them look now rather than at their next poll."""
     from confluent_kafka import KafkaException
 
-    from stream.scorer.model_source import announce_champion
+    from stream.kafka.model_notices import announce_champion
 
     settings = load_settings()
     try:

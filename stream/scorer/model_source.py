@@ -16,39 +16,19 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-import orjson
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException
 
 from models.inference import LoadedModel
 from models.registry import Registry
 from schemas.errors import RiskstreamError
-from stream.kafka.clients import consumer_config, producer_config
+from stream.kafka.clients import consumer_config
+from stream.kafka.model_notices import read_notice
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[str], LoadedModel]
-
-
-def announce_champion(
-    settings: Settings, version: str, action: str, reason: str = "", *, timeout_s: float = 30.0
-) -> None:
-    """Tell running scorers (and anyone else listening) that the champion (or the shadow)
-    changed; raises KafkaException if the notice is not delivered within ``timeout_s``."""
-    notice = {
-        "action": action,
-        "version": version,
-        "reason": reason,
-        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    producer = Producer(producer_config(settings.kafka))
-    producer.produce(settings.topics.models, key=b"champion", value=orjson.dumps(notice))
-    if producer.flush(timeout_s) != 0:
-        raise KafkaException(
-            f"model notice for {version} not delivered to {settings.topics.models}"
-        )
 
 
 class ChampionWatcher:
@@ -144,9 +124,10 @@ class ChampionWatcher:
             self._stop.wait(self._interval_s)
             return
         if message is not None and message.error() is None:
-            log.info(
-                "model notice received: %s", (message.value() or b"")[:200].decode(errors="replace")
-            )
+            notice = read_notice(message.value())
+            if notice is not None:
+                log.info("model notice received: %s %s (%s)",
+                         notice.action, notice.version, notice.reason)  # fmt: skip
 
     def _maybe_load(self) -> None:
         try:

@@ -37,7 +37,8 @@ from pydantic import ValidationError
 from models.errors import ModelError
 from models.registry import Registry
 from schemas.features import FEATURE_NAMES
-from stream.scorer.model_source import announce_champion
+from schemas.model_notice import NoticeAction
+from stream.kafka.model_notices import announce_champion
 from stream.settings import Settings, to_env
 from stream.trainer import drift
 from stream.trainer.errors import FineTuneFailed
@@ -267,7 +268,7 @@ class FeedbackLoop:
         )
         return result
 
-    def _announce(self, version: str, action: str, reason: str) -> None:
+    def _announce(self, version: str, action: NoticeAction, reason: str) -> None:
         try:
             announce_champion(self._settings, version, action, reason)
         except KafkaException as exc:

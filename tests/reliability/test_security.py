@@ -37,9 +37,9 @@ from stream.devenv import (
     generate_tls_files,
 )
 from stream.devenv.kafka import SaslSslListener
+from stream.kafka.model_notices import announce_champion
 from stream.pipeline.records import ScoredRecord, ScoredRecordStore
 from stream.redis_client import connect
-from stream.scorer.model_source import announce_champion
 from stream.settings import ContextSettings, KafkaSettings, RedisSettings, Settings, to_env
 from tests.helpers import event_ids, produce_values
 

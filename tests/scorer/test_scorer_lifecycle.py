@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from models.registry import Registry
 from schemas import Alert, alert_id_for, decode
-from stream.scorer.model_source import announce_champion
+from stream.kafka.model_notices import announce_champion
 from stream.settings import Settings
 from tests.helpers import event_ids, produce_values, read_jsonl
 
