@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from stream.kafka.clients import OutgoingMessage
@@ -95,39 +95,6 @@ class Steps(Protocol[R, P, Q, F]):
 
     def done(self, batch: list[R], prepared: P, finished: F) -> None:
         """The batch (its owned records) is delivered and committed."""
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """A ``Finished`` that is only messages."""
-
-    messages: Sequence[OutgoingMessage] = field(default_factory=tuple)
-
-
-class PlainSteps(Generic[R, F]):
-    """Steps without a model stage: ``process`` gets the owned records and returns what to
-    deliver; ``after`` is told when they are through."""
-
-    def __init__(
-        self,
-        process: Callable[[list[R]], F],
-        after: Callable[[list[R], F], None] | None = None,
-    ) -> None:
-        self._process = process
-        self._after = after
-
-    def prepare(self, batch: list[R], meanwhile: Callable[[], None]) -> list[R]:
-        return batch
-
-    def score(self, prepared: list[R]) -> None:
-        return None
-
-    def finish(self, prepared: list[R], scores: None, keep: Keep) -> F:
-        return self._process([r for r in prepared if keep((r.topic, r.partition))])
-
-    def done(self, batch: list[R], prepared: list[R], finished: F) -> None:
-        if self._after is not None:
-            self._after(batch, finished)
 
 
 class Hooks(Generic[R]):

@@ -4,7 +4,8 @@ unit-tested in milliseconds, without a broker (the integration tests keep the re
 Both can be told to fail: the sink's flushes pop scripted errors or hang unacknowledged while
 ``blocked``; the source's commits pop scripted errors, and a test moves partitions with
 ``revoke`` / ``assign`` as a rebalance would. Both may write to a shared ``journal`` so a test
-can check the order of deliveries and commits.
+can check the order of deliveries and commits. ``PlainSteps`` (with ``Outputs``) gives a test
+a worker of one function, without a model stage.
 """
 
 from __future__ import annotations
@@ -14,15 +15,51 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from stream.kafka.clients import OutgoingMessage
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
+from stream.pipeline.driver import Finished, Keep
 from stream.pipeline.ends import Partition, Positioned
 from stream.pipeline.errors import OwnershipLost
 
 R = TypeVar("R", bound=Positioned)
+F = TypeVar("F", bound=Finished)
 Journal = list[tuple[str, object]]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A ``Finished`` that is only messages."""
+
+    messages: Sequence[OutgoingMessage] = field(default_factory=tuple)
+
+
+class PlainSteps(Generic[R, F]):
+    """Steps without a model stage: ``process`` gets the owned records and returns what to
+    deliver; ``after`` is told when they are through."""
+
+    def __init__(
+        self,
+        process: Callable[[list[R]], F],
+        after: Callable[[list[R], F], None] | None = None,
+    ) -> None:
+        self._process = process
+        self._after = after
+
+    def prepare(self, batch: list[R], meanwhile: Callable[[], None]) -> list[R]:
+        return batch
+
+    def score(self, prepared: list[R]) -> None:
+        return None
+
+    def finish(self, prepared: list[R], scores: None, keep: Keep) -> F:
+        return self._process([r for r in prepared if keep((r.topic, r.partition))])
+
+    def done(self, batch: list[R], prepared: list[R], finished: F) -> None:
+        if self._after is not None:
+            self._after(batch, finished)
 
 
 class InMemorySource(Generic[R]):

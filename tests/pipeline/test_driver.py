@@ -15,10 +15,10 @@ import pytest
 from stream.context.errors import ContextUnavailable
 from stream.kafka.clients import OutgoingMessage
 from stream.kafka.errors import DeliveryFailed, FlushTimeout
-from stream.pipeline.driver import BatchDriver, DriverLimits, Outputs, PlainSteps
+from stream.pipeline.driver import BatchDriver, DriverLimits
 from stream.pipeline.ends import Partition
 from stream.pipeline.errors import CommitFailed, OwnershipLost, ShutdownIncomplete
-from stream.pipeline.memory import InMemorySink, InMemorySource, Journal
+from stream.pipeline.memory import InMemorySink, InMemorySource, Journal, Outputs, PlainSteps
 from stream.pipeline.retry import Backoff, RetryPolicy
 
 FAST = RetryPolicy(backoff=Backoff(first_s=0.01, max_s=0.04))

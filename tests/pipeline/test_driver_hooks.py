@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from stream.context.errors import ContextUnavailable
-from stream.pipeline.driver import BatchDriver, DriverLimits, Hooks, Outputs, PlainSteps
-from stream.pipeline.memory import InMemorySink, InMemorySource
+from stream.pipeline.driver import BatchDriver, DriverLimits, Hooks
+from stream.pipeline.memory import InMemorySink, InMemorySource, Outputs, PlainSteps
 from stream.pipeline.retry import Backoff, RetryPolicy
 
 from .test_driver import FAST, LIMITS, P0, LaneSteps, Rec, echo, failing, records

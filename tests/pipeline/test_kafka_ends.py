@@ -12,8 +12,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream.kafka.clients import OutgoingMessage, TrackedProducer, consumer_config, producer_config
-from stream.pipeline.driver import BatchDriver, DriverLimits, Outputs, PlainSteps
+from stream.pipeline.driver import BatchDriver, DriverLimits
 from stream.pipeline.kafka_ends import KafkaSink, KafkaSource
+from stream.pipeline.memory import Outputs, PlainSteps
 from stream.pipeline.messages import Incoming
 from stream.settings import KafkaSettings
 
