@@ -36,9 +36,10 @@ import pyarrow.parquet as pq
 
 from bench.machine import machine
 from models.inference import LoadedModel
+from stream.context.reveal import LabelSchedule
 from stream.pipeline.records import ScoredRecordStore
 from stream.redis_client import connect
-from stream.replay.labels import LabelSchedule, read_label_file
+from stream.replay.labels import read_label_file
 from stream.replay.run import ReplayOptions, prepare_replay
 from stream.replay.sources import FileSource
 from stream.settings import Settings, load_settings

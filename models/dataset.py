@@ -2,16 +2,17 @@
 the scorer runs.
 
     events.jsonl ──► ContextStore.update_batch (real Redis, throwaway namespace) ──► contexts
-    labels.jsonl ──► ContextStore.apply_labels, each label once its label_time has passed
+    labels.jsonl ──► ContextStore.apply_labels, each right before the first event it reaches
     truth.jsonl  ──► the target: each event's true typology (simulator output)
       or labels  ──► the target from labels and the label maturity (``models.targets``)
     contexts ──► split by day ──► NarrativeSpec fitted on the *train* days only ──► narratives
 
-Events are replayed in event-time order in chunks, and before each chunk every label whose
-``label_time`` is not after the chunk's first event is applied — so label-derived context
-(a terminal's chargeback rate, say) only ever reflects what was known at the time, as in
-production. Fitting the narrative's bucket edges on train days only keeps validation and test
-days out of everything the model sees.
+Events are replayed in event-time order, and each label is applied right before the first
+event its ``label_time`` reaches (the label-reveal clock replays share, ``stream.context.reveal``)
+— so label-derived context (a terminal's chargeback rate, say) only ever reflects what was known
+at the time, as in production, and equals what a replay of the same data computes. Fitting
+the narrative's bucket edges on train days only keeps validation and test days out of
+everything the model sees.
 
 Targets come from ``truth.jsonl`` when there is one (complete ground truth: the simulator's
 labels are partial and late by design, and the model is judged on what really happened).
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -333,9 +334,16 @@ def save_contexts(path: Path, contexts: Sequence[Context], label_maturity: int) 
     pq.write_table(table, path)
 
 
+# How labels reached the replayed contexts (``stream.context.reveal``); a cache made under
+# another rule is computed again. 2: each label right before the first event reaching it
+# (1, unnamed: all labels known by a 1,000-event chunk's first event, before the chunk).
+LABEL_CLOCK: Final = "2"
+
+
 def _context_meta(label_maturity: int) -> dict[str, str]:
     return {
         "features_version": FEATURES_VERSION,
+        "label_clock": LABEL_CLOCK,
         "features": ",".join(FEATURE_NAMES),
         "label_maturity_days": str(label_maturity),
     }

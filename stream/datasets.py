@@ -2,15 +2,18 @@
 
 The scorer computes an event's context in Redis (``stream.context``); a dataset or a table of
 scores must see the same context, so it replays the events through the same ContextStore, on a
-throwaway namespace, applying each label once its ``label_time`` has passed. That replay is
-this module; everything else - reading the files, targets, the day split, the narratives, the
-cache of contexts, the scores - is ``models.dataset`` and ``models.scoring``, which know
-nothing of Redis or the settings.
+throwaway namespace, applying each label right before the first event its ``label_time``
+reaches. That replay is this module, on the label-reveal clock a replay uses
+(``stream.context.reveal``): a replay of the same events and labels computes these very
+contexts, whatever its batch size. Everything else - reading the files, targets, the day
+split, the narratives, the cache of contexts, the scores - is ``models.dataset`` and
+``models.scoring``, which know nothing of Redis or the settings.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +38,9 @@ from models.examples import SplitData
 from models.inference import LoadedModel
 from models.scoring import check_features, score_table
 from schemas import LabelEvent, TransactionEvent
+from stream.context.reveal import LabelSchedule, RevealClock
 from stream.context.store import ContextStore, EventContext
+from stream.pipeline.messages import epoch_ms_of
 from stream.redis_client import connect
 from stream.settings import Settings
 
@@ -49,10 +54,12 @@ def replay_contexts(
     *,
     label_maturity: int | None = None,
     progress: bool = True,
+    chunk: int = _CHUNK,
 ) -> list[EventContext]:
     """The EventContext of every event, computed by the real ContextStore on a throwaway
     Redis namespace (deleted afterwards), with counterparty risk at ``label_maturity`` days
-    (default: the settings', else derived from ``labels``)."""
+    (default: the settings', else derived from ``labels``). ``chunk``: the most events per
+    store call (any size gives the same contexts)."""
     namespace = f"dataset-{secrets.token_hex(4)}"
     context_settings = settings.context.model_copy(update={"namespace": namespace})
     client = connect(settings.redis)
@@ -65,19 +72,19 @@ def replay_contexts(
         or label_maturity_days(labels),
     )
     contexts: list[EventContext] = []
-    next_label = 0
+    clock = RevealClock(LabelSchedule(labels, timedelta(0)))
+    times = [epoch_ms_of(e.event_time) for e in events]
     try:
-        for start in tqdm(
-            range(0, len(events), _CHUNK), desc="context", unit="chunk", disable=not progress
-        ):
-            chunk = events[start : start + _CHUNK]
-            known = next_label
-            while known < len(labels) and labels[known].label_time <= chunk[0].event_time:
-                known += 1
-            if known > next_label:
-                store.apply_labels(labels[next_label:known])
-                next_label = known
-            contexts.extend(store.update_batch(chunk))
+        with tqdm(total=len(events), desc="context", unit="event", disable=not progress) as bar:
+            start = 0
+            while start < len(events):
+                # at most `chunk` events, cut where a label is revealed
+                taken, due = clock.take(times[start : start + chunk])
+                if due:
+                    store.apply_labels(due)
+                contexts.extend(store.update_batch(events[start : start + taken]))
+                start += taken
+                bar.update(taken)
     finally:
         store.drop_namespace()
         client.close()

@@ -56,6 +56,7 @@ from stream.context.results import (
     collect_marks,
     script_call,
 )
+from stream.context.reveal import changes_context
 from stream.redis_client import AnyRedis
 from stream.settings import ContextSettings
 
@@ -359,9 +360,7 @@ class ContextStore:
         ops: list[tuple[str, bytes, int]] = []
         skipped = 0
         for label in labels:
-            if not label.is_suspicious or (
-                label.counterparty_id is None and label.terminal_id is None
-            ):
+            if not changes_context(label):
                 skipped += 1
                 continue
             kind, entity = counterparty_entity(label.terminal_id, label.counterparty_id or "")

@@ -16,7 +16,7 @@ import typer
 from stream.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from stream.replay.labels import LabelSchedule
+    from stream.context.reveal import LabelSchedule
     from stream.replay.manifest import RunManifest
     from stream.replay.sources import TopicSource
 
@@ -185,8 +185,9 @@ def _label_schedule(
     """The labels of ``choice`` (kind, where) revealed ``delay`` late, and the choice kept:
     labels found by default that cannot be read are left out with a warning (None, None);
     ``explicit`` ones that cannot be read fail the replay."""
+    from stream.context.reveal import LabelSchedule
     from stream.replay.errors import LabelSourceError
-    from stream.replay.labels import LabelSchedule, read_label_file, read_label_topic
+    from stream.replay.labels import read_label_file, read_label_topic
 
     if choice is None:
         return None, None

@@ -1,13 +1,13 @@
 """A replay on the batch driver (``stream.pipeline.driver``): its source, its sink, its steps.
 
-* ``ReleasedBatches``: the input, cut into batches by the data alone (``run.batches``), each
-  stamped when it is released and released at the pace asked for; the replay's event-time
-  clock moves with it. It owns its input whole and commits nothing (a topic source is read
-  from offsets captured when it was opened).
+* ``ReleasedBatches``: the input, cut into batches by the data alone (``run.batches``, then
+  at label reveal times by the label-reveal clock, ``stream.context.reveal``), each stamped
+  when it is released and released at the pace asked for. It owns its input whole and
+  commits nothing (a topic source is read from offsets captured when it was opened).
 * ``RunSink``: alerts to the run's topic; alerts and dead letters into the run's files once
   the broker acknowledged the alerts, so the files of a failed run hold no batch that did
   not get out.
-* ``ReplaySteps``: the labels due by the clock, then the live scorer's ``BatchProcessor``
+* ``ReplaySteps``: the labels revealed before the batch, then the live scorer's ``BatchProcessor``
   (context, narratives, the model on the lane, outputs), and the run's bookkeeping.
 """
 
@@ -22,16 +22,16 @@ from tqdm.auto import tqdm
 
 from models.inference import LoadedModel
 from schemas import LabelEvent
+from stream.context.reveal import RevealClock
 from stream.context.store import ContextStore
 from stream.kafka.clients import OutgoingMessage, TrackedProducer
 from stream.kafka.errors import DeliveryFailed
 from stream.pipeline.driver import Keep
 from stream.pipeline.ends import Partition
 from stream.pipeline.messages import Incoming, processing_clock_ms
-from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import RunManifest
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
-from stream.replay.sources import SourceRecord, from_ms, to_ms
+from stream.replay.sources import SourceRecord, to_ms
 from stream.scorer.core import EventWindow, ModelScores, PreparedBatch
 from stream.scorer.processor import BatchOutputs, BatchProcessor, utc_now
 
@@ -78,20 +78,24 @@ class ReleasedBatches:
         self,
         chunks: Iterable[list[SourceRecord]],
         *,
+        clock: RevealClock,
         window: EventWindow,
         wait_for: Callable[[int | None], float],
         on_event_times: Callable[[int, int], None],
     ) -> None:
-        """``chunks``: the batches (``run.batches``); ``wait_for``: the pacer;
-        ``on_event_times(first, last)``: the event times a batch admits, as it is released."""
+        """``chunks``: the batches (``run.batches``), cut again where ``clock`` reveals a
+        label; ``wait_for``: the pacer; ``on_event_times(first, last)``: the event times a
+        batch admits, as it is released."""
         self._chunks = iter(chunks)
+        self._held: list[SourceRecord] = []
+        """The rest of a chunk cut at a reveal time: the next batch."""
+        self.clock = clock
         self._window = window
         self._wait_for = wait_for
         self._on_event_times = on_event_times
         self._exhausted = False
         self._owned: dict[Partition, int] = {}
-        self.clock_ms: int | None = None
-        """The newest event time admitted so far: what labels are revealed by."""
+        self._due: list[LabelEvent] = []
 
     @property
     def exhausted(self) -> bool:
@@ -102,27 +106,35 @@ class ReleasedBatches:
     ) -> list[Incoming]:
         """The next batch (cut by the data, not by ``max_records``), released at its pace
         (``until`` plays no part: the pace is the replay's, not the model's)."""
-        chunk = next(self._chunks, None)
+        chunk: list[SourceRecord] | None = self._held or next(self._chunks, None)
         if chunk is None:
             self._exhausted = True
             return []
-        batch = incomings(chunk, utc_now())
+        messages = incomings(chunk, utc_now())
         # The run's clock moves with the events the window admits only: one event dated
         # decades ahead must not reveal every label at once.
-        times = [
+        admitted = [
             r.event_time_ms
-            for r, m in zip(chunk, batch, strict=True)
             if r.event_time_ms is not None
             and self._window.admits(r.event_time_ms, processing_clock_ms(m))
+            else None
+            for r, m in zip(chunk, messages, strict=True)
         ]
+        taken, due = self.clock.take(admitted)
+        batch, self._held = messages[:taken], chunk[taken:]
+        self._due.extend(due)
+        times = [t for t in admitted[:taken] if t is not None]
         if times:
-            newest = max(times)
-            self.clock_ms = newest if self.clock_ms is None else max(self.clock_ms, newest)
-            self._on_event_times(min(times), newest)
+            self._on_event_times(min(times), max(times))
         self._wait_for(max(times) if times else None)
         for m in batch:
             self._owned.setdefault((m.topic, m.partition), 1)
         return batch
+
+    def revealed(self) -> list[LabelEvent]:
+        """The labels to apply before the batch last read (each handed out once)."""
+        due, self._due = self._due, []
+        return due
 
     def assignment(self) -> Mapping[Partition, int]:
         """Every partition read so far, for good: nobody else reads a replay's input."""
@@ -203,29 +215,27 @@ class ReplaySteps:
         records: ScoreCapture,
         files: RunFiles,
         release: ReleasedBatches,
-        labels: LabelSchedule | None,
         manifest: RunManifest,
         bar: tqdm[Any],
     ) -> None:
         self._processor, self._model = processor, model
         self._store, self._records, self._files = store, records, files
-        self._release, self._labels = release, labels
+        self._release = release
         self._manifest, self._bar = manifest, bar
         self._due: list[LabelEvent] = []
 
     def prepare(self, batch: list[Incoming], meanwhile: Callable[[], None]) -> PreparedBatch:
-        """The labels revealed by now, then step 1 of ``batch``; the batch in the lane is
+        """The labels revealed before ``batch``, then step 1 of it; the batch in the lane is
         finished while Redis applies this one's context, if the model is done with it (as
         the live scorer does)."""
-        labels, clock_ms = self._labels, self._release.clock_ms
-        if labels is not None and clock_ms is not None:
-            # Kept until applied: ``due`` hands each label out once, and applying them is
-            # idempotent, so a retried batch applies what a failed attempt may have.
-            self._due.extend(labels.due(from_ms(clock_ms)))
-            if self._due:
-                self._store.apply_labels(self._due)
-                self._due = []
-                self._manifest.labels.revealed = labels.revealed
+        # Kept until applied: the clock hands each label out once, and applying them is
+        # idempotent, so a retried batch applies what a failed attempt may have.
+        self._due.extend(self._release.revealed())
+        if self._due:
+            self._store.apply_labels(self._due)
+            self._due = []
+            schedule = self._release.clock.schedule
+            self._manifest.labels.revealed = schedule.revealed if schedule is not None else 0
         begun = self._processor.begin(batch, self._model)
         meanwhile()
         return self._processor.complete(begun)

@@ -1,7 +1,7 @@
 """The replay loop: a bounded source through the live scorer's ``BatchProcessor``, into a run
 isolated from production.
 
-    source ──► batches of N ──► labels due by the event-time clock ──► ContextStore (own namespace)
+    source ──► batches of N, cut at label reveal times ──► labels revealed ──► ContextStore (own ns)
                              └─► BatchProcessor.process (decode → context → narrate → score →
                                  explain → persist; the very code `riskstream run scorer` runs)
                                  ├─► alerts ──► <alerts topic>.backtest.<run-id> + alerts.jsonl
@@ -15,13 +15,14 @@ Isolation: the run's Redis namespace is ``backtest-<run-id>`` (context and score
 run id already used is refused, and the namespace is deleted at the end unless kept), its alerts
 go to a topic of its own created for it, and its source is read without committing offsets.
 
-Determinism: a batch is a function of the input order alone (N events; with pacing, also cut
-where the event-time gap exceeds ``scorer.batch_max_wait_ms`` × speed), the source's order is a
-function of the data (see ``sources``), context updates are exact whatever the batching, and
-labels count only from their reveal time. So the same input, model, batch size and speed give
-the same alerts (ids, scores, typologies, reasons, narratives) and the same scores every time.
-Only the wall-clock fields differ: ``received_at``, ``scored_at`` and ``emitted_at`` stay real
-times because the report's latency figures are made of them.
+Determinism: a batch is a function of the input order and the labels alone (N events; with
+pacing, also cut where the event-time gap exceeds ``scorer.batch_max_wait_ms`` × speed; and
+cut at label reveal times, ``stream.context.reveal``), the source's order is a function of the
+data (see ``sources``), and context updates are exact whatever the batching. So the same
+input, model, batch size and speed give the same alerts (ids, scores, typologies, reasons,
+narratives) and the same scores every time. Only the wall-clock fields differ:
+``received_at``, ``scored_at`` and ``emitted_at`` stay real times because the report's latency
+figures are made of them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from models.inference import LoadedModel
 from models.registry import Registry
 from stream.context.errors import ContextUnavailable
 from stream.context.keys import marker_key
+from stream.context.reveal import LabelSchedule, RevealClock
 from stream.context.store import ContextStore
 from stream.kafka.clients import TrackedProducer, producer_config
 from stream.kafka.errors import FlushTimeout
@@ -50,7 +52,6 @@ from stream.pipeline.retry import RetryPolicy
 from stream.redis_client import AnyRedis, connect
 from stream.replay.driving import ReleasedBatches, ReplaySteps, RunSink
 from stream.replay.errors import ReplayError, RunExists
-from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import LabelsUsed, RunManifest, RunTimings, check_run_id
 from stream.replay.manifest import run_dir as run_dir_for
 from stream.replay.outputs import DEAD_LETTERS_TO_FILE, RunFiles, ScoreCapture
@@ -322,6 +323,7 @@ class Replay:
         span_ms = scorer.batch_max_wait_ms * options.speed if options.speed else None
         release = ReleasedBatches(
             batches(source.records(), options.batch_size, span_ms),
+            clock=RevealClock(options.labels),
             window=EventWindow.of(scorer.event_time_max_ahead_s, scorer.event_time_max_behind_s),
             wait_for=Pacer(options.speed).wait_for,
             on_event_times=self._widen_event_times,
@@ -340,7 +342,6 @@ class Replay:
                 records=records,
                 files=files,
                 release=release,
-                labels=options.labels,
                 manifest=self.manifest,
                 bar=bar,
             )

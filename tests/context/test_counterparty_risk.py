@@ -171,3 +171,44 @@ def test_replays_with_labels_revealed_in_time_reproduce_every_feature(
     first, second = replay("-a"), replay("-b")
     assert first == second
     assert any(f.compromised_points for f in first)  # type: ignore[attr-defined]
+
+
+def test_the_label_reveal_clock_gives_the_same_contexts_at_every_batch_size(
+    make_event, make_store, test_settings
+) -> None:
+    """Dataset building (``replay_contexts``) on the label-reveal clock that replays share:
+    whatever the batch size, every feature and story is the same - which applying each
+    batch's labels before it (the rule before the clock was shared) does not give: it marks
+    cards exposed by a compromised point only among payments already applied."""
+    from stream.datasets import replay_contexts
+    from tests.context.test_context_oracle import fraud_labels, random_stream
+
+    events = random_stream(make_event, seed=8, count=400)
+    labels = fraud_labels(events, seed=9)
+
+    def on_the_clock(size: int) -> list[tuple[object, object]]:
+        contexts = replay_contexts(
+            events, labels, test_settings, label_maturity=2, progress=False, chunk=size
+        )
+        return [(c.features, c.story) for c in contexts]
+
+    whole = on_the_clock(1000)
+    assert on_the_clock(1) == whole
+    assert on_the_clock(7) == whole
+    assert any(f.compromised_points for f, _ in whole)  # type: ignore[attr-defined]
+
+    def labels_before_each_batch(suffix: str, size: int) -> list[object]:
+        store = make_store(suffix, label_maturity_days=2)
+        schedule = sorted(labels, key=lambda label: label.label_time)
+        out, known = [], 0
+        for start in range(0, len(events), size):
+            batch = events[start : start + size]
+            due = known
+            while due < len(schedule) and schedule[due].label_time <= batch[-1].event_time:
+                due += 1
+            store.apply_labels(schedule[known:due])
+            known = due
+            out += [c.features for c in store.update_batch(batch)]
+        return out
+
+    assert labels_before_each_batch("-small", 7) != labels_before_each_batch("-big", 200)

@@ -196,9 +196,12 @@ def test_import_train_evaluate_score_replay_and_report(
         scores = list(csv.DictReader(file))
     assert [row["event_id"] for row in scores] == [e.event_id for e in events]
     threshold = float(scored.stdout.split("alert threshold ")[1].split(";")[0])
-    assert all(
-        (row["alerted"] == "true") == (float(row["score"]) >= threshold - 1e-4) for row in scores
-    )
+    # The threshold is printed to 4 decimals and the scores to 7: a score within that
+    # rounding of the printed threshold may fall on either side of the exact one.
+    rounding = 0.5e-4 + 0.5e-7
+    clear = [row for row in scores if abs(float(row["score"]) - threshold) > rounding]
+    assert len(scores) - len(clear) <= 3
+    assert all((row["alerted"] == "true") == (float(row["score"]) > threshold) for row in clear)
     assert sum(row["label"] == "stolen_card" for row in scores) == frauds
 
     run_id = f"byo-{uuid.uuid4().hex[:8]}"

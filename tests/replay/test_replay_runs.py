@@ -22,9 +22,9 @@ from confluent_kafka import Message
 
 from schemas import TransactionEvent, decode
 from stream.context.keys import customer_base
+from stream.context.reveal import LabelSchedule
 from stream.context.store import ContextStore
 from stream.redis_client import connect
-from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import RunManifest
 from stream.replay.outputs import WALL_CLOCK_COLUMNS
 from stream.replay.run import ReplayOptions, prepare_replay

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from schemas import LabelEvent, LabelSource, TransactionEvent, Typology, decode
 from stream.cli import app
+from stream.context.reveal import LabelSchedule, RevealClock
+from stream.replay.driving import ReleasedBatches
 from stream.replay.errors import ReplayError, SourceError
-from stream.replay.labels import LabelSchedule
 from stream.replay.manifest import check_run_id
 from stream.replay.run import Pacer, batches, namespace_for, new_run_id, output_topic_for
 from stream.replay.sources import (
@@ -25,6 +26,7 @@ from stream.replay.sources import (
     event_time_ms,
     to_ms,
 )
+from stream.scorer.core import EventWindow
 from stream.settings import ContextSettings
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -116,6 +118,63 @@ def test_a_repeated_label_id_counts_once_from_its_earliest_copy() -> None:
     assert [lb.label_time for lb in schedule.due(T0)] == [T0]
     with pytest.raises(ValueError, match="negative"):
         LabelSchedule([], timedelta(seconds=-1))
+
+
+def test_the_clock_cuts_a_batch_where_a_label_that_changes_the_context_is_revealed() -> None:
+    hour = timedelta(hours=1)
+    clock = RevealClock(
+        LabelSchedule(
+            [
+                label("known", T0),
+                label("later", T0 + 2 * hour),
+                label("legit", T0 + 3 * hour, suspicious=False),  # changes nothing: no cut
+                label("last", T0 + 5 * hour),
+            ],
+            timedelta(0),
+        )
+    )
+    times = [to_ms(T0 + k * hour) for k in range(7)]  # one event an hour from T0
+    taken, due = clock.take(times)
+    # the first event (at T0) sees "known"; the batch ends before the event at T0 + 2h
+    assert (taken, [lb.label_id for lb in due]) == (2, ["known"])
+    taken, due = clock.take(times[2:])
+    assert (taken, [lb.label_id for lb in due]) == (3, ["later"])  # through T0 + 4h
+    taken, due = clock.take(times[5:])
+    assert (taken, [lb.label_id for lb in due]) == (2, ["legit", "last"])
+    assert clock.take([]) == (0, [])
+
+
+def test_the_clock_never_runs_back_and_ignores_untimed_records() -> None:
+    clock = RevealClock(LabelSchedule([label("a", T0 + timedelta(hours=2))], timedelta(0)))
+    late = to_ms(T0 - timedelta(days=1))
+    taken, due = clock.take([to_ms(T0), None, late, to_ms(T0 + timedelta(hours=3))])
+    assert (taken, due) == (3, [])  # cut before the event reaching the label
+    assert clock.clock_ms == to_ms(T0)  # the late event did not move it back
+    # a batch of records without a time reveals nothing, whatever it holds
+    assert clock.take([None, None]) == (2, [])
+    # the late one alone: the next one reveals "a"
+    assert clock.take([late, to_ms(T0 + timedelta(hours=3))]) == (1, [])
+    assert [lb.label_id for lb in clock.take([to_ms(T0 + timedelta(hours=3))])[1]] == ["a"]
+    assert RevealClock(None).take([1, 2, 3]) == (3, [])
+
+
+def test_released_batches_end_at_reveal_times_and_hand_out_their_labels() -> None:
+    hour = timedelta(hours=1)
+    records = [record(k, T0 + k * hour) for k in range(6)]
+    release = ReleasedBatches(
+        batches(records, 4),
+        clock=RevealClock(LabelSchedule([label("a", T0 + 3 * hour)], timedelta(0))),
+        window=EventWindow.of(3600, None),
+        wait_for=lambda _ms: 0.0,
+        on_event_times=lambda _first, _last: None,
+    )
+    read = []
+    while not release.exhausted:
+        batch = release.read(4, 0.0)
+        if batch:
+            read.append(([m.offset for m in batch], [lb.label_id for lb in release.revealed()]))
+    # the first chunk of four is cut before the event at T0 + 3h, which sees the label
+    assert read == [([0, 1, 2], []), ([3], ["a"]), ([4, 5], [])]
 
 
 # -- sources ----------------------------------------------------------------------------------
