@@ -3,8 +3,9 @@
 For each alerted narrative, every clause is hidden in turn and the narrative rescored; a
 clause's weight is how far the risk score fell without it. All variants of all alerts go
 through the model in one ``predict_batch`` call (length bucketing keeps the padding small), so
-explaining k alerts of c clauses costs one batch of k × (c + 1) narratives — cheap enough for
-the alerts only, never for every event.
+explaining k alerts of c clauses costs one batch of k × c narratives (k × (c + 1) when the
+caller does not pass the alerts' own scores), plus k figures-aside variants for a hybrid —
+cheap enough for the alerts only, never for every event.
 
 Occlusion was chosen over gradient × input because it explains in the unit a person reads (a
 clause, not a word piece), needs no gradients (it runs on the same quantised inference model as
@@ -83,16 +84,23 @@ def explain(
     top_k: int = 3,
     remove_clause: RemoveClause = remove_clause_text,
     descriptive: Collection[str] = DESCRIPTIVE_CLAUSES,
+    scores: Sequence[float] | None = None,
 ) -> list[list[Reason]]:
     """Up to ``top_k`` reasons per narrative (those whose removal lowered the score), largest
     score drop first; clauses whose id is in ``descriptive`` are kept in every variant and
-    never ranked. Call it for alerted events only."""
+    never ranked. Call it for alerted events only. ``scores``: the narratives' own scores when
+    the caller has them (the scorer does: it alerted on them) - the drops are then measured
+    from the score the alert carries, and the full texts are not scored a second time (one
+    model input fewer per alert)."""
+    if scores is not None and len(scores) != len(narratives):
+        raise ValueError(f"{len(scores)} scores for {len(narratives)} narratives")
     texts: list[str] = []
     owners: list[int] = []
     clause_refs: list[tuple[int, Clause]] = []
     for index, narrative in enumerate(narratives):
-        texts.append(narrative.text)
-        owners.append(index)
+        if scores is None:
+            texts.append(narrative.text)
+            owners.append(index)
         for clause in narrative.clauses:
             if clause.id in descriptive:
                 continue
@@ -108,18 +116,20 @@ def explain(
             [variant_features, np.tile(model.neutral_features(), (len(narratives), 1))]
         )
         texts = texts + [n.text for n in narratives]
-    scores = model.predict_batch(texts, variant_features).scores
-    figures_aside = scores[len(owners) :]
+    variant_scores = model.predict_batch(texts, variant_features).scores
+    figures_aside = variant_scores[len(owners) :]
 
-    full_score: dict[int, float] = {}
+    full_score: dict[int, float] = (
+        {} if scores is None else {i: float(score) for i, score in enumerate(scores)}
+    )
     drops: list[list[tuple[float, Clause]]] = [[] for _ in narratives]
     clause_iter = iter(clause_refs)
     for position, owner in enumerate(owners):
-        if owner not in full_score:
-            full_score[owner] = float(scores[position])
+        if owner not in full_score:  # the full text, scored here (no ``scores`` given)
+            full_score[owner] = float(variant_scores[position])
             continue
         _, clause = next(clause_iter)
-        drops[owner].append((full_score[owner] - float(scores[position]), clause))
+        drops[owner].append((full_score[owner] - float(variant_scores[position]), clause))
 
     reasons: list[list[Reason]] = []
     for owner, candidates in enumerate(drops):

@@ -421,7 +421,8 @@ class BatchProcessor:
     def _explain(self, model: LoadedModel, items: Sequence[Scored]) -> list[list[Reason]]:
         narratives = [s.narrative for s in items]
         features = model_features(model, narratives)
-        return explain(model, narratives, features, top_k=self._top_reasons)
+        scores = [s.score for s in items]  # what the alerts carry: not scored again
+        return explain(model, narratives, features, top_k=self._top_reasons, scores=scores)
 
     def _score_shadow(
         self, kept: list[Decoded], contexts: dict[str, EventContext], outputs: BatchOutputs

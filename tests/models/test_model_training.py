@@ -153,6 +153,28 @@ def test_descriptive_clauses_are_never_reasons(
         assert [r for r in before if r.clause not in described] == after
 
 
+def test_reasons_measured_from_the_alerts_own_scores_are_the_same_reasons(
+    trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
+) -> None:
+    """The scorer passes each alert's score instead of having its full text scored again:
+    the same clauses, with the same weights up to the float noise of another batch."""
+    model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
+    test = synthetic_split.test
+    scores = model.predict_batch(test.texts).scores
+    alerted = np.flatnonzero(scores >= model.alert_threshold)[:6]
+    assert len(alerted) > 0
+    narratives = [narrative_at(test, i) for i in alerted]
+
+    rescored = explain(model, narratives, top_k=3)
+    given = explain(model, narratives, top_k=3, scores=[float(scores[i]) for i in alerted])
+    assert any(given)
+    for before, after in zip(rescored, given, strict=True):
+        assert [r.clause for r in before] == [r.clause for r in after]
+        assert [r.weight for r in after] == pytest.approx([r.weight for r in before], abs=1e-4)
+    with pytest.raises(ValueError, match=f"{len(narratives) + 1} scores for"):
+        explain(model, narratives, scores=[0.9] * (len(narratives) + 1))
+
+
 def test_a_tie_in_validation_ap_goes_to_the_lower_log_loss() -> None:
     # a saturated validation set: AP 1.0 at every evaluation, the loss still falling
     assert improves(1.0, 0.20, best_ap=1.0, best_loss=0.35)
