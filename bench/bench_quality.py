@@ -90,14 +90,14 @@ def simulate(out: Path, customers: int, days: int, seed: int) -> None:
 
 
 def dataset(sim_dir: Path) -> SplitData:
-    from models.dataset import CACHE_DIR_NAME
-    from stream.datasets import load_split
+    from stream.datasets import current_split, load_split
     from stream.devenv.process import free_ports
     from stream.devenv.redis_server import RedisServer
     from stream.settings import load_settings
 
-    if (sim_dir / CACHE_DIR_NAME / "meta.json").is_file():
-        return SplitData.load(sim_dir / CACHE_DIR_NAME)
+    cached = current_split(sim_dir)
+    if cached is not None:
+        return cached
     with tempfile.TemporaryDirectory() as scratch:
         server = RedisServer(port=free_ports()[0], data_dir=Path(scratch))
         with server:

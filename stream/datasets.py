@@ -12,6 +12,7 @@ split, the narratives, the cache of contexts, the scores - is ``models.dataset``
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from models.dataset import (
     CACHE_DIR_NAME,
     CONTEXTS_FILE,
+    LABEL_CLOCK,
     Context,
     SplitRule,
     TargetOptions,
@@ -45,6 +47,7 @@ from stream.redis_client import connect
 from stream.settings import Settings
 
 _CHUNK = 1000
+log = logging.getLogger(__name__)
 
 
 def replay_contexts(
@@ -140,21 +143,39 @@ def build_split(
         typologies,
         rule=rule,
         label_maturity=maturity,
-        provenance=provenance,
+        provenance={**provenance, "label_clock": LABEL_CLOCK},
         progress=progress,
     )
     split.save(cache)
     return split
 
 
+def current_split(sim_dir: Path) -> SplitData | None:
+    """The dataset cached beside simulator or import output, if it was built under today's
+    label-reveal clock; None if there is none or it must be built again (it is then logged:
+    a cache built under another clock holds other contexts)."""
+    cache = sim_dir / CACHE_DIR_NAME
+    if not (cache / "meta.json").is_file():
+        return None
+    split = SplitData.load(cache)
+    built_under = split.provenance.get("label_clock")
+    if built_under == LABEL_CLOCK:
+        return split
+    log.warning(
+        "building the dataset in %s again: it was cached under label-reveal clock %s, not %s",
+        cache, built_under or "1", LABEL_CLOCK,
+    )  # fmt: skip
+    return None
+
+
 def load_split(path: Path, settings: Settings, *, progress: bool = True) -> SplitData:
     """A dataset cache, or simulator output (built and cached on first use)."""
     if (path / "meta.json").is_file():
         return SplitData.load(path)
+    if (path / "events.jsonl").is_file():
+        return current_split(path) or build_split(path, settings, progress=progress)
     if (path / CACHE_DIR_NAME / "meta.json").is_file():
         return SplitData.load(path / CACHE_DIR_NAME)
-    if (path / "events.jsonl").is_file():
-        return build_split(path, settings, progress=progress)
     raise DatasetError(f"{path} is neither simulator output nor a dataset cache")
 
 
