@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 from models.distill import teacher_logits
 from models.evaluate import evaluate
 from models.examples import NarrativeSet, SplitData
-from models.inference import from_classifier
+from models.inference import LoadedModel, from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
 from models.train import (
@@ -31,6 +31,16 @@ def narrative_at(data: NarrativeSet, row: int) -> Narrative:
     return Narrative(text=data.texts[row], clauses=clauses, features=(), version="test")
 
 
+def alerted_narratives(
+    model: LoadedModel, data: NarrativeSet, limit: int
+) -> tuple[list[Narrative], list[float]]:
+    """The first ``limit`` alerted rows of ``data`` as narratives, with their scores."""
+    scores = model.predict_batch(data.texts).scores
+    alerted = np.flatnonzero(scores >= model.alert_threshold)[:limit]
+    assert len(alerted) > 0
+    return [narrative_at(data, i) for i in alerted], [float(scores[i]) for i in alerted]
+
+
 def test_tiny_model_beats_a_constant_predictor_on_later_days(
     trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
 ) -> None:
@@ -49,12 +59,7 @@ def test_reasons_name_clauses_of_the_alerted_narrative(
     trained_tiny: TrainResult, synthetic_split: SplitData, tiny_thresholds: Thresholds
 ) -> None:
     model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
-    test = synthetic_split.test
-    scores = model.predict_batch(test.texts).scores
-    alerted = np.flatnonzero(scores >= model.alert_threshold)[:5]
-    assert len(alerted) > 0
-
-    narratives = [narrative_at(test, i) for i in alerted]
+    narratives, _ = alerted_narratives(model, synthetic_split.test, 5)
     reasons = explain(model, narratives, top_k=2)
     assert len(reasons) == len(narratives)
     assert any(reasons)
@@ -138,12 +143,7 @@ def test_descriptive_clauses_are_never_reasons(
 
     assert "event" in DESCRIPTIVE_CLAUSES  # the event type says what happened, not why
     model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
-    test = synthetic_split.test
-    scores = model.predict_batch(test.texts).scores
-    alerted = np.flatnonzero(scores >= model.alert_threshold)[:8]
-    assert len(alerted) > 0
-
-    narratives = [narrative_at(test, i) for i in alerted]
+    narratives, _ = alerted_narratives(model, synthetic_split.test, 8)
     everything = explain(model, narratives, top_k=10, descriptive=())
     ranked = {r.clause for found in everything for r in found}
     assert ranked, "some clause raised some score"
@@ -159,14 +159,10 @@ def test_reasons_measured_from_the_alerts_own_scores_are_the_same_reasons(
     """The scorer passes each alert's score instead of having its full text scored again:
     the same clauses, with the same weights up to the float noise of another batch."""
     model = from_classifier(trained_tiny.model, trained_tiny.tokenizer, tiny_thresholds)
-    test = synthetic_split.test
-    scores = model.predict_batch(test.texts).scores
-    alerted = np.flatnonzero(scores >= model.alert_threshold)[:6]
-    assert len(alerted) > 0
-    narratives = [narrative_at(test, i) for i in alerted]
+    narratives, scores = alerted_narratives(model, synthetic_split.test, 6)
 
     rescored = explain(model, narratives, top_k=3)
-    given = explain(model, narratives, top_k=3, scores=[float(scores[i]) for i in alerted])
+    given = explain(model, narratives, top_k=3, scores=scores)
     assert any(given)
     for before, after in zip(rescored, given, strict=True):
         assert [r.clause for r in before] == [r.clause for r in after]
