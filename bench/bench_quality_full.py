@@ -63,11 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_cpu_threads(args.threads)
 
-    first = json.loads((args.out[0] / "quality.json").read_text())
     sim_dir = next(args.out[0].glob("sim-*"))
     full = dataset(sim_dir)
-    if full.narrative_version != first["narrative_version"]:
-        raise SystemExit(f"{sim_dir} is not the bank {args.out[0]} trained on")
     # the table's subsamples, drawn as bench_quality draws them
     rng = np.random.default_rng(args.data_seed)
     validation = full.validation.sample_legitimate(args.eval_legit_rate, rng)
@@ -78,6 +75,8 @@ def main() -> None:
     seeds: dict[str, dict[str, Any]] = {}
     for out in args.out:
         saved = json.loads((out / "quality.json").read_text())
+        if saved["narrative_version"] != full.narrative_version:  # every run, not the first only
+            raise SystemExit(f"{sim_dir} is not the bank {out} trained on")
         settings = ModelSettings(registry_dir=out / "registry", device="cpu")
         for run in saved["rows"].get(DEFAULT, []):
             started = time.perf_counter()
