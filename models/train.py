@@ -108,6 +108,13 @@ class TrainConfig(BaseModel):
         description="Masked-token pretraining steps of a fresh student on the training "
         "narratives (labelled or not) before supervised training; 0: none (models.pretrain).",
     )
+    side_warmup_epochs: int = Field(
+        0,
+        ge=0,
+        description="Epochs the numeric side path of a fresh hybrid first trains alone on "
+        "every training row, its head then copied into the model's with the text's columns "
+        "at zero, before the hybrid steps; 0: none (models.side_path).",
+    )
     distill_alpha: float = Field(
         0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
     )
@@ -143,12 +150,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250; why these, see docs/models.md#experiments.
+    # back), 1,500 steps, validation every 250, after its side path trained alone for 20
+    # epochs (seconds), dropout 0.5 before the head; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
         "eval_every": 250,
         "patience": 3,
+        "dropout": 0.5,
+        "side_warmup_epochs": 20,
     },
     # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {
@@ -385,7 +395,7 @@ def train(
 
     tokenizer = load_tokenizer()
     model = _model_on_device(
-        config, feature_names, train_set, init_from, tokenizer, device, progress
+        config, feature_names, train_set, validation_set, init_from, tokenizer, device, progress
     )
     optimizer = _optimizer(model, config)
     plan = autocast_plan(device)
@@ -489,14 +499,32 @@ def _model_on_device(
     config: TrainConfig,
     feature_names: Sequence[str],
     train_set: NarrativeSet,
+    validation_set: NarrativeSet,
     init_from: RiskClassifier | None,
     tokenizer: BertTokenizer,
     device: torch.device,
     progress: bool,
 ) -> RiskClassifier:
     """The starting model, its fresh student encoder first pretrained on the training
-    narratives when ``pretrain_steps`` asks for it, moved to ``device``."""
+    narratives when ``pretrain_steps`` asks for it, its fresh side path first trained alone
+    when ``side_warmup_epochs`` asks for it, moved to ``device``."""
     model = starting_model(config, feature_names, train_set, init_from)
+    if config.side_warmup_epochs and init_from is None and model.config.hybrid:
+        from models.side_path import start_from_side_path, train_side_path
+
+        run = train_side_path(
+            model,
+            train_set,
+            validation_set,
+            config,
+            epochs=config.side_warmup_epochs,
+            targets=torch.from_numpy(class_targets(train_set.typologies)),
+        )
+        log.info(
+            "side path alone: validation AP %.4f (epoch %d of %d)",
+            run.validation_ap, run.epoch_kept, config.side_warmup_epochs,
+        )  # fmt: skip
+        start_from_side_path(model, run)
     if config.pretrain_steps and init_from is None and config.backbone == "student":
         from models.pretrain import pretrain_mlm
 

@@ -1,0 +1,154 @@
+"""The hybrid student's numeric side path trained alone, before any text.
+
+A hybrid student learns its numeric path (piecewise-linear encoding + MLP,
+``models.classifier``) and its text encoder together, from the same 1,500 batches of 32. The
+side path alone is a small tabular network: it can see every training row many times over in
+seconds, where the text encoder sees each of its examples about twice. Trained alone with
+strong dropout it matches the trees on the same features, at the trees' spread across seeds
+(``bench.bench_side_path``; figures in docs/models.md#experiments). So a run can first train
+the side path alone (``TrainConfig.side_warmup_epochs``), copy its head into the model's head
+with the text's columns at zero - the hybrid then starts out scoring exactly as the side path
+alone - and let the hybrid steps add what the text knows.
+
+The stage runs on the CPU whatever the device: a few thousand rows of 80 numbers per step
+are too little work to gain from a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+from models.classifier import RiskClassifier, risk_scores
+from models.errors import TrainingError
+from models.examples import NarrativeSet, sample_legitimate
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
+
+SIDE_PATH_BATCH = 256
+"""Rows per step of the stage: numbers only, so far larger than the hybrid's text batches."""
+SIDE_PATH_LR = 1e-3
+"""The stage's peak rate, its own: the run's is chosen for its encoder (5e-5 for MiniLM)."""
+
+
+class SidePathAlone(nn.Module):
+    """A hybrid student's numeric path (its scaling, encoding and MLP, shared, not copied)
+    with a head of its own over it alone."""
+
+    def __init__(self, student: RiskClassifier) -> None:
+        super().__init__()
+        if student.side is None:
+            raise TrainingError("the side path needs a hybrid model (numeric features)")
+        if student.config.fusion_hidden:
+            raise TrainingError("a side-path warm-up needs the linear head (fusion_hidden 0)")
+        self.student = student  # its scaling buffers; the two modules below are its own
+        self.numeric, self.side = student.numeric, student.side
+        self.dropout = nn.Dropout(student.config.dropout)
+        self.head = nn.Linear(student.config.feature_hidden, len(student.config.typologies))
+
+    def forward(self, scaled: torch.Tensor) -> torch.Tensor:
+        encoded = scaled if self.numeric is None else self.numeric(scaled)
+        logits: torch.Tensor = self.head(self.dropout(self.side(encoded)))
+        return logits
+
+    def scores(self, features: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Risk scores (1 − p(legitimate)) from raw features, in eval mode."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            risk, _ = risk_scores(self(self.student._scaled(torch.from_numpy(features))))
+        self.train(was_training)
+        return risk.numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SidePathRun:
+    alone: SidePathAlone
+    validation_ap: float
+    epoch_kept: int
+    """1-based; the epoch whose weights were kept (best validation AP)."""
+
+
+def train_side_path(
+    student: RiskClassifier,
+    train_set: NarrativeSet,
+    validation_set: NarrativeSet,
+    config: TrainConfig,
+    *,
+    epochs: int,
+    targets: torch.Tensor,
+    batch_size: int = SIDE_PATH_BATCH,
+) -> SidePathRun:
+    """Train ``student``'s side path alone (in place) with a head of its own: ``epochs``
+    passes, each over every suspicious row and a fresh ``legit_sample_rate`` draw of the
+    legitimate ones (weighted back, suspicious rows up-weighted as the hybrid steps do),
+    cosine-decayed from ``SIDE_PATH_LR``; the epoch with the best validation AP is kept.
+    ``targets`` are the rows' class indices."""
+    if epochs < 1:
+        raise TrainingError("a side-path warm-up needs at least one epoch")
+    student.cpu()
+    alone = SidePathAlone(student)
+    alone.train()
+    rng = np.random.default_rng(config.seed)
+    labels = train_set.labels
+    scaled = student._scaled(torch.from_numpy(train_set.features))
+    optimizer = torch.optim.AdamW(
+        alone.parameters(), lr=SIDE_PATH_LR, weight_decay=config.weight_decay
+    )
+    best_ap, best_state, best_epoch = -1.0, dict(alone.state_dict()), 0
+    for epoch in range(epochs):
+        rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
+        weights = (weights * train_set.row_weights()[rows]).astype(np.float32)
+        boost = config.positive_weight or math.sqrt(weights[~labels[rows]].sum() / labels.sum())
+        weights = np.where(labels[rows], weights * boost, weights).astype(np.float32)
+        order = rng.permutation(len(rows))
+        steps = max(1, len(order) // batch_size)
+        for step in range(steps):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            done = (epoch * steps + step) / (epochs * steps)
+            for group in optimizer.param_groups:
+                group["lr"] = SIDE_PATH_LR * 0.5 * (1 + math.cos(math.pi * done))
+            batch_weights = torch.from_numpy(weights[batch])
+            losses = nn.functional.cross_entropy(
+                alone(scaled[rows[batch]]), targets[rows[batch]], reduction="none"
+            )
+            loss = (losses * batch_weights).sum() / batch_weights.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(alone.parameters(), config.grad_clip)
+            optimizer.step()
+        ap = float(
+            average_precision_score(
+                validation_set.labels,
+                alone.scores(validation_set.features),
+                sample_weight=validation_set.row_weights(),
+            )
+        )
+        if ap > best_ap:
+            best_ap, best_epoch = ap, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in alone.state_dict().items()}
+    alone.load_state_dict(best_state)
+    alone.eval()
+    return SidePathRun(alone=alone, validation_ap=best_ap, epoch_kept=best_epoch)
+
+
+def start_from_side_path(student: RiskClassifier, run: SidePathRun) -> None:
+    """Give ``student``'s head the side path's head on the side columns and zeros on the
+    text's: the hybrid then scores exactly as the side path alone until the text's weights
+    move (its numeric path already is the trained one - they share modules)."""
+    head = student.head
+    if not isinstance(head, nn.Linear):
+        raise TrainingError("a side-path warm-up needs the linear head (fusion_hidden 0)")
+    text_width = head.in_features - run.alone.head.in_features
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:, text_width:] = run.alone.head.weight
+        head.bias.copy_(run.alone.head.bias)
