@@ -4,11 +4,11 @@ A hybrid student learns its numeric path (piecewise-linear encoding + MLP,
 ``models.classifier``) and its text encoder together, from the same 1,500 batches of 32. The
 side path alone is a small tabular network: it can see every training row many times over in
 seconds, where the text encoder sees each of its examples about twice. Trained alone with
-strong dropout it matches the trees on the same features, at the trees' spread across seeds
-(``bench.bench_side_path``; figures in docs/models.md#experiments). So a run can first train
-the side path alone (``TrainConfig.side_warmup_epochs``), copy its head into the model's head
-with the text's columns at zero - the hybrid then starts out scoring exactly as the side path
-alone - and let the hybrid steps add what the text knows.
+strong dropout it comes level with the trees on the same features on average, with a third of
+the hybrid's old spread across seeds (``bench.bench_side_path``; docs/models.md#experiments).
+So a run can first train the side path alone (``TrainConfig.side_warmup_epochs``), copy its
+head into the model's head with the text's columns at zero - the hybrid then starts out
+scoring exactly as the side path alone - and let the hybrid steps add what the text knows.
 
 The stage runs on the CPU whatever the device: a few thousand rows of 80 numbers per step
 are too little work to gain from a GPU.
