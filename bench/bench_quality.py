@@ -142,7 +142,38 @@ def with_memo(data: NarrativeSet, rows: Sequence[int], memos: Sequence[str]) -> 
     return replace(data, texts=texts, clauses=clauses)
 
 
+def table_split(full: SplitData, eval_legit_rate: float, data_seed: int) -> SplitData:
+    """The table's split: all training days, and validation and test subsamples of every
+    suspicious event plus an ``eval_legit_rate`` share of legitimate ones (weighted back),
+    drawn in that order from ``data_seed`` - the benches that read the table's seeds draw the
+    same subsamples through this."""
+    rng = np.random.default_rng(data_seed)
+    return SplitData(
+        train=full.train,
+        validation=full.validation.sample_legitimate(eval_legit_rate, rng),
+        test=full.test.sample_legitimate(eval_legit_rate, rng),
+        feature_names=full.feature_names,
+        narrative_spec=full.narrative_spec,
+    )
+
+
 # --- rows ------------------------------------------------------------------------------------
+
+
+def scored(scores: np.ndarray, data: NarrativeSet) -> dict[str, float]:
+    """AP, recall at the budget and ROC-AUC of ``scores`` on ``data``, rounded for a report."""
+    report = evaluate(
+        scores,
+        data.typologies,
+        alert_budget=TARGETS.alert_rate,
+        target_precision=TARGETS.precision,
+        weights=data.weights,
+    )
+    return {
+        "ap": round(report.average_precision, 4),
+        "recall_at_budget": round(report.recall_at_budget, 4),
+        "roc_auc": round(report.roc_auc, 4),
+    }
 
 
 def metrics(report: EvalReport) -> dict[str, Any]:
@@ -354,14 +385,7 @@ def main() -> None:
         part = getattr(full, name)
         print(f"  {name:<10} {window[0]}..{window[1]} {len(part):>8,} events, "
               f"{int(part.labels.sum()):>5} suspicious")  # fmt: skip
-    rng = np.random.default_rng(args.data_seed)
-    split = SplitData(
-        train=full.train,
-        validation=full.validation.sample_legitimate(args.eval_legit_rate, rng),
-        test=full.test.sample_legitimate(args.eval_legit_rate, rng),
-        feature_names=full.feature_names,
-        narrative_spec=full.narrative_spec,
-    )
+    split = table_split(full, args.eval_legit_rate, args.data_seed)
     print(f"scored subsamples: validation {len(split.validation):,}, test {len(split.test):,}")
     bench = Bench(args.out, split, full.test, args)
 

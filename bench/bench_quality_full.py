@@ -23,30 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_quality import DEFAULT, GBDT, TARGETS, dataset
+from bench.bench_quality import DEFAULT, GBDT, dataset, scored, table_split
 from bench.machine import machine
-from models.evaluate import evaluate
-from models.examples import NarrativeSet
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads, load_model
 from models.settings import ModelSettings
 
 RESULTS = Path(__file__).parent / "results" / "quality_full_test.json"
-
-
-def scored(scores: np.ndarray, data: NarrativeSet) -> dict[str, float]:
-    report = evaluate(
-        scores,
-        data.typologies,
-        alert_budget=TARGETS.alert_rate,
-        target_precision=TARGETS.precision,
-        weights=data.weights,
-    )
-    return {
-        "ap": round(report.average_precision, 4),
-        "recall_at_budget": round(report.recall_at_budget, 4),
-        "roc_auc": round(report.roc_auc, 4),
-    }
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -65,10 +48,8 @@ def main() -> None:
 
     sim_dir = next(args.out[0].glob("sim-*"))
     full = dataset(sim_dir)
-    # the table's subsamples, drawn as bench_quality draws them
-    rng = np.random.default_rng(args.data_seed)
-    validation = full.validation.sample_legitimate(args.eval_legit_rate, rng)
-    subsample = full.test.sample_legitimate(args.eval_legit_rate, rng)
+    table = table_split(full, args.eval_legit_rate, args.data_seed)
+    validation, subsample = table.validation, table.test
     position = {event_id: i for i, event_id in enumerate(full.test.event_ids)}
     rows = np.array([position[event_id] for event_id in subsample.event_ids])
 

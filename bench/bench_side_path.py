@@ -25,32 +25,16 @@ from typing import Any
 
 import numpy as np
 import orjson
-import torch
 
-from bench.bench_quality import TARGETS, dataset
+from bench.bench_quality import dataset, scored, table_split
 from bench.machine import machine
-from models.evaluate import evaluate
-from models.examples import NarrativeSet, SplitData
+from models.examples import SplitData
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads
 from models.side_path import train_side_path
-from models.train import class_targets, preset, seed_everything, starting_model
+from models.train import preset, seed_everything, starting_model
 
 RESULTS = Path(__file__).parent / "results" / "side_path.json"
-
-
-def figures(scores: np.ndarray, data: NarrativeSet) -> dict[str, float]:
-    report = evaluate(
-        scores,
-        data.typologies,
-        alert_budget=TARGETS.alert_rate,
-        target_precision=TARGETS.precision,
-        weights=data.weights,
-    )
-    return {
-        "ap": round(report.average_precision, 4),
-        "recall_at_budget": round(report.recall_at_budget, 4),
-    }
 
 
 def side_path_alone(
@@ -67,13 +51,12 @@ def side_path_alone(
         split.validation,
         config,
         epochs=epochs,
-        targets=torch.from_numpy(class_targets(split.train.typologies)),
         batch_size=batch_size,
     )
     return {
         "validation_ap": round(run.validation_ap, 4),
         "epoch_kept": run.epoch_kept,
-        **figures(run.alone.scores(split.test.features), split.test),
+        **scored(run.alone.scores(split.test.features), split.test),
     }
 
 
@@ -108,14 +91,7 @@ def main() -> None:
     configure_cpu_threads(args.threads)
 
     full = dataset(args.sim)
-    rng = np.random.default_rng(args.data_seed)  # the table's subsamples, drawn as it draws them
-    split = SplitData(
-        train=full.train,
-        validation=full.validation.sample_legitimate(args.eval_legit_rate, rng),
-        test=full.test.sample_legitimate(args.eval_legit_rate, rng),
-        feature_names=full.feature_names,
-        narrative_spec=full.narrative_spec,
-    )
+    split = table_split(full, args.eval_legit_rate, args.data_seed)
     seeds: dict[str, dict[str, Any]] = {}
     for seed in args.seeds:
         started = time.perf_counter()
@@ -129,7 +105,7 @@ def main() -> None:
             seed=seed, threads=args.threads,
         )  # fmt: skip
         gbdt = {
-            **figures(trees.predict(split.test.features), split.test),
+            **scored(trees.predict(split.test.features), split.test),
             "seconds": round(time.perf_counter() - started, 1),
         }
         seeds[str(seed)] = {"side_path": side, "gbdt": gbdt}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,9 +28,7 @@ from torch import nn
 from models.classifier import RiskClassifier, risk_scores
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
-
-if TYPE_CHECKING:
-    from models.train import TrainConfig
+from models.train import TrainConfig, class_targets
 
 SIDE_PATH_BATCH = 256
 """Rows per step of the stage: numbers only, so far larger than the hybrid's text batches."""
@@ -84,14 +81,12 @@ def train_side_path(
     config: TrainConfig,
     *,
     epochs: int,
-    targets: torch.Tensor,
     batch_size: int = SIDE_PATH_BATCH,
 ) -> SidePathRun:
     """Train ``student``'s side path alone (in place) with a head of its own: ``epochs``
     passes, each over every suspicious row and a fresh ``legit_sample_rate`` draw of the
     legitimate ones (weighted back, suspicious rows up-weighted as the hybrid steps do),
-    cosine-decayed from ``SIDE_PATH_LR``; the epoch with the best validation AP is kept.
-    ``targets`` are the rows' class indices."""
+    cosine-decayed from ``SIDE_PATH_LR``; the epoch with the best validation AP is kept."""
     if epochs < 1:
         raise TrainingError("a side-path warm-up needs at least one epoch")
     student.cpu()
@@ -99,6 +94,7 @@ def train_side_path(
     alone.train()
     rng = np.random.default_rng(config.seed)
     labels = train_set.labels
+    targets = torch.from_numpy(class_targets(train_set.typologies))
     scaled = student._scaled(torch.from_numpy(train_set.features))
     optimizer = torch.optim.AdamW(
         alone.parameters(), lr=SIDE_PATH_LR, weight_decay=config.weight_decay

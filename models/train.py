@@ -518,7 +518,6 @@ def _model_on_device(
             validation_set,
             config,
             epochs=config.side_warmup_epochs,
-            targets=torch.from_numpy(class_targets(train_set.typologies)),
         )
         log.info(
             "side path alone: validation AP %.4f (epoch %d of %d)",

@@ -11,7 +11,7 @@ from models.classifier import RiskClassifier
 from models.errors import TrainingError
 from models.examples import SplitData
 from models.side_path import SidePathAlone, SidePathRun, start_from_side_path, train_side_path
-from models.train import class_targets, preset, score, starting_model, train
+from models.train import preset, score, starting_model, train
 from tests.models.conftest import FEATURE_NAMES
 
 
@@ -19,14 +19,7 @@ def warmed_up(split: SplitData, epochs: int = 60) -> tuple[RiskClassifier, SideP
     config = preset("tiny", hybrid=True, seed=2, dropout=0.5)
     torch.manual_seed(2)
     model = starting_model(config, FEATURE_NAMES, split.train)
-    run = train_side_path(
-        model,
-        split.train,
-        split.validation,
-        config,
-        epochs=epochs,
-        targets=torch.from_numpy(class_targets(split.train.typologies)),
-    )
+    run = train_side_path(model, split.train, split.validation, config, epochs=epochs)
     return model, run
 
 
