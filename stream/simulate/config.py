@@ -76,7 +76,10 @@ class SimulationConfig(BaseModel):
         60,
         ge=3,
         le=720,
-        description="Silence before a dormant account wakes up; capped at 60% of the run.",
+        description=(
+            "Longest silence before a dormant account wakes up (each draws between half "
+            "and all of it); capped at 60% of the run."
+        ),
     )
     chargeback_delay_days: DayRange = Field(
         (1.5, 20.0),
