@@ -115,6 +115,14 @@ class TrainConfig(BaseModel):
         "every training row, its head then copied into the model's with the text's columns "
         "at zero, before the hybrid steps; 0: none (models.side_path).",
     )
+    side_path_lr_scale: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Learning rate of the numeric side path (its encoding and MLP) in the "
+        "hybrid steps, as a share of the rest's; 0 freezes it. Below 1 after a side-path "
+        "warm-up, the text learns around numbers already fitted instead of unsettling them.",
+    )
     distill_alpha: float = Field(
         0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
     )
@@ -267,16 +275,37 @@ def _binning_sample(data: NarrativeSet, seed: int, legitimate: int = 50_000) -> 
 
 
 def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
-    # No weight decay on biases and LayerNorm gains: decaying them only hurts.
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.peak_lr(),
-    )
+    """AdamW over four groups: the side path's and the rest's parameters, each with and
+    without weight decay (none on biases and LayerNorm gains: decaying them only hurts). Each
+    group's ``lr_scale`` multiplies the schedule's rate (``config.side_path_lr_scale`` for the
+    side path's)."""
+    groups = []
+    for side, scale in ((False, 1.0), (True, config.side_path_lr_scale)):
+        for decay in (True, False):
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if n.startswith(_SIDE_PATH_MODULES) == side and (p.ndim >= 2) == decay
+            ]
+            if params:
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": config.weight_decay if decay else 0.0,
+                        "lr_scale": scale,
+                    }
+                )
+    optimizer = torch.optim.AdamW(groups, lr=config.peak_lr())
+    _set_learning_rate(optimizer, config.peak_lr())
+    return optimizer
+
+
+_SIDE_PATH_MODULES = ("numeric.", "side.")  # RiskClassifier's numeric encoding and side MLP
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = rate * group.get("lr_scale", 1.0)
 
 
 @dataclass(frozen=True)
@@ -429,8 +458,7 @@ def train(
                 order, cursor = rng.permutation(len(rows)), 0
             batch = order[cursor : cursor + config.batch_size]
             cursor += config.batch_size
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config)
+            _set_learning_rate(optimizer, learning_rate(step, config))
             loss = _train_step(model, optimizer, scaler, plan, rows, batch, config, device)
             examples_seen += len(batch)
             bar.set_postfix(loss=f"{loss:.4f}", best_ap=f"{max(best.ap, 0):.3f}")
@@ -484,6 +512,13 @@ def train(
     )
 
 
+def _warms_side_path(
+    config: TrainConfig, init_from: RiskClassifier | None, model: RiskClassifier
+) -> bool:
+    """Whether this run starts its hybrid from a side path trained alone first."""
+    return bool(config.side_warmup_epochs) and init_from is None and model.config.hybrid
+
+
 def _check_splits(train_set: NarrativeSet, validation_set: NarrativeSet) -> None:
     labels = train_set.labels
     if not labels.any() or labels.all():
@@ -509,7 +544,7 @@ def _model_on_device(
     narratives when ``pretrain_steps`` asks for it, its fresh side path first trained alone
     when ``side_warmup_epochs`` asks for it, moved to ``device``."""
     model = starting_model(config, feature_names, train_set, init_from)
-    if config.side_warmup_epochs and init_from is None and model.config.hybrid:
+    if _warms_side_path(config, init_from, model):
         from models.side_path import start_from_side_path, train_side_path
 
         run = train_side_path(

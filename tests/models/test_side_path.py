@@ -75,3 +75,27 @@ def test_a_warm_up_needs_a_hybrid_with_the_linear_head(synthetic_split: SplitDat
     text_only = starting_model(preset("tiny", hybrid=False), FEATURE_NAMES, synthetic_split.train)
     with pytest.raises(TrainingError, match="hybrid"):
         SidePathAlone(text_only)
+
+
+def test_a_side_path_lr_scale_of_zero_freezes_the_numbers_while_the_text_learns(
+    synthetic_split: SplitData,
+) -> None:
+    def run(steps: int) -> dict[str, torch.Tensor]:
+        config = preset(
+            "tiny", hybrid=True, seed=2, side_warmup_epochs=5, side_path_lr_scale=0.0,
+            max_steps=steps, eval_every=steps, warmup_steps=0, weight_decay=0.1,
+        )  # fmt: skip
+        result = train(
+            config, synthetic_split.train, synthetic_split.validation, FEATURE_NAMES,
+            progress=False,
+        )  # fmt: skip
+        return result.model.state_dict()
+
+    # Two runs from the same warm start (same seed), one stepped longer than the other.
+    short, long = run(2), run(6)
+    side = [n for n in short if n.startswith(("numeric.", "side."))]
+    assert side
+    for name in side:  # not even weight decay moved them
+        torch.testing.assert_close(short[name], long[name])
+    # ...while the rest did move: at least one run kept stepped weights, not its warm start
+    assert not torch.equal(short["head.weight"], long["head.weight"])
