@@ -278,14 +278,17 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over four groups: the side path's and the rest's parameters, each with and
     without weight decay (none on biases and LayerNorm gains: decaying them only hurts). Each
     group's ``lr_scale`` multiplies the schedule's rate (``config.side_path_lr_scale`` for the
-    side path's)."""
+    side path's: its numeric encoding and MLP)."""
+    side_path = {
+        id(p) for m in (model.numeric, model.side) if m is not None for p in m.parameters()
+    }
     groups = []
     for side, scale in ((False, 1.0), (True, config.side_path_lr_scale)):
         for decay in (True, False):
             params = [
                 p
-                for n, p in model.named_parameters()
-                if n.startswith(_SIDE_PATH_MODULES) == side and (p.ndim >= 2) == decay
+                for p in model.parameters()
+                if (id(p) in side_path) == side and (p.ndim >= 2) == decay
             ]
             if params:
                 groups.append(
@@ -295,12 +298,7 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
                         "lr_scale": scale,
                     }
                 )
-    optimizer = torch.optim.AdamW(groups, lr=config.peak_lr())
-    _set_learning_rate(optimizer, config.peak_lr())
-    return optimizer
-
-
-_SIDE_PATH_MODULES = ("numeric.", "side.")  # RiskClassifier's numeric encoding and side MLP
+    return torch.optim.AdamW(groups, lr=config.peak_lr())
 
 
 def _set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
@@ -512,13 +510,6 @@ def train(
     )
 
 
-def _warms_side_path(
-    config: TrainConfig, init_from: RiskClassifier | None, model: RiskClassifier
-) -> bool:
-    """Whether this run starts its hybrid from a side path trained alone first."""
-    return bool(config.side_warmup_epochs) and init_from is None and model.config.hybrid
-
-
 def _check_splits(train_set: NarrativeSet, validation_set: NarrativeSet) -> None:
     labels = train_set.labels
     if not labels.any() or labels.all():
@@ -544,7 +535,7 @@ def _model_on_device(
     narratives when ``pretrain_steps`` asks for it, its fresh side path first trained alone
     when ``side_warmup_epochs`` asks for it, moved to ``device``."""
     model = starting_model(config, feature_names, train_set, init_from)
-    if _warms_side_path(config, init_from, model):
+    if config.side_warmup_epochs and init_from is None and model.config.hybrid:
         from models.side_path import start_from_side_path, train_side_path
 
         run = train_side_path(
