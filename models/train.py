@@ -115,6 +115,11 @@ class TrainConfig(BaseModel):
         "every training row, its head then copied into the model's with the text's columns "
         "at zero, before the hybrid steps; 0: none (models.side_path).",
     )
+    side_warmup_target: Literal["typology", "risk"] = Field(
+        "typology",
+        description="What the side-path warm-up learns: the typology, or the risk alone "
+        "(legitimate or not, a head of two classes spread over the typologies when copied).",
+    )
     side_path_lr_scale: float = Field(
         1.0,
         ge=0,
@@ -158,8 +163,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250, after its side path trained alone for 20
-    # epochs (seconds), dropout 0.5 before the head; why these, see docs/models.md#experiments.
+    # back), 1,500 steps, validation every 250, after its side path trained alone on the risk
+    # for 20 epochs (seconds), dropout 0.5 before the head; why these, see
+    # docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
@@ -167,6 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 3,
         "dropout": 0.5,
         "side_warmup_epochs": 20,
+        "side_warmup_target": "risk",
     },
     # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {

@@ -15,18 +15,21 @@ from models.train import preset, score, starting_model, train
 from tests.models.conftest import FEATURE_NAMES
 
 
-def warmed_up(split: SplitData, epochs: int = 60) -> tuple[RiskClassifier, SidePathRun]:
-    config = preset("tiny", hybrid=True, seed=2, dropout=0.5)
+def warmed_up(
+    split: SplitData, epochs: int = 60, target: str = "typology"
+) -> tuple[RiskClassifier, SidePathRun]:
+    config = preset("tiny", hybrid=True, seed=2, dropout=0.5, side_warmup_target=target)
     torch.manual_seed(2)
     model = starting_model(config, FEATURE_NAMES, split.train)
     run = train_side_path(model, split.train, split.validation, config, epochs=epochs)
     return model, run
 
 
+@pytest.mark.parametrize("target", ["typology", "risk"])
 def test_the_side_path_alone_learns_the_numbers_and_the_hybrid_starts_from_it(
-    synthetic_split: SplitData,
+    synthetic_split: SplitData, target: str
 ) -> None:
-    model, run = warmed_up(synthetic_split)
+    model, run = warmed_up(synthetic_split, target=target)
     # the synthetic features separate most suspicious events from the legitimate ones (AP of
     # a constant: the 8 % prevalence)
     assert run.validation_ap > 0.8
@@ -71,10 +74,10 @@ def test_a_warm_up_needs_a_hybrid_with_the_linear_head(synthetic_split: SplitDat
         preset("tiny", hybrid=True, fusion_hidden=16), FEATURE_NAMES, synthetic_split.train
     )
     with pytest.raises(TrainingError, match="linear head"):
-        SidePathAlone(fused)
+        SidePathAlone(fused, "risk")
     text_only = starting_model(preset("tiny", hybrid=False), FEATURE_NAMES, synthetic_split.train)
     with pytest.raises(TrainingError, match="hybrid"):
-        SidePathAlone(text_only)
+        SidePathAlone(text_only, "typology")
 
 
 def test_a_side_path_lr_scale_of_zero_freezes_the_numbers_while_the_text_learns(
