@@ -165,7 +165,7 @@ def start_from_side_path(student: RiskClassifier, run: SidePathRun) -> None:
     move (its numeric path already is the trained one - they share modules).
 
     A risk-target head (legitimate, suspicious) gives its suspicious row to every suspicious
-    typology, each bias lowered by log(n) for n typologies: their n equal probabilities then
+    typology, each bias lowered by log(n) for n of them: their n equal probabilities then
     sum to the one suspicious probability, and the hybrid's steps start telling them apart."""
     head = student.head
     if not isinstance(head, nn.Linear):
