@@ -172,14 +172,14 @@ def start_from_side_path(student: RiskClassifier, run: SidePathRun) -> None:
         raise TrainingError("a side-path warm-up needs the linear head (fusion_hidden 0)")
     alone = run.alone.head
     text_width = head.in_features - alone.in_features
+    # The alone head's row for each of the model's classes, and what each row's bias loses.
+    if run.alone.target == "typology":
+        rows, bias_offset = torch.arange(head.out_features), torch.zeros(head.out_features)
+    else:
+        rows = torch.ones(head.out_features, dtype=torch.long)
+        rows[LEGITIMATE_INDEX] = 0
+        bias_offset = rows * math.log(head.out_features - 1)
     with torch.no_grad():
         head.weight.zero_()
-        if run.alone.target == "typology":
-            head.weight[:, text_width:] = alone.weight
-            head.bias.copy_(alone.bias)
-            return
-        suspicious = head.out_features - 1
-        for row in range(head.out_features):
-            source = 0 if row == LEGITIMATE_INDEX else 1
-            head.weight[row, text_width:] = alone.weight[source]
-            head.bias[row] = alone.bias[source] - (0.0 if source == 0 else math.log(suspicious))
+        head.weight[:, text_width:] = alone.weight[rows]
+        head.bias.copy_(alone.bias[rows] - bias_offset)
