@@ -54,6 +54,17 @@ return out
 """
 _MARKER_MISSING: Final = "riskstream context marker "
 
+# KEYS: the records' keys; ARGV[1]: their TTL in seconds, ARGV[i + 1]: record i. A batch's
+# records in one command rather than a pipeline of SETs: redis-py spends ~20 us of Python
+# packing and parsing each command, a tenth of the scorer's whole time per event without a
+# model (profiled, BENCHMARKS.md "Streaming scorer").
+_PUT_SCRIPT: Final = """#!lua
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
 
 class RecordsUnavailable(PipelineError):
     """Redis did not answer; retriable (the batch is retried, records are idempotent)."""
@@ -140,22 +151,37 @@ class ScoredRecordStore:
         self._namespace = namespace
         self._ttl_s = ttl_s
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
-        # Loaded at the first claim: an unknown SHA is NOSCRIPT, which (re)loads it - also
-        # after a Redis restart emptied the script cache.
+        # Loaded at first use: an unknown SHA is NOSCRIPT, which (re)loads it - also after a
+        # Redis restart emptied the script cache.
         self._claim_sha = ""
+        self._put_sha = ""
 
     def put_batch(self, records: Sequence[ScoredRecord]) -> None:
         """Write every record in one round trip. Rewriting a record (a retried batch) stores
         the same content again, so retries are harmless."""
         if not records:
             return
+        keys = [record_key(self._namespace, record.event_id) for record in records]
+        values = [record.to_bytes() for record in records]
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for record in records:
-                pipe.set(
-                    record_key(self._namespace, record.event_id), record.to_bytes(), ex=self._ttl_s
-                )
-            pipe.execute()
+            if self._cluster:
+                # Each record has its own hash slot: the cluster pipeline sends each to its node.
+                pipe = self._client.pipeline(transaction=False)
+                for key, value in zip(keys, values, strict=True):
+                    pipe.execute_command("SET", key, value, "EX", self._ttl_s)
+                pipe.execute()
+                return
+            for attempt in (1, 2):
+                try:
+                    self._client.evalsha(  # type: ignore[union-attr]  # not a cluster here
+                        self._put_sha, len(keys), *keys, self._ttl_s, *values
+                    )
+                except rexc.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    self._put_sha = self._load_script(_PUT_SCRIPT)
+                    continue
+                return
         except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError) as exc:
             raise RecordsUnavailable(f"Redis unavailable for scored records: {exc}") from exc
 
@@ -180,7 +206,7 @@ class ScoredRecordStore:
             except rexc.NoScriptError:
                 if attempt == 2:
                     raise
-                self._claim_sha = self._load_claim_script()
+                self._claim_sha = self._load_script(_CLAIM_SCRIPT)
                 continue
             except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError) as exc:
                 raise RecordsUnavailable(f"Redis unavailable for event claims: {exc}") from exc
@@ -224,9 +250,9 @@ class ScoredRecordStore:
             )
         return list(pipe.execute())
 
-    def _load_claim_script(self) -> str:
+    def _load_script(self, script: str) -> str:
         # RedisCluster.script_load loads on every primary; the stubs lack it.
-        sha = self._client.script_load(_CLAIM_SCRIPT)  # type: ignore[union-attr]
+        sha = self._client.script_load(script)  # type: ignore[union-attr]
         return sha.decode() if isinstance(sha, bytes) else str(sha)
 
     def get_batch(self, event_ids: Sequence[str]) -> list[ScoredRecord | None]:
