@@ -59,6 +59,14 @@ class ClassifierConfig(BaseModel):
     )
     numeric_bins: int = Field(16, ge=2, le=64, description="PLE: bins per feature.")
     numeric_dim: int = Field(4, ge=1, le=64, description="PLE: embedding width per feature.")
+    side_members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Side paths side by side, each its own encoding weights and MLP over the "
+        "same bins (an ensemble inside the model: the head reads them all, and a side-path "
+        "warm-up trains each with a head of its own and starts the model at their mean).",
+    )
     fusion_hidden: int = Field(
         0,
         ge=0,
@@ -160,6 +168,19 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
+class SideMember(nn.Module):
+    """One more side path of a model with ``side_members`` > 1: its own piecewise-linear
+    encoding (or none) and MLP, named as the model's first side path's are."""
+
+    def __init__(self, numeric: PiecewiseLinear | None, side: nn.Module) -> None:
+        super().__init__()
+        self.numeric, self.side = numeric, side
+
+
+def _side_mlp(inputs: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
+
+
 class RiskClassifier(nn.Module):
     """Encoder + optional numeric side path + typology head (see the module docstring)."""
 
@@ -178,18 +199,26 @@ class RiskClassifier(nn.Module):
         self.register_buffer("feature_std", torch.ones(n_features))
         self.side: nn.Module | None = None
         self.numeric: PiecewiseLinear | None = None
+        # The first side path keeps the names it had before there could be several, so models
+        # saved then load unchanged; the others follow it.
+        self.more_sides = nn.ModuleList()
         if n_features:
             inputs = n_features
             if config.numeric == "ple":
-                self.numeric = PiecewiseLinear(n_features, config.numeric_bins, config.numeric_dim)
                 inputs = n_features * config.numeric_dim
-            self.side = nn.Sequential(
-                nn.Linear(inputs, config.feature_hidden),
-                nn.GELU(),
-                nn.Linear(config.feature_hidden, config.feature_hidden),
-                nn.GELU(),
-            )
-            width += config.feature_hidden
+
+            def numeric() -> PiecewiseLinear | None:
+                if config.numeric != "ple":
+                    return None
+                return PiecewiseLinear(n_features, config.numeric_bins, config.numeric_dim)
+
+            self.numeric = numeric()
+            self.side = _side_mlp(inputs, config.feature_hidden)
+            for _ in range(config.side_members - 1):
+                self.more_sides.append(
+                    SideMember(numeric(), _side_mlp(inputs, config.feature_hidden))
+                )
+            width += config.feature_hidden * config.side_members
         self.dropout = nn.Dropout(config.dropout)
         self.head: nn.Module = nn.Linear(width, len(config.typologies))
         if config.fusion_hidden:
@@ -219,9 +248,27 @@ class RiskClassifier(nn.Module):
             chosen = train_features if rows is None else train_features[torch.from_numpy(rows)]
             scaled = self._scaled(chosen)
             weights = torch.ones(len(scaled)) if weights is None else weights
-            self.numeric.edges.copy_(
-                fit_bin_edges(scaled, labels, weights, self.config.numeric_bins)
-            )
+            edges = fit_bin_edges(scaled, labels, weights, self.config.numeric_bins)
+            for numeric, _ in self.side_paths():
+                assert numeric is not None
+                numeric.edges.copy_(edges)
+
+    def side_paths(self) -> list[tuple[PiecewiseLinear | None, nn.Module]]:
+        """Each side path's (encoding, MLP), the first one first; none for a text-only model."""
+        if self.side is None:
+            return []
+        members = [(self.numeric, self.side)]
+        members.extend((m.numeric, m.side) for m in self.more_sides if isinstance(m, SideMember))
+        return members
+
+    def side_hidden(self, scaled: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Every side path's output, side by side: (batch, side_members × feature_hidden);
+        ``dtype``: the MLPs' input type (the encoder's, under a half-precision model)."""
+        outputs = []
+        for numeric, side in self.side_paths():
+            encoded = scaled if numeric is None else numeric(scaled)
+            outputs.append(side(encoded if dtype is None else encoded.to(dtype)))
+        return torch.cat(outputs, dim=-1)
 
     def _scaled(self, features: torch.Tensor) -> torch.Tensor:
         scaled = (symlog(features.float()) - self.feature_mean) / self.feature_std
@@ -238,10 +285,7 @@ class RiskClassifier(nn.Module):
         if self.side is not None:
             if features is None:
                 raise ValueError("this is a hybrid model: features are required")
-            scaled = self._scaled(features)
-            if self.numeric is not None:
-                scaled = self.numeric(scaled)
-            side = self.side(scaled.to(pooled.dtype))
+            side = self.side_hidden(self._scaled(features), pooled.dtype)
             pooled = torch.cat([pooled, side], dim=-1)
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits

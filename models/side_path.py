@@ -46,8 +46,8 @@ SIDE_PATH_LR = 1e-3
 
 
 class SidePathAlone(nn.Module):
-    """A hybrid student's numeric path (its scaling, encoding and MLP, shared, not copied)
-    with a head of its own over it alone."""
+    """A hybrid student's numeric paths (their scaling, encodings and MLPs, shared, not
+    copied), each with a head of its own over it alone; their mean logits are the score."""
 
     def __init__(self, student: RiskClassifier, target: Literal["typology", "risk"]) -> None:
         super().__init__()
@@ -55,12 +55,14 @@ class SidePathAlone(nn.Module):
             raise TrainingError("the side path needs a hybrid model (numeric features)")
         if student.config.fusion_hidden:
             raise TrainingError("a side-path warm-up needs the linear head (fusion_hidden 0)")
-        self.student = student  # its scaling buffers; the two modules below are its own
-        self.numeric, self.side = student.numeric, student.side
+        self.student = student  # its scaling buffers and side paths (registered through it)
+        self.paths = student.side_paths()
         self.dropout = nn.Dropout(student.config.dropout)
         self.target = target
         classes = 2 if target == "risk" else len(student.config.typologies)
-        self.head = nn.Linear(student.config.feature_hidden, classes)
+        self.heads = nn.ModuleList(
+            nn.Linear(student.config.feature_hidden, classes) for _ in self.paths
+        )
 
     def targets(self, typologies: Sequence[Any]) -> torch.Tensor:
         """Class indices for rows of these typologies: the typology's, or under the risk
@@ -70,17 +72,24 @@ class SidePathAlone(nn.Module):
             classes = (classes != LEGITIMATE_INDEX).astype(np.int64)
         return torch.from_numpy(classes)
 
-    def forward(self, scaled: torch.Tensor) -> torch.Tensor:
-        encoded = scaled if self.numeric is None else self.numeric(scaled)
-        logits: torch.Tensor = self.head(self.dropout(self.side(encoded)))
+    def member_logits(self, index: int, scaled: torch.Tensor) -> torch.Tensor:
+        """Path ``index``'s logits through its own head: (batch, classes)."""
+        numeric, side = self.paths[index]
+        hidden = side(scaled if numeric is None else numeric(scaled))
+        logits: torch.Tensor = self.heads[index](self.dropout(hidden))
         return logits
+
+    def forward(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Every path's logits for the same rows: (side_members, batch, classes); the score
+        is their mean."""
+        return torch.stack([self.member_logits(i, scaled) for i in range(len(self.paths))])
 
     def scores(self, features: NDArray[np.floating]) -> NDArray[np.float32]:
         """Risk scores (1 − p(legitimate)) from raw features, in eval mode."""
         was_training = self.training
         self.eval()
         with torch.no_grad():
-            logits = self(self.student._scaled(torch.from_numpy(features)))
+            logits = self(self.student._scaled(torch.from_numpy(features))).mean(dim=0)
             if self.target == "risk":
                 risk = torch.softmax(logits, dim=-1)[:, 1]
             else:
@@ -116,7 +125,6 @@ def train_side_path(
     alone = SidePathAlone(student, config.side_warmup_target)
     alone.train()
     rng = np.random.default_rng(config.seed)
-    labels = train_set.labels
     targets = alone.targets(train_set.typologies)
     scaled = student._scaled(torch.from_numpy(train_set.features))
     optimizer = torch.optim.AdamW(
@@ -124,22 +132,24 @@ def train_side_path(
     )
     best_ap, best_state, best_epoch = -1.0, dict(alone.state_dict()), 0
     for epoch in range(epochs):
-        rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
-        weights = (weights * train_set.row_weights()[rows]).astype(np.float32)
-        boost = config.positive_weight or math.sqrt(weights[~labels[rows]].sum() / labels.sum())
-        weights = np.where(labels[rows], weights * boost, weights).astype(np.float32)
-        order = rng.permutation(len(rows))
-        steps = max(1, len(order) // batch_size)
+        # Each path its own draw and order: members that saw different legitimate rows in
+        # different orders disagree where one draw misleads, which is what their mean averages
+        # away (on shared batches eight paths gained little, or lost: docs/models.md).
+        draws = [_epoch_draw(train_set, config, rng) for _ in alone.paths]
+        steps = max(1, min(len(order) for _, _, order in draws) // batch_size)
         for step in range(steps):
-            batch = order[step * batch_size : (step + 1) * batch_size]
             done = (epoch * steps + step) / (epochs * steps)
             for group in optimizer.param_groups:
                 group["lr"] = SIDE_PATH_LR * 0.5 * (1 + math.cos(math.pi * done))
-            batch_weights = torch.from_numpy(weights[batch])
-            losses = nn.functional.cross_entropy(
-                alone(scaled[rows[batch]]), targets[rows[batch]], reduction="none"
-            )
-            loss = (losses * batch_weights).sum() / batch_weights.sum()
+            loss = torch.zeros(())
+            for index, (rows, weights, order) in enumerate(draws):
+                batch = rows[order[step * batch_size : (step + 1) * batch_size]]
+                batch_weights = torch.from_numpy(weights[batch])
+                losses = nn.functional.cross_entropy(
+                    alone.member_logits(index, scaled[batch]), targets[batch], reduction="none"
+                )
+                loss = loss + (losses * batch_weights).sum() / batch_weights.sum()
+            loss = loss / len(draws)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(alone.parameters(), config.grad_clip)
@@ -159,6 +169,21 @@ def train_side_path(
     return SidePathRun(alone=alone, validation_ap=best_ap, epoch_kept=best_epoch)
 
 
+def _epoch_draw(
+    train_set: NarrativeSet, config: TrainConfig, rng: np.random.Generator
+) -> tuple[NDArray[np.intp], NDArray[np.float32], NDArray[np.intp]]:
+    """One path's epoch: every suspicious row and a fresh ``legit_sample_rate`` draw of the
+    legitimate ones, as (rows, loss weight by row index, order of ``rows`` to visit them in);
+    legitimate rows weighted back, suspicious ones up-weighted as the hybrid steps do."""
+    labels = train_set.labels
+    rows, drawn = sample_legitimate(labels, config.legit_sample_rate, rng)
+    drawn = (drawn * train_set.row_weights()[rows]).astype(np.float32)
+    boost = config.positive_weight or math.sqrt(drawn[~labels[rows]].sum() / labels.sum())
+    weights = np.zeros(len(labels), np.float32)
+    weights[rows] = np.where(labels[rows], drawn * boost, drawn)
+    return rows, weights, rng.permutation(len(rows))
+
+
 def start_from_side_path(student: RiskClassifier, run: SidePathRun) -> None:
     """Give ``student``'s head the side path's head on the side columns and zeros on the
     text's: the hybrid then scores exactly as the side path alone until the text's weights
@@ -170,16 +195,23 @@ def start_from_side_path(student: RiskClassifier, run: SidePathRun) -> None:
     head = student.head
     if not isinstance(head, nn.Linear):
         raise TrainingError("a side-path warm-up needs the linear head (fusion_hidden 0)")
-    alone = run.alone.head
-    text_width = head.in_features - alone.in_features
-    # The alone head's row for each of the model's classes, and what each row's bias loses.
+    heads = [h for h in run.alone.heads if isinstance(h, nn.Linear)]
+    width = heads[0].in_features
+    text_width = head.in_features - width * len(heads)
+    # The alone heads' row for each of the model's classes, and what each row's bias loses.
     if run.alone.target == "typology":
         rows, bias_offset = torch.arange(head.out_features), torch.zeros(head.out_features)
     else:
         rows = torch.ones(head.out_features, dtype=torch.long)
         rows[LEGITIMATE_INDEX] = 0
         bias_offset = rows * math.log(head.out_features - 1)
+    # Several paths: each gets its own head's rows over its own columns, divided by their
+    # number, so the model's logits start as the mean of the paths' - the score they were
+    # validated with.
     with torch.no_grad():
         head.weight.zero_()
-        head.weight[:, text_width:] = alone.weight[rows]
-        head.bias.copy_(alone.bias[rows] - bias_offset)
+        for index, alone in enumerate(heads):
+            start = text_width + index * width
+            head.weight[:, start : start + width] = alone.weight[rows] / len(heads)
+        bias = torch.stack([alone.bias for alone in heads]).mean(dim=0)
+        head.bias.copy_(bias[rows] - bias_offset)

@@ -76,6 +76,9 @@ class TrainConfig(BaseModel):
         "ple", description="The side path's numbers: plain MLP, or piecewise-linear encoding."
     )
     numeric_bins: int = Field(16, ge=2, le=64)
+    side_members: int = Field(
+        1, ge=1, le=16, description="Side paths in the model, an ensemble (ClassifierConfig)."
+    )
     numeric_dim: int = Field(4, ge=1, le=64)
     fusion_hidden: int = Field(0, ge=0, le=1024, description="0: a linear head.")
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -163,9 +166,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250, after its side path trained alone on the risk
-    # for 20 epochs (seconds), dropout 0.5 before the head; why these, see
-    # docs/models.md#experiments.
+    # back), 1,500 steps, validation every 250, after its eight side paths trained alone on
+    # the risk for 20 epochs (a few minutes; each path its own draws, an ensemble the model
+    # starts from), dropout 0.5 before the head; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
@@ -174,6 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.5,
         "side_warmup_epochs": 20,
         "side_warmup_target": "risk",
+        "side_members": 8,
     },
     # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {
@@ -234,6 +238,7 @@ def build_model(config: TrainConfig, feature_names: Sequence[str]) -> RiskClassi
         numeric=config.numeric,
         numeric_bins=config.numeric_bins,
         numeric_dim=config.numeric_dim,
+        side_members=config.side_members,
         fusion_hidden=config.fusion_hidden if config.hybrid else 0,
         dropout=config.dropout,
         max_length=config.max_length,
@@ -287,7 +292,7 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     group's ``lr_scale`` multiplies the schedule's rate (``config.side_path_lr_scale`` for the
     side path's: its numeric encoding and MLP)."""
     side_path = {
-        id(p) for m in (model.numeric, model.side) if m is not None for p in m.parameters()
+        id(p) for path in model.side_paths() for m in path if m is not None for p in m.parameters()
     }
     groups = []
     for side, scale in ((False, 1.0), (True, config.side_path_lr_scale)):

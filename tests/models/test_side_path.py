@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score
 
 from models.backbones import load_tokenizer
 from models.classifier import RiskClassifier
@@ -16,20 +17,22 @@ from tests.models.conftest import FEATURE_NAMES
 
 
 def warmed_up(
-    split: SplitData, epochs: int = 60, target: str = "typology"
+    split: SplitData, epochs: int = 60, target: str = "typology", members: int = 1
 ) -> tuple[RiskClassifier, SidePathRun]:
-    config = preset("tiny", hybrid=True, seed=2, dropout=0.5, side_warmup_target=target)
+    config = preset(
+        "tiny", hybrid=True, seed=2, dropout=0.5, side_warmup_target=target, side_members=members
+    )
     torch.manual_seed(2)
     model = starting_model(config, FEATURE_NAMES, split.train)
     run = train_side_path(model, split.train, split.validation, config, epochs=epochs)
     return model, run
 
 
-@pytest.mark.parametrize("target", ["typology", "risk"])
+@pytest.mark.parametrize(("target", "members"), [("typology", 1), ("risk", 1), ("risk", 3)])
 def test_the_side_path_alone_learns_the_numbers_and_the_hybrid_starts_from_it(
-    synthetic_split: SplitData, target: str
+    synthetic_split: SplitData, target: str, members: int
 ) -> None:
-    model, run = warmed_up(synthetic_split, target=target)
+    model, run = warmed_up(synthetic_split, target=target, members=members)
     # the synthetic features separate most suspicious events from the legitimate ones (AP of
     # a constant: the 8 % prevalence)
     assert run.validation_ap > 0.8
@@ -45,8 +48,29 @@ def test_the_side_path_alone_learns_the_numbers_and_the_hybrid_starts_from_it(
         max_length=model.config.max_length,
     )
     alone = run.alone.scores(synthetic_split.validation.features)
-    # text columns at zero: whatever the untrained encoder says, the hybrid scores as the side path
+    # text columns at zero: whatever the untrained encoder says, the hybrid scores as the side
+    # path (several paths: as their mean)
     np.testing.assert_allclose(hybrid, alone, atol=1e-5)
+
+
+def test_several_side_paths_are_an_ensemble_each_member_learning_on_its_own(
+    synthetic_split: SplitData,
+) -> None:
+    model, run = warmed_up(synthetic_split, target="risk", members=3)
+    assert len(model.side_paths()) == 3
+    assert len(run.alone.heads) == 3
+    validation = synthetic_split.validation
+    scaled = model._scaled(torch.from_numpy(validation.features))
+    with torch.no_grad():
+        member_logits = run.alone(scaled)  # eval mode: no dropout
+    member_scores = torch.softmax(member_logits, dim=-1)[..., 1].numpy()
+    for scores in member_scores:  # each path with its own head ranks well by itself
+        ap = average_precision_score(
+            validation.labels, scores, sample_weight=validation.row_weights()
+        )
+        assert ap > 0.8
+    # and they are different networks, not one path copied three times
+    assert not np.allclose(member_scores[0], member_scores[1], atol=1e-3)
 
 
 def test_a_run_with_a_warm_up_begins_its_hybrid_steps_at_the_side_paths_quality(
