@@ -249,9 +249,9 @@ class RiskClassifier(nn.Module):
             scaled = self._scaled(chosen)
             weights = torch.ones(len(scaled)) if weights is None else weights
             edges = fit_bin_edges(scaled, labels, weights, self.config.numeric_bins)
-            for numeric, _ in self.side_paths():
-                assert numeric is not None
-                numeric.edges.copy_(edges)
+            for numeric, _ in self.side_paths():  # one set of bins, every path's
+                if numeric is not None:
+                    numeric.edges.copy_(edges)
 
     def side_paths(self) -> list[tuple[PiecewiseLinear | None, nn.Module]]:
         """Each side path's (encoding, MLP), the first one first; none for a text-only model."""
