@@ -51,6 +51,7 @@ BACKLOG = 400
 LIVE = 500
 RATE = 60.0  # events/s of live traffic: well under what the scorer sustains on 2 busy cores
 DRAIN_TIMEOUT_S = 300
+LOG_TAIL_CHARS = 6000
 
 REPRODUCE = ".venv/bin/pytest tests/reliability/test_faults.py -k {}"
 
@@ -87,10 +88,16 @@ class Stream:
     def go_live(self) -> None:
         self.feed.start()
 
-    def finish(self) -> list[str]:
-        """All input ids once the live traffic is in, after every one was accounted for."""
+    def finish(self, scorer: ScorerProcess) -> list[str]:
+        """All input ids once the live traffic is in, after every one was accounted for. On
+        a timeout the failure carries the end of ``scorer``'s log: a drain that stalls after
+        a fault is otherwise undiagnosable from a CI log."""
         ids = event_ids(self.backlog) + self.feed.join()
-        wait_for_ids(self.settings.kafka, self.settings, set(ids), DRAIN_TIMEOUT_S)
+        try:
+            wait_for_ids(self.settings.kafka, self.settings, set(ids), DRAIN_TIMEOUT_S)
+        except AssertionError as exc:
+            tail = scorer.log()[-LOG_TAIL_CHARS:]
+            raise AssertionError(f"{exc}\n--- the scorer's log, last part ---\n{tail}") from exc
         return ids
 
 
@@ -141,7 +148,7 @@ def test_kill_9_of_the_scorer_mid_batch_then_restart_loses_nothing(
 
     restarted = start_scorer(settings, name="restarted")
     recovery_s = first_commit_of(restarted)
-    ids = stream.finish()
+    ids = stream.finish(restarted)
     assert restarted.terminate() == 0, restarted.log()
     accounting = account(settings, ids)
     report(
@@ -184,7 +191,7 @@ def test_broker_restart_mid_stream_the_scorer_recovers_on_its_own(
             fault_broker.kill()  # SIGKILL: a crash; the next start recovers its logs
         fault_broker.start()  # same ports, same data
         fault_ended = time.monotonic()
-        ids = stream.finish()
+        ids = stream.finish(scorer)
         recovery_s = sampler.first_commit_after(fault_ended)
     assert scorer.alive(), "the scorer must ride out a broker restart without help"
     assert scorer.terminate() == 0, scorer.log()
@@ -227,7 +234,7 @@ def test_redis_stopped_10s_mid_stream_pauses_resumes_and_counts_nothing_twice(
         time.sleep(10)
         fault_redis.start()
         fault_ended = time.monotonic()
-        ids = stream.finish()
+        ids = stream.finish(scorer)
         recovery_s = sampler.first_commit_after(fault_ended)
     retries = {k: v for k, v in scorer.metrics().items() if "batch_retries" in k}
     assert scorer.alive(), scorer.log()
@@ -291,7 +298,7 @@ def test_redis_emptied_mid_stream_stops_the_scorer_and_a_restart_accepting_the_l
 
     restarted = start_scorer(settings, "--accept-context-loss", name="accepting")
     recovery_s = first_commit_of(restarted)
-    ids = stream.finish()
+    ids = stream.finish(restarted)
     assert restarted.terminate() == 0, restarted.log()
     accounting = account(settings, ids)
     report(
@@ -330,7 +337,7 @@ def test_full_producer_queue_is_backpressure_and_drops_nothing(
         finally:
             fault_broker.resume()
         fault_ended = time.monotonic()
-        ids = stream.finish()
+        ids = stream.finish(scorer)
         recovery_s = sampler.first_commit_after(fault_ended)
     queue_full = scorer.metrics().get("riskstream_producer_queue_full_total", 0.0)
     assert scorer.terminate() == 0, scorer.log()
