@@ -76,10 +76,10 @@ class TrainConfig(BaseModel):
         "ple", description="The side path's numbers: plain MLP, or piecewise-linear encoding."
     )
     numeric_bins: int = Field(16, ge=2, le=64)
+    numeric_dim: int = Field(4, ge=1, le=64)
     side_members: int = Field(
         1, ge=1, le=16, description="Side paths in the model, an ensemble (ClassifierConfig)."
     )
-    numeric_dim: int = Field(4, ge=1, le=64)
     fusion_hidden: int = Field(0, ge=0, le=1024, description="0: a linear head.")
     dropout: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(
@@ -289,7 +289,7 @@ def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over four groups: the side path's and the rest's parameters, each with and
     without weight decay (none on biases and LayerNorm gains: decaying them only hurts). Each
     group's ``lr_scale`` multiplies the schedule's rate (``config.side_path_lr_scale`` for the
-    side path's: its numeric encoding and MLP)."""
+    side paths': their numeric encodings and MLPs)."""
     side_path = {
         id(p) for path in model.side_paths() for m in path if m is not None for p in m.parameters()
     }
