@@ -143,10 +143,12 @@ def train_side_path(
                 group["lr"] = SIDE_PATH_LR * 0.5 * (1 + math.cos(math.pi * done))
             loss = torch.zeros(())
             for index, (rows, weights, order) in enumerate(draws):
-                batch = rows[order[step * batch_size : (step + 1) * batch_size]]
+                batch = order[step * batch_size : (step + 1) * batch_size]
                 batch_weights = torch.from_numpy(weights[batch])
                 losses = nn.functional.cross_entropy(
-                    alone.member_logits(index, scaled[batch]), targets[batch], reduction="none"
+                    alone.member_logits(index, scaled[rows[batch]]),
+                    targets[rows[batch]],
+                    reduction="none",
                 )
                 loss = loss + (losses * batch_weights).sum() / batch_weights.sum()
             loss = loss / len(draws)
@@ -171,16 +173,15 @@ def train_side_path(
 
 def _epoch_draw(
     train_set: NarrativeSet, config: TrainConfig, rng: np.random.Generator
-) -> tuple[NDArray[np.intp], NDArray[np.float32], NDArray[np.intp]]:
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.intp]]:
     """One path's epoch: every suspicious row and a fresh ``legit_sample_rate`` draw of the
-    legitimate ones, as (rows, loss weight by row index, order of ``rows`` to visit them in);
-    legitimate rows weighted back, suspicious ones up-weighted as the hybrid steps do."""
+    legitimate ones, as (rows, their loss weights, the order to visit them in); legitimate
+    rows weighted back, suspicious ones up-weighted as the hybrid steps do."""
     labels = train_set.labels
-    rows, drawn = sample_legitimate(labels, config.legit_sample_rate, rng)
-    drawn = (drawn * train_set.row_weights()[rows]).astype(np.float32)
-    boost = config.positive_weight or math.sqrt(drawn[~labels[rows]].sum() / labels.sum())
-    weights = np.zeros(len(labels), np.float32)
-    weights[rows] = np.where(labels[rows], drawn * boost, drawn)
+    rows, weights = sample_legitimate(labels, config.legit_sample_rate, rng)
+    weights = (weights * train_set.row_weights()[rows]).astype(np.float32)
+    boost = config.positive_weight or math.sqrt(weights[~labels[rows]].sum() / labels.sum())
+    weights = np.where(labels[rows], weights * boost, weights).astype(np.float32)
     return rows, weights, rng.permutation(len(rows))
 
 

@@ -99,9 +99,9 @@ _new_entry = tuple.__new__
 class Story(tuple[StoryEntry, ...]):
     """Entries newest first, as decoded from customer.lua, with their ``pack_story`` bytes
     made while decoding: the scorer keeps every event's story in its scored record, and
-    packing 16 entries again from their fields cost ~30 us an event (a seventh of the
-    framework's whole time per event, profiled), where the packed form is a byproduct of
-    reading the script's bytes."""
+    packing 16 entries again from their fields was 14 % of the scorer thread's time without a
+    model (profiled, BENCHMARKS.md "Streaming scorer"), where the packed form is a byproduct
+    of reading the script's bytes."""
 
     packed: bytes
 

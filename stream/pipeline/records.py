@@ -55,9 +55,9 @@ return out
 _MARKER_MISSING: Final = "riskstream context marker "
 
 # KEYS: the records' keys; ARGV[1]: their TTL in seconds, ARGV[i + 1]: record i. A batch's
-# records in one command rather than a pipeline of SETs: redis-py spends ~20 us of Python
-# packing and parsing each command, a tenth of the scorer's whole time per event without a
-# model (profiled, BENCHMARKS.md "Streaming scorer").
+# records in one command rather than a pipeline of SETs: redis-py's Python for packing and
+# parsing each SET was 8 % of the scorer thread's time without a model (profiled,
+# BENCHMARKS.md "Streaming scorer").
 _PUT_SCRIPT: Final = """#!lua
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
