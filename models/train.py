@@ -166,9 +166,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 2,
     },
     # The CPU default's full training (bench_quality): one legitimate event in ten (weighted
-    # back), 1,500 steps, validation every 250, after its side path trained alone on the risk
-    # for 20 epochs (seconds), dropout 0.5 before the head; why these, and why one side path
-    # rather than several (`side_members`), see docs/models.md#experiments.
+    # back), 1,500 steps, validation every 250, dropout 0.5 before the head, after eight side
+    # paths each trained alone on the risk for 20 epochs (each on its own draw of rows) and
+    # then frozen while the hybrid trains — unfrozen, the hybrid's steps undo what the eight
+    # learned alone; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
@@ -177,7 +178,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.5,
         "side_warmup_epochs": 20,
         "side_warmup_target": "risk",
+        "side_members": 8,
+        "side_path_lr_scale": 0.0,
     },
+
     # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {
         "backbone": "minilm",
