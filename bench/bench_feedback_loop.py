@@ -50,7 +50,7 @@ from models.evaluate import evaluate
 from models.inference import LoadedModel, load_model
 from models.registry import REPLAY_FILE, Registry
 from models.settings import ModelSettings
-from models.train import preset
+from models.train_config import preset
 from models.workflow import Targets, train_and_register
 from schemas import LabelEvent, TransactionEvent, Typology, decode
 from stream.context.store import ContextStore

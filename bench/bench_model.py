@@ -37,7 +37,8 @@ import torch
 from models.backbones import StudentSize, load_tokenizer
 from models.inference import LoadedModel, configure_cpu_threads, from_classifier, quantize_int8
 from models.thresholds import calibrate
-from models.train import TrainConfig, build_model
+from models.train import build_model
+from models.train_config import TrainConfig
 
 _CHANNELS = [
     "a card payment at a grocery merchant",

@@ -56,7 +56,7 @@ from models.gbdt import train_gbdt
 from models.inference import LoadedModel, configure_cpu_threads, load_model, quantize_int8
 from models.registry import Registry
 from models.settings import ModelSettings
-from models.train import preset
+from models.train_config import preset
 from models.workflow import Targets, evaluate_model, train_and_register
 from schemas.features import FEATURE_NAMES, FEATURE_SETS
 from schemas.narrative.builder import SEPARATOR

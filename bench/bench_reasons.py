@@ -44,7 +44,7 @@ from models.inference import LoadedModel, load_model
 from models.reasons import explain
 from models.registry import Registry
 from models.settings import ModelSettings
-from models.train import preset
+from models.train_config import preset
 from models.workflow import Targets, train_and_register
 from schemas.narrative import NarrativeSpec, build_narrative
 from stream.datasets import load_split, replay_contexts

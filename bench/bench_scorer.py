@@ -56,7 +56,8 @@ from models.inference import LoadedModel, Predictions, from_classifier, load_mod
 from models.registry import Registry, TrainingRecord
 from models.settings import ModelSettings
 from models.thresholds import calibrate
-from models.train import TrainConfig, build_model
+from models.train import build_model
+from models.train_config import TrainConfig
 from schemas import TransactionEvent, Typology, decode
 from schemas.features import FEATURE_NAMES
 from schemas.narrative import build_narrative, default_spec

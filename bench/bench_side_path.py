@@ -32,7 +32,8 @@ from models.examples import SplitData
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads
 from models.side_path import train_side_path
-from models.train import preset, seed_everything, starting_model
+from models.train import seed_everything, starting_model
+from models.train_config import preset
 
 RESULTS = Path(__file__).parent / "results" / "side_path.json"
 

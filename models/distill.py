@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 
 from models.examples import NarrativeSet
 from models.inference import LoadedModel, predict_logits
-from models.train import TrainConfig, TrainResult, train
+from models.train import TrainResult, train
+from models.train_config import TrainConfig
 
 
 def teacher_logits(teacher: LoadedModel, data: NarrativeSet) -> NDArray[np.float32]:

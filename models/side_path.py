@@ -37,7 +37,8 @@ from torch import nn
 from models.classifier import LEGITIMATE_INDEX, RiskClassifier, risk_scores
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
-from models.train import TrainConfig, class_targets
+from models.train import class_targets
+from models.train_config import TrainConfig
 
 SIDE_PATH_BATCH = 256
 """Rows per step of the stage: numbers only, so far larger than the hybrid's text batches."""

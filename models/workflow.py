@@ -18,7 +18,8 @@ from models.examples import NarrativeSet, SplitData, training_sample
 from models.inference import LoadedModel, from_classifier
 from models.registry import Registry, TrainingRecord
 from models.thresholds import TargetKind, Thresholds
-from models.train import TrainConfig, TrainResult, calibrate_on, train
+from models.train import TrainResult, calibrate_on, train
+from models.train_config import TrainConfig
 
 # Kept with every registered version (``replay.parquet``) for its fine-tunes to replay. 4,000
 # legitimate rows beside all suspicious ones is what the feedback-loop experiment measured

@@ -223,7 +223,7 @@ def train_command(
     Trains on the earliest days, early-stops and calibrates thresholds on the next ones,
     reports metrics on the last ones."""
     from models.inference import load_model
-    from models.train import preset as make_preset
+    from models.train_config import preset as make_preset
     from models.workflow import Targets, train_and_register
     from stream.datasets import load_split
 

@@ -273,7 +273,7 @@ def trained_registry(
     """A registry whose champion is a tiny student trained on ``training_sim`` with the real
     context store and narratives. Thresholds target a 5% alert rate so tests see alerts."""
     from models.registry import Registry
-    from models.train import preset
+    from models.train_config import preset
     from models.workflow import Targets, train_and_register
     from stream.datasets import build_split
 

@@ -35,7 +35,8 @@ from models.thresholds import (
     threshold_for_alert_rate,
     threshold_for_precision,
 )
-from models.train import TrainConfig, TrainResult, train
+from models.train import TrainResult, train
+from models.train_config import TrainConfig
 from models.workflow import REPLAY_MAX_LEGITIMATE, REPLAY_MAX_SUSPICIOUS
 from schemas.features import FEATURE_NAMES
 from stream.pipeline.records import ScoredRecord

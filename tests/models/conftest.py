@@ -18,7 +18,8 @@ from models.classifier import RiskClassifier
 from models.examples import NarrativeSet, SplitData, split_by_day
 from models.registry import TrainingRecord
 from models.thresholds import Thresholds, calibrate
-from models.train import TrainResult, build_model, calibrate_on, preset, train
+from models.train import TrainResult, build_model, calibrate_on, train
+from models.train_config import preset
 from schemas import Typology
 
 FEATURE_NAMES = ("amount_vs_usual", "events_last_hour", "new_device", "new_country")

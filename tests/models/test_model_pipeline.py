@@ -10,7 +10,7 @@ from models.inference import load_model
 from models.reasons import FIGURES_REASON, explain
 from models.registry import Registry
 from models.settings import ModelSettings
-from models.train import PRESETS, preset
+from models.train_config import PRESETS, preset
 from models.workflow import Targets, train_and_register
 from stream.datasets import build_split
 from stream.settings import RedisSettings, Settings

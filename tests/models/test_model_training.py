@@ -13,15 +13,8 @@ from models.examples import NarrativeSet, SplitData
 from models.inference import LoadedModel, from_classifier
 from models.reasons import explain
 from models.thresholds import Thresholds
-from models.train import (
-    AutocastPlan,
-    TrainResult,
-    autocast_plan,
-    distill_loss,
-    improves,
-    preset,
-    train,
-)
+from models.train import AutocastPlan, TrainResult, autocast_plan, distill_loss, improves, train
+from models.train_config import preset
 from schemas.narrative import Clause, Narrative
 
 

@@ -12,7 +12,8 @@ from models.classifier import RiskClassifier
 from models.errors import TrainingError
 from models.examples import SplitData
 from models.side_path import SidePathAlone, SidePathRun, start_from_side_path, train_side_path
-from models.train import preset, score, starting_model, train
+from models.train import score, starting_model, train
+from models.train_config import preset
 from tests.models.conftest import FEATURE_NAMES
 
 

@@ -18,7 +18,8 @@ from models.backbones import load_tokenizer
 from models.registry import Registry, TrainingRecord
 from models.settings import ModelSettings
 from models.thresholds import calibrate
-from models.train import build_model, preset
+from models.train import build_model
+from models.train_config import preset
 from stream.context.store import ContextStore
 from stream.pipeline.records import ScoredRecordStore
 from stream.settings import ContextSettings, KafkaSettings, Settings, TopicSettings, TrainerSettings

@@ -17,7 +17,8 @@ from models.backbones import load_tokenizer
 from models.registry import Registry, TrainingRecord
 from models.settings import ModelSettings
 from models.thresholds import calibrate
-from models.train import build_model, preset
+from models.train import build_model
+from models.train_config import preset
 from stream.cli import app
 from stream.settings import KafkaSettings, Settings, TopicSettings, to_env
 

@@ -17,7 +17,8 @@ from models.errors import ModelLoadError, RegistryError
 from models.examples import NarrativeSet
 from models.registry import Registry, TrainingRecord
 from models.thresholds import calibrate
-from models.train import build_model, preset, train
+from models.train import build_model, train
+from models.train_config import preset
 from schemas import Typology
 from stream.trainer.finetune import challenger_thresholds
 

@@ -16,7 +16,8 @@ from models.inference import LoadedModel, load_model
 from models.registry import Registry, TrainingRecord
 from models.settings import ModelSettings
 from models.thresholds import calibrate
-from models.train import build_model, preset
+from models.train import build_model
+from models.train_config import preset
 from stream.scorer.model_source import ChampionWatcher
 from stream.settings import Settings
 
