@@ -4,6 +4,7 @@ pipeline is measured against.
 
     .venv/bin/python -m bench.bench_model            # full run, ~2–3 minutes on 2 cores
     .venv/bin/python -m bench.bench_model --quick    # fewer narratives per point
+    .venv/bin/python -m bench.bench_model --quick --only hybrid --skip-minilm  # the side paths
 
 Timing covers what ``LoadedModel.predict_batch`` does per call: tokenization, length bucketing,
 padding and the forward pass. Weights are untrained (speed does not depend on their values);
@@ -28,17 +29,21 @@ import os
 import platform
 import random
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.backbones import StudentSize, load_tokenizer
+from models.classifier import RiskClassifier, _each_path_hidden
 from models.inference import LoadedModel, configure_cpu_threads, from_classifier, quantize_int8
 from models.thresholds import calibrate
 from models.train import build_model
-from models.train_config import TrainConfig
+from models.train_config import TrainConfig, preset
+from schemas.features import FEATURE_NAMES
 
 _CHANNELS = [
     "a card payment at a grocery merchant",
@@ -101,6 +106,38 @@ def throughput(
     return done / (time.perf_counter() - started)
 
 
+def side_paths_ms(model: nn.Module, n_features: int, windows: int, batch: int = 32) -> float:
+    """Milliseconds of the side paths alone on one CPU pass (``batch`` rows), best of
+    ``windows`` windows of a second: the part of the model the fused paths change, timed
+    apart from the encoder, whose time hides it in the narratives/s."""
+    side_hidden = getattr(model, "side_hidden")  # noqa: B009 (an int8 copy is an nn.Module)
+    scaled = torch.randn(batch, n_features)
+    best = float("inf")
+    with torch.inference_mode():
+        side_hidden(scaled)
+        for _ in range(windows):
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                side_hidden(scaled)
+                calls += 1
+            best = min(best, (time.perf_counter() - started) / calls * 1000)
+    return best
+
+
+def one_path_at_a_time(model: RiskClassifier) -> RiskClassifier:
+    """``model`` running its side paths one after another, as before they were fused (for the
+    comparison only: the same arithmetic, so the same scores)."""
+
+    def side_hidden(
+        self: RiskClassifier, scaled: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        return _each_path_hidden(self.side_paths(), scaled, dtype)
+
+    # bound to the instance, so the copy quantize_int8 makes runs its own (int8) paths
+    setattr(model, "side_hidden", types.MethodType(side_hidden, model))  # noqa: B010
+    return model
+
+
 def machine() -> dict[str, object]:
     cpu = "unknown"
     try:
@@ -127,6 +164,7 @@ def main() -> None:
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--only-minilm", action="store_true")
     parser.add_argument("--windows", type=int, default=3, help="timing windows per point")
+    parser.add_argument("--only", help="only the models whose name contains this")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: physical cores)"
     )
@@ -141,7 +179,7 @@ def main() -> None:
     budget = 2.0 if args.quick else 6.0
     thresholds = calibrate(np.linspace(0, 1, 10), np.arange(10) > 7)
     tokenizer = load_tokenizer()
-    feature_names = [f"f{i}" for i in range(24)]
+    feature_names = list(FEATURE_NAMES)  # the side path reads what the default reads
     zeros = np.zeros((256, len(feature_names)), np.float32)
 
     tokens = [len(ids) for ids in tokenizer(narratives[:512])["input_ids"]]
@@ -155,13 +193,20 @@ def main() -> None:
         variants += [
             ("student 2L/128 text", TrainConfig(hybrid=False)),
             ("student 2L/128 hybrid", TrainConfig(hybrid=True)),
+            # the CPU default's architecture: eight side paths, run fused (models/classifier.py)
+            ("student 2L/128 hybrid, eight side paths", preset("student")),
+            ("student 2L/128 hybrid, eight side paths one at a time", preset("student")),
             ("student 4L/256 text", TrainConfig(hybrid=False, student=wide)),
         ]
     if not args.skip_minilm:
         variants.append(("MiniLM-L6 text", TrainConfig(backbone="minilm", hybrid=False)))
+    if args.only:
+        variants = [(name, config) for name, config in variants if args.only in name]
     rows = []
     for name, config in variants:
         model = build_model(config, feature_names)
+        if name.endswith("one at a time"):
+            model = one_path_at_a_time(model)
         model.eval()
         for precision in ("fp32", "int8"):
             loaded = from_classifier(model, tokenizer, thresholds)
@@ -190,6 +235,16 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+            if config.hybrid and config.backbone == "student":
+                row = {
+                    "model": name,
+                    "precision": precision,
+                    "side_paths_ms_per_32": round(
+                        side_paths_ms(loaded.model, len(feature_names), args.windows), 3
+                    ),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
 
     print(
         f"\nreference: median {np.median(references):,.0f} matmuls/s "
@@ -202,9 +257,12 @@ def main() -> None:
             cells = [
                 f"{r['narratives_per_s']:,.0f} ({r['per_1k_reference_matmuls']})"
                 for r in rows
-                if r["model"] == name and r["precision"] == precision
+                if r["model"] == name and r["precision"] == precision and "batch" in r
             ]
-            print(f"| {name} | {precision} | " + " | ".join(cells) + " |")
+            side = [r["side_paths_ms_per_32"] for r in rows if "side_paths_ms_per_32" in r
+                    and r["model"] == name and r["precision"] == precision]  # fmt: skip
+            note = f" (side paths alone: {side[0]} ms per pass of 32)" if side else ""
+            print(f"| {name} | {precision} | " + " | ".join(cells) + " |" + note)
     if args.json:
         result = {"machine": machine(), "rows": rows}
         args.json.write_text(json.dumps(result, indent=2))

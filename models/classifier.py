@@ -177,6 +177,10 @@ class SideMember(nn.Module):
         self.numeric, self.side = numeric, side
 
 
+# Each side path's (encoding, MLP), as RiskClassifier.side_paths lists them.
+SidePaths = list[tuple[PiecewiseLinear | None, nn.Module]]
+
+
 def _side_mlp(inputs: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
 
@@ -253,7 +257,7 @@ class RiskClassifier(nn.Module):
                 if numeric is not None:
                     numeric.edges.copy_(edges)
 
-    def side_paths(self) -> list[tuple[PiecewiseLinear | None, nn.Module]]:
+    def side_paths(self) -> SidePaths:
         """Each side path's (encoding, MLP), the first one first; none for a text-only model."""
         if self.side is None:
             return []
@@ -264,11 +268,10 @@ class RiskClassifier(nn.Module):
     def side_hidden(self, scaled: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Every side path's output, side by side: (batch, side_members × feature_hidden);
         ``dtype``: the MLPs' input type (the encoder's, under a half-precision model)."""
-        outputs = []
-        for numeric, side in self.side_paths():
-            encoded = scaled if numeric is None else numeric(scaled)
-            outputs.append(side(encoded if dtype is None else encoded.to(dtype)))
-        return torch.cat(outputs, dim=-1)
+        paths = self.side_paths()
+        if len(paths) > 1 and _fusable(paths):
+            return _fused_paths_hidden(paths, scaled, dtype)
+        return _each_path_hidden(paths, scaled, dtype)
 
     def _scaled(self, features: torch.Tensor) -> torch.Tensor:
         scaled = (symlog(features.float()) - self.feature_mean) / self.feature_std
@@ -289,6 +292,61 @@ class RiskClassifier(nn.Module):
             pooled = torch.cat([pooled, side], dim=-1)
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits
+
+
+def _each_path_hidden(
+    paths: SidePaths, scaled: torch.Tensor, dtype: torch.dtype | None
+) -> torch.Tensor:
+    outputs = []
+    for numeric, side in paths:
+        encoded = scaled if numeric is None else numeric(scaled)
+        outputs.append(side(encoded if dtype is None else encoded.to(dtype)))
+    return torch.cat(outputs, dim=-1)
+
+
+def _fusable(paths: SidePaths) -> bool:
+    """Paths that can run as one: every one piecewise-linear over the same bins (as
+    ``fit_feature_scaling`` sets them) with the MLP ``_side_mlp`` builds."""
+    first = paths[0][0]
+    return first is not None and all(
+        numeric is not None
+        and torch.equal(numeric.edges, first.edges)
+        and isinstance(side, nn.Sequential)
+        and len(side) == 4
+        and isinstance(side[1], nn.GELU)
+        and isinstance(side[3], nn.GELU)
+        for numeric, side in paths
+    )
+
+
+def _fused_paths_hidden(
+    paths: SidePaths, scaled: torch.Tensor, dtype: torch.dtype | None
+) -> torch.Tensor:
+    """``_each_path_hidden`` for fusable paths in a handful of batched operations: the bins are
+    encoded once (the paths share them) and each layer runs for every path in one batched
+    matrix product. Path by path, eight paths cost ~100 µs per narrative at the CPU passes of
+    32 - a tenth of the model's time; the same arithmetic, so the same outputs and gradients
+    (a unit test compares both). An int8 model's layers hold packed weights that cannot be
+    stacked: they run path by path, after the shared encoding."""
+    first = paths[0][0]
+    assert first is not None  # _fusable
+    numerics = [numeric for numeric, _ in paths if numeric is not None]
+    bins = first.encode(scaled)  # (batch, features, bins)
+    weight = torch.stack([numeric.weight for numeric in numerics])  # (paths, f, bins, dim)
+    bias = torch.stack([numeric.bias for numeric in numerics])  # (paths, f, dim)
+    hidden = (torch.einsum("bfk,mfkd->mbfd", bins, weight) + bias.unsqueeze(1)).flatten(2)
+    if dtype is not None:
+        hidden = hidden.to(dtype)
+    for layer in (0, 2):  # Linear, GELU, Linear, GELU
+        linears = [side[layer] for _, side in paths]  # type: ignore[index]
+        if all(type(linear) is nn.Linear for linear in linears):
+            w = torch.stack([linear.weight for linear in linears])  # (paths, out, in)
+            b = torch.stack([linear.bias for linear in linears])  # (paths, out)
+            hidden = torch.baddbmm(b.unsqueeze(1), hidden, w.transpose(1, 2))
+        else:  # int8 layers (quantize_int8) hold packed weights: one path at a time
+            hidden = torch.stack([linear(h) for linear, h in zip(linears, hidden, strict=True)])
+        hidden = nn.functional.gelu(hidden)
+    return hidden.transpose(0, 1).flatten(1)  # (batch, paths × out), the paths in order
 
 
 def risk_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,11 +8,12 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from models.backbones import load_tokenizer
-from models.classifier import RiskClassifier
+from models.classifier import RiskClassifier, _each_path_hidden
 from models.errors import TrainingError
 from models.examples import SplitData
+from models.inference import quantize_int8
 from models.side_path import SidePathAlone, SidePathRun, start_from_side_path, train_side_path
-from models.train import score, starting_model, train
+from models.train import build_model, score, starting_model, train
 from models.train_config import preset
 from tests.models.conftest import FEATURE_NAMES
 
@@ -127,3 +128,46 @@ def test_a_side_path_lr_scale_of_zero_freezes_the_numbers_while_the_text_learns(
         assert torch.equal(short[name], long[name])
     # ...while the rest did move: at least one run kept stepped weights, not its warm start
     assert not torch.equal(short["head.weight"], long["head.weight"])
+
+
+def test_several_side_paths_run_fused_with_the_same_outputs_and_gradients_as_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", hybrid=True, side_members=3), FEATURE_NAMES)
+    model.fit_feature_scaling(torch.randn(400, len(FEATURE_NAMES)) * 3)  # one set of bins
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)  # the paths differ, biases too
+    scaled = model._scaled(torch.randn(37, len(FEATURE_NAMES)) * 3)
+
+    fused = model.side_hidden(scaled)
+    fused.square().sum().backward()
+    fused_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    one_by_one = _each_path_hidden(model.side_paths(), scaled, None)
+    one_by_one.square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+
+    assert fused.shape == (37, 3 * model.config.feature_hidden)
+    torch.testing.assert_close(fused, one_by_one, atol=1e-5, rtol=1e-5)
+    assert len(fused_grads) == len(grads) > 0
+    for fused_grad, grad in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(fused_grad, grad, atol=1e-4, rtol=1e-4)
+
+    # int8 layers cannot be stacked: they run path by path after the shared encoding
+    quantized = quantize_int8(model)
+    assert isinstance(quantized, RiskClassifier)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            quantized.side_hidden(scaled), _each_path_hidden(quantized.side_paths(), scaled, None)
+        )
+
+    # paths whose bins differ cannot share one encoding: each is run on its own bins
+    numeric = model.side_paths()[2][0]
+    assert numeric is not None
+    with torch.no_grad():
+        numeric.edges.mul_(0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.side_hidden(scaled), _each_path_hidden(model.side_paths(), scaled, None)
+        )
+        assert not torch.allclose(model.side_hidden(scaled), one_by_one.detach(), atol=1e-3)
