@@ -324,9 +324,9 @@ def _fused_paths_hidden(
 ) -> torch.Tensor:
     """``_each_path_hidden`` for fusable paths in a handful of batched operations: the bins are
     encoded once (the paths share them) and each layer runs for every path in one batched
-    matrix product. Path by path, eight paths cost ~100 µs per narrative at the CPU passes of
-    32 - a tenth of the model's time; the same arithmetic, so the same outputs and gradients
-    (a unit test compares both). An int8 model's layers hold packed weights that cannot be
+    matrix product. Path by path, eight paths took 3.4 ms of a ~37 ms CPU pass of 32
+    narratives, fused 1.2 ms (BENCHMARKS.md, "Throughput"); the same arithmetic, so the same
+    outputs and gradients (a unit test compares both). An int8 model's layers hold packed weights that cannot be
     stacked: they run path by path, after the shared encoding."""
     first = paths[0][0]
     assert first is not None  # _fusable
