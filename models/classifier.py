@@ -326,8 +326,8 @@ def _fused_paths_hidden(
     encoded once (the paths share them) and each layer runs for every path in one batched
     matrix product. Path by path, eight paths took 3.4 ms of a ~37 ms CPU pass of 32
     narratives, fused 1.2 ms (BENCHMARKS.md, "Throughput"); the same arithmetic, so the same
-    outputs and gradients (a unit test compares both). An int8 model's layers hold packed weights that cannot be
-    stacked: they run path by path, after the shared encoding."""
+    outputs and gradients (a unit test compares both). An int8 model's layers hold packed
+    weights that cannot be stacked: they run path by path, after the shared encoding."""
     first = paths[0][0]
     assert first is not None  # _fusable
     numerics = [numeric for numeric, _ in paths if numeric is not None]
