@@ -100,21 +100,21 @@ def main() -> None:
                     "max_bytes": sizes[-1],
                 }
     eval_us = statistics.median(reference)
+
+    def per_op(name: str, script: str) -> dict[str, Any]:
+        us_per_op = us[name][script] / max(ops[name][script], 1)
+        return {
+            "us_per_op": round(us_per_op, 1),
+            "ops": ops[name][script],
+            "per_reference": round(us_per_op / eval_us, 1),
+        }
+
     result: dict[str, Any] = {
         "machine": machine(),
         "events": len(events),
         "reference_eval_return_1_us": eval_us,
         "variants": {
-            name: {
-                script: {
-                    "us_per_op": round(us[name][script] / max(ops[name][script], 1), 1),
-                    "ops": ops[name][script],
-                    "per_reference": round(
-                        us[name][script] / max(ops[name][script], 1) / eval_us, 1
-                    ),
-                }
-                for script in ("customer", "counterparty")
-            }
+            name: {script: per_op(name, script) for script in ("customer", "counterparty")}
             | {"state_blobs": blobs[name]}
             for name in VARIANTS
         },
