@@ -19,6 +19,7 @@ student learns whatever pooling it is given.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -34,6 +35,13 @@ from schemas import Typology
 TYPOLOGY_ORDER: tuple[Typology, ...] = tuple(Typology)
 """Class index → typology; index 0 is legitimate."""
 LEGITIMATE_INDEX = TYPOLOGY_ORDER.index(Typology.LEGITIMATE)
+
+
+def class_targets(typologies: Sequence[Any]) -> NDArray[np.int64]:
+    """The head's class index of each typology."""
+    index = {t: i for i, t in enumerate(TYPOLOGY_ORDER)}
+    return np.array([index[t] for t in typologies], dtype=np.int64)
+
 
 # Standardised features are clipped: one absurd value (a corrupt amount) must not dominate.
 _FEATURE_CLIP = 8.0

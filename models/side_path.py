@@ -41,10 +41,9 @@ from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from models.classifier import LEGITIMATE_INDEX, RiskClassifier, risk_scores
+from models.classifier import LEGITIMATE_INDEX, RiskClassifier, class_targets, risk_scores
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
-from models.train import class_targets
 from models.train_config import TrainConfig
 
 SIDE_PATH_BATCH = 256

@@ -45,8 +45,9 @@ from models.backbones import (
     new_student,
     pretrained_minilm,
 )
+from models.bins import binning_sample, binning_targets
 from models.checkpoints import load_checkpoint, save_checkpoint
-from models.classifier import TYPOLOGY_ORDER, ClassifierConfig, RiskClassifier
+from models.classifier import ClassifierConfig, RiskClassifier, class_targets
 from models.errors import TrainingError
 from models.examples import NarrativeSet, sample_legitimate
 from models.inference import (
@@ -122,11 +123,12 @@ def starting_model(
     if init_from is None:
         model = build_model(config, feature_names)
         if model.config.hybrid:
-            rows = _binning_sample(train_set, config.seed)
+            rows = binning_sample(train_set, config.seed)
+            classes, weights = binning_targets(train_set, rows, config.numeric_bins_target)
             model.fit_feature_scaling(
                 torch.from_numpy(train_set.features),
-                torch.from_numpy(train_set.labels[rows]),
-                torch.from_numpy(train_set.row_weights()[rows]),
+                torch.from_numpy(classes),
+                torch.from_numpy(weights),
                 rows=rows,
             )
         return model
@@ -135,16 +137,6 @@ def starting_model(
             "cannot fine-tune: the starting model was trained on another feature layout"
         )
     return copy.deepcopy(init_from).cpu()
-
-
-def _binning_sample(data: NarrativeSet, seed: int, legitimate: int = 50_000) -> NDArray[np.intp]:
-    """Rows the side path's bins are fitted on: every suspicious row and at most
-    ``legitimate`` legitimate ones (weighted back by their row weights' share)."""
-    labels = data.labels
-    legit = np.flatnonzero(~labels)
-    if len(legit) > legitimate:
-        legit = np.random.default_rng(seed).choice(legit, legitimate, replace=False)
-    return np.sort(np.concatenate([np.flatnonzero(labels), legit])).astype(np.intp)
 
 
 def _optimizer(model: RiskClassifier, config: TrainConfig) -> torch.optim.AdamW:
@@ -214,11 +206,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
         return peak * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
     return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def class_targets(typologies: Sequence[Any]) -> NDArray[np.int64]:
-    index = {t: i for i, t in enumerate(TYPOLOGY_ORDER)}
-    return np.array([index[t] for t in typologies], dtype=np.int64)
 
 
 def validation_metrics(

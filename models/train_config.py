@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.backbones import BackboneName, StudentSize
+from models.bins import BinsTarget
 from models.errors import TrainingError
 
 
@@ -28,6 +29,12 @@ class TrainConfig(BaseModel):
     )
     numeric_bins: int = Field(16, ge=2, le=64)
     numeric_dim: int = Field(4, ge=1, le=64)
+    numeric_bins_target: BinsTarget = Field(
+        "typology",
+        description="Where the piecewise-linear bins' edges go: where the suspicious rate "
+        "changes, or where any typology's rate does, every class (legitimate too) weighted "
+        "equally - so a typology of five scenarios places edges as a common one does.",
+    )
     side_members: int = Field(
         1, ge=1, le=16, description="Side paths in the model, an ensemble (ClassifierConfig)."
     )
