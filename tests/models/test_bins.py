@@ -73,3 +73,16 @@ def test_binning_targets_classes_and_weights(target: BinsTarget) -> None:
     totals = [weights[classes == c].sum() for c in np.unique(classes)]
     np.testing.assert_allclose(totals, [len(rows) / 3] * 3)
     assert np.isclose(weights.mean(), 1.0)
+
+
+def test_one_suspicious_typology_is_binned_by_the_risk() -> None:
+    """A bank labelling fraud or not: nothing to balance among, the overall rate's bins."""
+    data = one_feature_bank()
+    rows = np.flatnonzero([t is not Typology.COMPROMISED_TERMINAL for t in data.typologies])
+    one_typology = data.subset(rows)
+    everything = np.arange(len(one_typology))
+    classes, weights = binning_targets(one_typology, everything, "typology")
+    risk_classes, risk_weights = binning_targets(one_typology, everything, "risk")
+    np.testing.assert_array_equal(classes, risk_classes)
+    np.testing.assert_array_equal(weights, risk_weights)
+    np.testing.assert_array_equal(classes, one_typology.labels)
