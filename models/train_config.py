@@ -33,7 +33,8 @@ class TrainConfig(BaseModel):
         "typology",
         description="Where the piecewise-linear bins' edges go: where the suspicious rate "
         "changes, or where any typology's rate does, every class (legitimate too) weighted "
-        "equally - so a typology of five scenarios places edges as a common one does.",
+        "equally - so a typology of five scenarios places edges as a common one does; data of "
+        "a single suspicious typology is binned by the risk either way (models.bins).",
     )
     side_members: int = Field(
         1, ge=1, le=16, description="Side paths in the model, an ensemble (ClassifierConfig)."
