@@ -51,6 +51,5 @@ def binning_targets(
     suspicious = np.unique(classes[classes != LEGITIMATE_INDEX])
     if target == "risk" or len(suspicious) < 2:
         return (classes != LEGITIMATE_INDEX).astype(np.int64), weights
-    for label in np.unique(classes):
-        weights[classes == label] /= weights[classes == label].sum()
+    weights /= np.bincount(classes, weights)[classes]  # each class's total to one
     return classes, weights * (len(weights) / weights.sum())
