@@ -56,6 +56,7 @@ from models.inference import (
     predict_logits,
     predictions_from_logits,
 )
+from models.side_path import HeldSideColumns, start_from_side_path, train_side_path
 from models.thresholds import Thresholds, calibrate
 from models.train_config import TrainConfig
 
@@ -300,6 +301,7 @@ def train(
     if resume and run_dir is not None and (run_dir / "checkpoint.json").is_file():
         start_step, best.step, best.ap, best.state = load_checkpoint(run_dir, model, optimizer)
         log.info("resumed at step %d (best validation AP %.4f)", start_step, best.ap)
+    held = _held_side_columns(model, config)
     history: list[dict[str, Any]] = []
     examples_seen = 0
     order = rng.permutation(len(rows))
@@ -318,6 +320,8 @@ def train(
             cursor += config.batch_size
             _set_learning_rate(optimizer, learning_rate(step, config))
             loss = _train_step(model, optimizer, scaler, plan, rows, batch, config, device)
+            if held is not None:
+                held.restore()
             examples_seen += len(batch)
             bar.set_postfix(loss=f"{loss:.4f}", best_ap=f"{max(best.ap, 0):.3f}")
 
@@ -370,6 +374,12 @@ def train(
     )
 
 
+def _held_side_columns(model: RiskClassifier, config: TrainConfig) -> HeldSideColumns | None:
+    """The head's side columns to hold through the steps, when the config asks for it (a
+    text-only model has none: the setting is moot there, as the side path's others are)."""
+    return HeldSideColumns(model) if config.side_head_held and model.config.hybrid else None
+
+
 def _check_splits(train_set: NarrativeSet, validation_set: NarrativeSet) -> None:
     labels = train_set.labels
     if not labels.any() or labels.all():
@@ -396,8 +406,6 @@ def _model_on_device(
     when ``side_warmup_epochs`` asks for it, moved to ``device``."""
     model = starting_model(config, feature_names, train_set, init_from)
     if config.side_warmup_epochs and init_from is None and model.config.hybrid:
-        from models.side_path import start_from_side_path, train_side_path
-
         run = train_side_path(
             model,
             train_set,

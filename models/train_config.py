@@ -90,6 +90,13 @@ class TrainConfig(BaseModel):
         "hybrid steps, as a share of the rest's; 0 freezes it. Below 1 after a side-path "
         "warm-up, the text learns around numbers already fitted instead of unsettling them.",
     )
+    side_head_held: bool = Field(
+        False,
+        description="In the hybrid steps, keep the head's columns over the side paths at "
+        "their starting values (after a warm-up: the side paths' own heads), so the text "
+        "learns a correction on top of the numbers' score instead of re-weighing it; needs "
+        "the linear head (fusion_hidden 0).",
+    )
     distill_alpha: float = Field(
         0.5, ge=0, le=1, description="With a teacher: weight of the hard-label loss."
     )
@@ -128,7 +135,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # back), 1,500 steps, validation every 250, dropout 0.5 before the head, after eight side
     # paths each trained alone on the risk for 20 epochs (each on its own draw of rows) and
     # then frozen while the hybrid trains — unfrozen, the hybrid's steps undo what the eight
-    # learned alone; why these, see docs/models.md#experiments.
+    # learned alone — and the head's columns over them held too, so the text learns a
+    # correction to their score; why these, see docs/models.md#experiments.
     "student": {
         "legit_sample_rate": 0.1,
         "max_steps": 1500,
@@ -139,6 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "side_warmup_target": "risk",
         "side_members": 8,
         "side_path_lr_scale": 0.0,
+        "side_head_held": True,
     },
     # ~19k examples keep a MiniLM fine-tune near 15 min on 2 cores (docs/models.md#experiments).
     "minilm": {

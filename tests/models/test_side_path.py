@@ -12,7 +12,13 @@ from models.classifier import RiskClassifier, _each_path_hidden
 from models.errors import TrainingError
 from models.examples import SplitData
 from models.inference import quantize_int8
-from models.side_path import SidePathAlone, SidePathRun, start_from_side_path, train_side_path
+from models.side_path import (
+    HeldSideColumns,
+    SidePathAlone,
+    SidePathRun,
+    start_from_side_path,
+    train_side_path,
+)
 from models.train import build_model, score, starting_model, train
 from models.train_config import preset
 from tests.models.conftest import FEATURE_NAMES
@@ -128,6 +134,55 @@ def test_a_side_path_lr_scale_of_zero_freezes_the_numbers_while_the_text_learns(
         assert torch.equal(short[name], long[name])
     # ...while the rest did move: at least one run kept stepped weights, not its warm start
     assert not torch.equal(short["head.weight"], long["head.weight"])
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_held_side_columns_keep_the_numbers_score_while_the_text_columns_learn(
+    synthetic_split: SplitData, held: bool
+) -> None:
+    def head(steps: int) -> torch.Tensor:
+        config = preset(
+            "tiny", hybrid=True, seed=2, side_warmup_epochs=5, side_members=2,
+            side_path_lr_scale=0.0, side_head_held=held, max_steps=steps, eval_every=steps,
+            warmup_steps=0, weight_decay=0.1, patience=5,
+        )  # fmt: skip
+        result = train(
+            config, synthetic_split.train, synthetic_split.validation, FEATURE_NAMES,
+            progress=False,
+        )  # fmt: skip
+        return result.model.head.weight.detach()
+
+    # Two runs from the same warm start (same seed), one stepped longer than the other.
+    short, long = head(2), head(6)
+    side = 2 * preset("tiny").feature_hidden  # the side paths' columns come last
+    # held: not even weight decay moved them; free: the hybrid's steps re-weigh them
+    assert torch.equal(short[:, -side:], long[:, -side:]) == held
+    # the text's columns learn either way
+    assert not torch.equal(short[:, :-side], long[:, :-side])
+
+
+def test_held_side_columns_are_put_back_and_need_the_linear_head(
+    synthetic_split: SplitData,
+) -> None:
+    model = starting_model(
+        preset("tiny", hybrid=True, side_members=2), FEATURE_NAMES, synthetic_split.train
+    )
+    head = model.head
+    assert isinstance(head, torch.nn.Linear)
+    before = head.weight.detach().clone()
+    held = HeldSideColumns(model)
+    with torch.no_grad():
+        head.weight.add_(1.0)
+    held.restore()
+    side = 2 * model.config.feature_hidden
+    assert torch.equal(head.weight[:, -side:], before[:, -side:])
+    assert torch.equal(head.weight[:, :-side], before[:, :-side] + 1.0)  # the text's: as moved
+
+    fused = starting_model(
+        preset("tiny", hybrid=True, fusion_hidden=16), FEATURE_NAMES, synthetic_split.train
+    )
+    with pytest.raises(TrainingError, match="linear head"):
+        HeldSideColumns(fused)
 
 
 def test_several_side_paths_run_fused_with_the_same_outputs_and_gradients_as_one_by_one() -> None:
