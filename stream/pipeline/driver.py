@@ -416,9 +416,12 @@ class BatchDriver(Generic[R, P, Q, F]):
                     return
                 source.idle(min(remaining, self._limits.idle_slice_s))
         finally:
-            owned = list(source.assignment())  # what is owned now: the group may have moved
-            if owned:
-                source.resume(owned)
+            # What was paused and what is owned now (the group may have moved): librdkafka
+            # keeps a partition's pause through a rebalance, so one revoked during the wait
+            # and assigned back after it would otherwise never be read again.
+            resumed = set(paused) | set(source.assignment())
+            if resumed:
+                source.resume(resumed)
 
     def _check_shutdown_bound(self, size: int) -> None:
         if self._stop_at is None:

@@ -70,7 +70,9 @@ class Source(Protocol[R]):
     def pause(self, partitions: Collection[Partition]) -> None:
         """Stop fetching these partitions (what was read stays where it is)."""
 
-    def resume(self, partitions: Collection[Partition]) -> None: ...
+    def resume(self, partitions: Collection[Partition]) -> None:
+        """Fetch these again; owned or not (a pause may outlive the partition's ownership:
+        librdkafka keeps it through a rebalance)."""
 
     def idle(self, seconds: float) -> None:
         """Let ``seconds`` pass without returning records while staying a member of the

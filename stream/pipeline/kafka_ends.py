@@ -119,11 +119,14 @@ class KafkaSource:
             self._names([(p.topic, p.partition) for p in partitions]), self._names(owned),
         )  # fmt: skip
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [(p.topic, p.partition) for p in partitions]
         with self._lock:
             for partition in revoked:
                 self._generations.pop(partition, None)
+        # librdkafka keeps a partition's pause when it is revoked and hands it back paused
+        # when it is assigned again - read by nobody, silently. A partition leaves unpaused.
+        consumer.resume(partitions)
         if self._on_revoked is not None:
             self._on_revoked(revoked)
         log.info("revoked %s", self._names(revoked))

@@ -104,9 +104,10 @@ class InMemorySource(Generic[R]):
     # -- a rebalance, as a test makes it happen ------------------------------------------------
 
     def revoke(self, partition: Partition) -> None:
+        """Moved on. A pause is kept, as librdkafka keeps it: a partition revoked while
+        paused comes back paused unless someone resumed it in between."""
         with self._lock:
             self._generations.pop(partition, None)
-            self.paused.discard(partition)
 
     def assign(self, partition: Partition) -> None:
         """Assigned again: a new generation, read from the last commit (or the start)."""

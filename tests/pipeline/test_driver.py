@@ -237,6 +237,33 @@ def test_a_partition_lost_during_a_retry_wait_is_left_out_of_the_retried_batch()
     assert source.committed == {P0: 2}
 
 
+def test_a_partition_revoked_during_a_retry_wait_and_assigned_back_after_it_is_read() -> None:
+    # The broker restart of tests/reliability: the group lost the partitions while the
+    # driver waited with them paused, and handed them back after the wait. The pause outlives
+    # the revocation (as in librdkafka), so a driver resuming only what it owned when the
+    # wait ended left them paused for good: nothing read, nothing logged.
+    source = InMemorySource(records(0, range(2)) + records(1, range(2)))
+    source.during_idle = lambda: source.revoke(P1)
+
+    def assign_back(batch: list[Rec]) -> Outputs:
+        if P1 not in source.assignment():
+            source.assign(P1)
+        return echo(batch)
+
+    process, _ = failing(1, ContextUnavailable("redis away"), then=assign_back)
+    sink = InMemorySink()
+    running = driver(source, sink, process)
+    guard = threading.Timer(5, running.request_stop)  # without the fix it never ends
+    guard.start()
+    try:
+        running.run()
+    finally:
+        guard.cancel()
+    assert sorted(values(sink)) == ["0@0", "0@1", "1@0", "1@1"]
+    assert source.committed == {P0: 2, P1: 2}
+    assert not source.paused
+
+
 def test_a_partition_that_comes_back_is_read_again_rather_than_committed_from_old_work() -> None:
     source = InMemorySource(records(0, range(2)) + records(1, range(2)))
     sink = InMemorySink()

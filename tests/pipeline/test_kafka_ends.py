@@ -105,3 +105,43 @@ def test_a_topic_is_driven_through_to_another_and_its_offsets_committed(
     )
     offsets = committed(kafka_settings, group_id, source_topic, 2)
     assert sum(offsets.values()) == 40
+
+
+def test_a_partition_revoked_while_paused_is_read_when_it_comes_back(
+    kafka_settings: KafkaSettings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    # librdkafka keeps a partition's pause through a rebalance: one revoked while its reader
+    # waited paused came back paused, and was never read again (found by a broker restart
+    # under load, tests/reliability/test_faults.py). The source lets no partition leave paused.
+    topic = new_topic(partitions=2)
+    produce(kafka_settings, topic, 20)
+    source = KafkaSource(Consumer(consumer_config(kafka_settings, group_id)), [topic])
+    other = Consumer(consumer_config(kafka_settings, group_id))
+    try:
+        until(lambda: len(source.assignment()) == 2, source)
+        source.pause(list(source.assignment()))  # a wait, as the driver's retries make
+        other.subscribe([topic])  # a second member takes one partition...
+        until(lambda: len(source.assignment()) == 1, source, other)
+        kept = list(source.assignment())
+        other.close()  # ...and leaves: the partition comes back
+        until(lambda: len(source.assignment()) == 2, source)
+        source.resume(kept)  # the wait ends: the driver resumes what it had paused and kept
+
+        read: list[Incoming] = []
+        deadline = time.monotonic() + 30
+        while len(read) < 20 and time.monotonic() < deadline:
+            read.extend(source.read(20, wait_s=0.5))
+    finally:
+        source.close()
+    # both partitions from the start (nothing was committed): the returned one too
+    assert sorted((m.value or b"").decode() for m in read) == sorted(f"v{n}" for n in range(20))
+
+
+def until(condition: Callable[[], bool], source: KafkaSource, *others: Consumer) -> None:
+    """Serve the group (rebalance callbacks) until ``condition`` holds."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "the group did not settle within 60 s"
+        source.idle(0.1)
+        for consumer in others:
+            consumer.poll(0.1)

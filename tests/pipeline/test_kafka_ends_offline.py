@@ -70,6 +70,9 @@ class FakeConsumer:
     def subscribe(self, topics: list[str], **callbacks: Callback) -> None:
         self.callbacks = callbacks
 
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        """A revoked partition is resumed; what that does is the real broker's test's."""
+
     def _due(self, n: int) -> list[Msg]:
         assert self.started is not None
         now = time.monotonic() - self.started
