@@ -126,7 +126,10 @@ class KafkaSource:
                 self._generations.pop(partition, None)
         # librdkafka keeps a partition's pause when it is revoked and hands it back paused
         # when it is assigned again - read by nobody, silently. A partition leaves unpaused.
-        consumer.resume(partitions)
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:  # a rebalance callback must not raise into the poll
+            log.warning("could not resume revoked partitions %s: %s", revoked, exc)
         if self._on_revoked is not None:
             self._on_revoked(revoked)
         log.info("revoked %s", self._names(revoked))
