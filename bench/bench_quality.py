@@ -142,6 +142,23 @@ def with_memo(data: NarrativeSet, rows: Sequence[int], memos: Sequence[str]) -> 
     return replace(data, texts=texts, clauses=clauses)
 
 
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """The options every bench over a quality run shares: its threads, and the subsamples the
+    table drew (``table_split``: the same values draw the same events)."""
+    parser.add_argument("--threads", type=int, default=None, help="torch/LightGBM threads")
+    parser.add_argument("--eval-legit-rate", type=float, default=0.1)
+    parser.add_argument("--data-seed", type=int, default=0)
+
+
+def saved_rows(out: Path, full: SplitData) -> dict[str, Any]:
+    """``out``'s quality.json - every row's registered runs - refused unless its models were
+    trained on ``full``'s bank."""
+    saved: dict[str, Any] = json.loads((out / "quality.json").read_text())
+    if saved["narrative_version"] != full.narrative_version:
+        raise SystemExit(f"{out} was trained on another bank than the one given")
+    return saved
+
+
 def table_split(full: SplitData, eval_legit_rate: float, data_seed: int) -> SplitData:
     """The table's split: all training days, and validation and test subsamples of every
     suspicious event plus an ``eval_legit_rate`` share of legitimate ones (weighted back),
@@ -358,7 +375,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".riskstream/bench/quality"))
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=70)
-    parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablation-seeds", type=int, nargs="+", default=None)
     parser.add_argument("--no-ablations", action="store_true")
@@ -368,9 +384,8 @@ def main() -> None:
         help="train the ablations only (a second process beside one running the main rows)",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore an earlier run's rows")
-    parser.add_argument("--threads", type=int, default=None, help="torch/LightGBM threads")
     parser.add_argument("--student-steps", type=int, default=None)
-    parser.add_argument("--eval-legit-rate", type=float, default=0.1)
+    add_table_options(parser)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 

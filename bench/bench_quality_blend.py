@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.bench_quality import DEFAULT, dataset, scored, table_split
+from bench.bench_quality import DEFAULT, add_table_options, dataset, saved_rows, scored, table_split
 from bench.machine import machine
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads, load_model
@@ -54,18 +54,14 @@ def blend(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--eval-legit-rate", type=float, default=0.1)
-    parser.add_argument("--data-seed", type=int, default=0)
+    add_table_options(parser)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     configure_cpu_threads(args.threads)
 
     full = dataset(next(args.out.glob("sim-*")))
     split = table_split(full, args.eval_legit_rate, args.data_seed)
-    saved = json.loads((args.out / "quality.json").read_text())
-    if saved["narrative_version"] != full.narrative_version:
-        raise SystemExit(f"{args.out} was trained on another bank")
+    saved = saved_rows(args.out, full)
     settings = ModelSettings(registry_dir=args.out / "registry", device="cpu")
     test = split.test
 

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_quality import DEFAULT, GBDT, dataset, scored, table_split
+from bench.bench_quality import (
+    DEFAULT,
+    GBDT,
+    add_table_options,
+    dataset,
+    saved_rows,
+    scored,
+    table_split,
+)
 from bench.machine import machine
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads, load_model
@@ -39,9 +47,7 @@ def spread(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, nargs="+", required=True)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--eval-legit-rate", type=float, default=0.1)
-    parser.add_argument("--data-seed", type=int, default=0)
+    add_table_options(parser)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     configure_cpu_threads(args.threads)
@@ -55,9 +61,7 @@ def main() -> None:
 
     seeds: dict[str, dict[str, Any]] = {}
     for out in args.out:
-        saved = json.loads((out / "quality.json").read_text())
-        if saved["narrative_version"] != full.narrative_version:  # every run, not the first only
-            raise SystemExit(f"{sim_dir} is not the bank {out} trained on")
+        saved = saved_rows(out, full)  # every run's bank checked, not the first one's only
         settings = ModelSettings(registry_dir=out / "registry", device="cpu")
         for run in saved["rows"].get(DEFAULT, []):
             started = time.perf_counter()
