@@ -10,7 +10,7 @@ labels.lua's exposure lists.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
@@ -79,8 +79,10 @@ class PendingContexts:
         prepared: list[EventOps],
         calls: list[ScriptCall],
         story_bytes: int = 0,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._future = future
+        self._on_failure = on_failure
         self._events = events
         self._prepared = prepared
         self._calls = calls
@@ -90,7 +92,13 @@ class PendingContexts:
         """The contexts, in the batch's order; raises what ``update_batch`` raises."""
         if self._future is None:
             return []
-        outputs = self._future.result(timeout)
+        try:
+            outputs = self._future.result(timeout)
+        except Exception:
+            # Seen by the caller: batches it submits from now on are applied again.
+            if self._on_failure is not None and self._future.done():
+                self._on_failure()
+            raise
         n = len(self._events)
         customer: list[bytes] = [b""] * n
         counterparty: list[tuple[float, ...]] = [()] * n

@@ -215,6 +215,11 @@ class ContextStore:
         self._shas: dict[str, str] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        # Submission order survives a failure (see submit_batch): batches submitted in an epoch
+        # after one of that epoch failed are refused; the caller learning of a failure opens
+        # the next epoch.
+        self._epoch = 0
+        self._failed_epoch = -1
         self._guard(self._load_scripts)
         if create_namespace:
             self._guard(self.initialize_namespace, only_if_missing=True)
@@ -326,6 +331,11 @@ class ContextStore:
         Redis applies batch k+1 the caller can narrate and score batch k: Redis and Python then
         use both cores instead of taking turns. A batch's contexts never depend on whether
         later batches were submitted. (``update_batch`` is ``submit_batch(...).result()``.)
+
+        A failure keeps the order too: once a batch fails, the batches submitted before its
+        ``.result()`` raised are not applied (they raise ContextUnavailable, having written
+        nothing), so a caller that begins batch k+1 before it learns that batch k failed can
+        retry k and then k+1, and Redis never applies k+1's events before k's.
         """
         if not events:
             return PendingContexts(None, [], [], [])
@@ -334,8 +344,29 @@ class ContextStore:
         with self._executor_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="context-store")
-            future = self._executor.submit(self._guard, self._run, calls)
-        return PendingContexts(future, events, ops, calls, self._story_bytes)
+            future = self._executor.submit(self._apply_in_order, self._epoch, calls)
+        return PendingContexts(
+            future, events, ops, calls, self._story_bytes, on_failure=self._failure_seen
+        )
+
+    def _apply_in_order(self, epoch: int, calls: list[ScriptCall]) -> list[Any]:
+        """On the store's thread: ``calls``, unless a batch submitted before them in their
+        epoch failed."""
+        if self._failed_epoch == epoch:
+            raise ContextUnavailable(
+                "not applied: a context batch submitted before it failed, and must be applied "
+                "again first"
+            )
+        try:
+            return self._guard(self._run, calls)
+        except BaseException:
+            self._failed_epoch = epoch
+            raise
+
+    def _failure_seen(self) -> None:
+        """A submitted batch's failure reached its caller: what it submits now is applied."""
+        with self._executor_lock:
+            self._epoch += 1
 
     def close(self) -> None:
         """Wait for submitted batches and stop the background thread (the client stays open)."""

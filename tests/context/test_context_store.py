@@ -3,6 +3,7 @@ bounds, TTLs and round trips."""
 
 from __future__ import annotations
 
+import struct
 import threading
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import redis
 from schemas import Channel, CounterpartyType, Direction, LabelEvent, LabelSource, Typology
 from schemas.narrative import build_narrative, default_spec
 from stream.context import keys
+from stream.context.errors import ContextLayoutMismatch, ContextUnavailable
 from stream.context.store import ContextLimits
 
 pytestmark = pytest.mark.integration
@@ -341,3 +343,26 @@ def test_pipelined_submissions_keep_their_order(make_event, make_store) -> None:
     pending = [store.submit_batch(b) for b in batches]  # all in flight at once
     counts = [c.features.out_count_24h for p in pending for c in p.result()]
     assert counts == list(range(1, 21))
+
+
+def test_a_failed_submission_keeps_later_ones_from_overtaking_its_retry(
+    make_event, make_store, redis_client
+) -> None:
+    # The scorer begins batch k+1 before it learns whether batch k was applied (its prefetch):
+    # when k fails, k+1 must not reach Redis before k is retried.
+    store = make_store()
+    ns = store.namespace
+    store.update_batch([make_event(0, customer="cus-bad")])
+    bad = keys.customer_base(ns, "cus-bad") + ":s"
+    redis_client.setrange(bad, 0, struct.pack("<d", 1))  # a blob of an older layout: refused
+    failing = store.submit_batch([make_event(10, customer="cus-bad")])
+    following = store.submit_batch([make_event(11, customer="cus-next")])
+    with pytest.raises(ContextLayoutMismatch):
+        failing.result()
+    with pytest.raises(ContextUnavailable, match="not applied"):
+        following.result()
+    assert redis_client.keys(keys.customer_base(ns, "cus-next") + "*") == []
+    # the failure was seen: what is submitted now is applied, as the first of its customer
+    again = store.submit_batch([make_event(11, customer="cus-next")]).result()
+    assert [c.features.out_count_24h for c in again] == [1]
+    assert [c.duplicate for c in again] == [False]
