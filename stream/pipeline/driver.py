@@ -7,7 +7,10 @@ One batch goes through:
    are dropped, and the generation of each owned partition is noted. While a batch is in
    the model lane, the read also ends as soon as the lane comes free (or a stop is asked
    for), so the model does not idle while a batch waits to fill;
-2. prepare (``Steps.prepare``, this thread): the work before the model, retried whole;
+2. prepare (``Steps.prepare``, this thread): the work before the model, retried whole. With
+   ``prefetch`` (``SplitPrepare``), in two halves a batch apart: batch n+1 is read and begun
+   (Redis handed its context) before batch n is completed (narrated), so Redis works on n+1
+   while this thread works on n; with a batch begun, a read takes only what is fetched;
 3. score (``Steps.score``): the model call - on the model lane (``stream.pipeline.lane``) when
    the driver overlaps, so batch n is scored while batch n+1 is prepared;
 4. finish and deliver (``Steps.finish``, then the sink): the outputs of the partitions still
@@ -48,7 +51,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from stream.kafka.clients import OutgoingMessage
 from stream.kafka.errors import FlushTimeout
@@ -97,6 +100,25 @@ class Steps(Protocol[R, P, Q, F]):
         """The batch (its owned records) is delivered and committed."""
 
 
+B = TypeVar("B")
+P_co = TypeVar("P_co", covariant=True)
+
+
+class SplitPrepare(Protocol[R, B, P_co]):
+    """``Steps.prepare`` in two halves, for ``BatchDriver(prefetch=...)``: ``begin`` hands
+    slow I/O its work and returns at once, ``complete`` waits for it and does the rest.
+
+    Batch n+1 is begun before batch n is completed. The I/O must therefore apply begun
+    batches in the order begun and, when batch n fails, must not apply batch n+1 before n's
+    retry (the context store refuses it: ``ContextStore.submit_batch``): the driver then
+    completes n+1 only to discard it, retries n whole (``Steps.prepare``), and begins n+1
+    again."""
+
+    def begin(self, batch: list[R]) -> B: ...
+
+    def complete(self, begun: B) -> P_co: ...
+
+
 class Hooks(Generic[R]):
     """What a worker is told of around the steps, each a no-op here: a worker overrides what
     it needs. All are called on the driver's thread; any may raise to end ``run``."""
@@ -136,6 +158,13 @@ class DriverLimits:
 
 
 @dataclass(frozen=True)
+class _Begun(Generic[R]):
+    batch: list[R]
+    generations: Mapping[Partition, int]
+    begun: object
+
+
+@dataclass(frozen=True)
 class _Held(Generic[R, P]):
     batch: list[R]
     generations: Mapping[Partition, int]
@@ -168,11 +197,14 @@ class BatchDriver(Generic[R, P, Q, F]):
         limits: DriverLimits | None = None,
         policy: RetryPolicy | None = None,
         overlap: bool = False,
+        prefetch: SplitPrepare[R, Any, P] | None = None,
         on_retry: Callable[[str, Exception, int], None] | None = None,
         hooks: Hooks[R] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``overlap``: score on the model lane while the next batch is prepared.
+        ``prefetch``: ``steps``' prepare in two halves, to begin batch n+1 before completing
+        batch n (with ``overlap`` only).
         ``on_retry(stage, error, attempt)``: told of every failure about to be retried
         ("prepare", "deliver", "commit") and of every wait for acknowledgements ("flush")."""
         self._source, self._sink, self._steps = source, sink, steps
@@ -180,6 +212,8 @@ class BatchDriver(Generic[R, P, Q, F]):
         self._limits = limits or DriverLimits()
         self._policy = policy or RetryPolicy()
         self._overlap = overlap
+        self._prefetch = prefetch if overlap else None
+        self._begun: _Begun[R] | None = None
         self._on_retry = on_retry
         self._clock = clock
         self._stop = threading.Event()
@@ -205,8 +239,14 @@ class BatchDriver(Generic[R, P, Q, F]):
             self._lane = ModelLane(self._score_held)
         try:
             while not self._stop.is_set() and not self._source.exhausted:
+                if self._prefetch is not None:
+                    self._prefetch_step(self._prefetch)
+                    continue
                 batch = self._read()
                 self._advance(self._prepare(batch) if batch else None)
+            if self._prefetch is not None and self._begun is not None:
+                begun, self._begun = self._begun, None
+                self._advance(self._complete_begun(self._prefetch, begun, None)[0])
             self._advance(None)  # the batch still in the lane
         finally:
             if self._lane is not None:
@@ -215,24 +255,37 @@ class BatchDriver(Generic[R, P, Q, F]):
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _read(self) -> list[R]:
+    def _read(self, fetched_only: bool = False) -> list[R]:
         hooks = self._hooks
         hooks.before_read()
         in_lane = self._lane.busy if self._lane is not None else None
         # With a batch in the lane, the read closes early once the lane is free: an event
-        # then waits for at most one model call it is not part of.
-        until = None if in_lane is None else (lambda: in_lane.done() or self._stop.is_set())
+        # then waits for at most one model call it is not part of. With a batch begun, it
+        # takes only what is fetched: that batch is not held back waiting for this one.
+        until: Callable[[], bool] | None
+        if fetched_only:
+            until = _always
+        elif in_lane is not None:
+            until = lambda: in_lane.done() or self._stop.is_set()  # noqa: E731
+        else:
+            until = None
+        wait_s = 0.0 if fetched_only else self._limits.wait_s
         with hooks.stage("read"):
-            batch = self._source.read(self._limits.max_records, self._limits.wait_s, until)
+            batch = self._source.read(self._limits.max_records, wait_s, until)
         hooks.after_read(batch)
         return batch
 
     def _score_held(self, held: _Held[R, P]) -> Q:
         return self._steps.score(held.prepared)
 
-    def _prepare(self, batch: list[R]) -> _Held[R, P] | None:
-        generations = dict(self._source.assignment())
-        attempt = 0
+    def _prepare(
+        self,
+        batch: list[R],
+        generations: Mapping[Partition, int] | None = None,
+        first_attempt: int = 0,
+    ) -> _Held[R, P] | None:
+        generations = dict(self._source.assignment()) if generations is None else generations
+        attempt = first_attempt
         while True:
             owned = self._owned(batch, generations)
             if not owned:
@@ -250,6 +303,67 @@ class BatchDriver(Generic[R, P, Q, F]):
                 self._pause_for(self._policy.delay(attempt), len(owned))
                 continue
             raise error  # outside the handler: it keeps its own traceback and cause
+
+    def _prefetch_step(self, prefetch: SplitPrepare[R, Any, P]) -> None:
+        """Read and begin batch n+1, then complete batch n (begun last time) and advance it."""
+        held = self._begun
+        batch = self._read(fetched_only=held is not None)
+        following = self._begin(prefetch, batch) if batch else None
+        if held is None:
+            self._begun = following
+            if following is None:
+                self._advance(None)  # nothing read: deliver what the lane holds
+            return
+        prepared, self._begun = self._complete_begun(prefetch, held, following)
+        self._advance(prepared)
+
+    def _begin(
+        self,
+        prefetch: SplitPrepare[R, Any, P],
+        batch: list[R],
+        generations: Mapping[Partition, int] | None = None,
+    ) -> _Begun[R] | None:
+        """``prefetch.begin`` of the owned records, retried as ``_prepare`` retries."""
+        generations = dict(self._source.assignment()) if generations is None else generations
+        attempt = 0
+        while True:
+            owned = self._owned(batch, generations)
+            if not owned:
+                log.info("batch of %d dropped: its partitions moved on", len(batch))
+                return None
+            try:
+                return _Begun(owned, generations, prefetch.begin(owned))
+            except Exception as exc:
+                attempt += 1
+                if not self._will_retry("prepare", exc, attempt, len(owned)):
+                    raise
+                self._pause_for(self._policy.delay(attempt), len(owned))
+
+    def _complete_begun(
+        self,
+        prefetch: SplitPrepare[R, Any, P],
+        held: _Begun[R],
+        following: _Begun[R] | None,
+    ) -> tuple[_Held[R, P] | None, _Begun[R] | None]:
+        """``held`` completed, and ``following`` as it must go on. When ``held`` fails, the
+        batch begun after it was not applied before it: it is completed only to be discarded
+        (its failure expected), ``held`` is retried whole, and ``following`` begun again."""
+        try:
+            prepared = prefetch.complete(held.begun)
+            return _Held(held.batch, held.generations, prepared), following
+        except Exception as exc:
+            if not self._will_retry("prepare", exc, 1, len(held.batch)):
+                raise
+        if following is not None:
+            try:
+                prefetch.complete(following.begun)
+            except Exception as exc:  # noqa: BLE001 - expected: it is begun again below
+                log.info("batch begun after a failed one discarded: %s", exc)
+        self._pause_for(self._policy.delay(1), len(held.batch))
+        retried = self._prepare(held.batch, held.generations, first_attempt=1)
+        if following is not None:
+            following = self._begin(prefetch, following.batch, following.generations)
+        return retried, following
 
     def _meanwhile(self) -> None:
         lane = self._lane
@@ -432,6 +546,10 @@ class BatchDriver(Generic[R, P, Q, F]):
                 f"shutdown bound of {bound:.1f}s reached with a batch of {size} unfinished; it "
                 "was not committed and will be reprocessed"
             )
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass(frozen=True)

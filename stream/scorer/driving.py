@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from stream.pipeline.driver import Hooks, Keep
 from stream.pipeline.health import Health
 from stream.pipeline.messages import Incoming
-from stream.scorer.core import ModelScores, PreparedBatch
+from stream.scorer.core import BegunBatch, ModelScores, PreparedBatch
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.model_source import ChampionWatcher
 from stream.scorer.processor import BatchOutputs, BatchProcessor
@@ -45,11 +45,24 @@ class ScorerSteps:
         meanwhile()
         return self._processor.complete(begun)
 
+    def begin(self, batch: list[Incoming]) -> BegunBatch:
+        """The first half of ``prepare`` (``SplitPrepare``, the driver's prefetch): decode,
+        claims, and the context handed to Redis, with the champion of the moment."""
+        return self._processor.begin(batch, self._watcher.current)
+
+    def complete(self, begun: BegunBatch) -> PreparedBatch:
+        """The second half: wait for the context, narrate."""
+        return self._processor.complete(begun)
+
     def score(self, prepared: PreparedBatch) -> ModelScores:
         return self._processor.score(prepared)
 
     def finish(self, prepared: PreparedBatch, scores: ModelScores, keep: Keep) -> BatchOutputs:
-        return self._processor.finish(prepared, scores, keep=lambda m: keep((m.topic, m.partition)))
+        # Nearly always every partition is still owned: the batch is then not copied.
+        everything = all(keep(p) for p in {(m.topic, m.partition) for m in prepared.batch})
+        return self._processor.finish(
+            prepared, scores, None if everything else lambda m: keep((m.topic, m.partition))
+        )
 
     def done(self, batch: list[Incoming], prepared: PreparedBatch, outputs: BatchOutputs) -> None:
         """Delivered and committed: the batch is no longer being retried."""

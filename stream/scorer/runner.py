@@ -175,16 +175,18 @@ class ScorerRunner:
         hooks = ScorerHooks(
             self._processor, self._watcher, self.metrics, self.health, self._check_clients
         )
+        steps = ScorerSteps(self._processor, self._watcher, self.metrics, self.health)
         driver = self._driver = BatchDriver(
             source,
             KafkaSink(self._producer, transactional=self._exactly_once),
-            ScorerSteps(self._processor, self._watcher, self.metrics, self.health),
+            steps,
             limits=DriverLimits(
                 max_records=self._s.batch_max_size,
                 wait_s=IDLE_POLL_S,
                 shutdown_s=self._s.shutdown_timeout_s,
             ),
             overlap=True,
+            prefetch=steps,
             hooks=hooks,
             on_retry=hooks.retrying,
         )

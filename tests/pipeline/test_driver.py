@@ -374,6 +374,92 @@ def test_a_lane_batch_that_cannot_be_delivered_fails_the_run_not_the_next_batch(
     assert source.committed == {}
 
 
+# -- prefetch: batch n+1 begun before batch n is completed ---------------------------------------
+
+
+class PrefetchSteps(LaneSteps):
+    """``LaneSteps`` whose prepare also comes in two halves (``SplitPrepare``); the first
+    ``fail_complete`` completions raise ``error``."""
+
+    def __init__(self, fail_complete: int = 0, error: Exception | None = None) -> None:
+        super().__init__()
+        self._fail_complete = fail_complete
+        self._error = error or ContextUnavailable("redis away")
+        self.on_begin: Callable[[], None] = lambda: None
+
+    def begin(self, batch: list[Rec]) -> list[Rec]:
+        self.log.append(f"begin {batch[0].offset}")
+        self.on_begin()
+        return batch
+
+    def complete(self, begun: list[Rec]) -> list[Rec]:
+        if self._fail_complete:
+            self._fail_complete -= 1
+            self.log.append(f"failed {begun[0].offset}")
+            raise self._error
+        self.log.append(f"complete {begun[0].offset}")
+        return begun
+
+
+def prefetch_driver(
+    source: InMemorySource[Rec], sink: InMemorySink, steps: PrefetchSteps, **kwargs: object
+) -> BatchDriver[Rec, list[Rec], list[int], Outputs]:
+    return lane_driver(source, sink, steps, prefetch=steps, **kwargs)
+
+
+def test_with_prefetch_the_next_batch_is_begun_before_this_one_is_completed() -> None:
+    source = InMemorySource(records(0, range(6)))
+    sink = InMemorySink()
+    steps = PrefetchSteps()
+    prefetch_driver(source, sink, steps).run()
+    assert values(sink) == ["0", "10", "20", "30", "40", "50"]
+    assert source.committed == {P0: 6}
+    log = steps.log
+    assert log.index("begin 2") < log.index("complete 0")
+    assert log.index("begin 4") < log.index("complete 2")
+    assert not any(entry.startswith("prepare") for entry in log)  # the halves, not the whole
+
+
+def test_a_failed_completion_is_retried_before_the_batch_begun_after_it() -> None:
+    # What was begun after the failed batch is discarded and begun again once the failed one
+    # is through: its I/O never lands before the retry's (the context store refuses it).
+    source = InMemorySource(records(0, range(6)))
+    sink = InMemorySink()
+    steps = PrefetchSteps(fail_complete=1)
+    prefetch_driver(source, sink, steps).run()
+    assert values(sink) == ["0", "10", "20", "30", "40", "50"]  # each once, in order
+    assert source.committed == {P0: 6}
+    log = steps.log
+    assert log[:3] == ["begin 0", "begin 2", "failed 0"]
+    retried = log.index("prepare 0")
+    assert log.index("complete 2") < retried  # discarded: completed only to be dropped
+    assert log.index("begin 2", retried) > retried  # begun again after the retry
+    assert log.count("begin 2") == 2
+    assert log.index("finish 0") < log.index("finish 2")
+
+
+def test_a_completion_that_cannot_be_retried_ends_the_run_uncommitted() -> None:
+    source = InMemorySource(records(0, range(6)))
+    sink = InMemorySink()
+    steps = PrefetchSteps(fail_complete=1, error=ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        prefetch_driver(source, sink, steps).run()
+    assert sink.delivered == []
+    assert source.committed == {}
+
+
+def test_a_stop_completes_and_delivers_the_batch_begun() -> None:
+    source = InMemorySource(records(0, range(4)), bounded=False)
+    sink = InMemorySink()
+    steps = PrefetchSteps()
+    the_driver = prefetch_driver(source, sink, steps)
+    steps.on_begin = the_driver.request_stop  # the stop comes while a batch is begun
+    the_driver.run()
+    assert steps.log[:2] == ["begin 0", "complete 0"]
+    assert values(sink) == ["0", "10"]
+    assert source.committed == {P0: 2}
+
+
 # -- stopping -----------------------------------------------------------------------------------
 
 
