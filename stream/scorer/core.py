@@ -349,7 +349,7 @@ def score_message(scored: Scored, model: LoadedModel, topic: str) -> OutgoingMes
 
 def checked_narrative(narrative: NarrativeLike) -> NarrativeLike:
     """``narrative``, or ValueError if its context features are not all finite."""
-    if not all(math.isfinite(x) for x in narrative.features):
+    if not all(map(math.isfinite, narrative.features)):
         raise ValueError("context features are not all finite")
     return narrative
 
