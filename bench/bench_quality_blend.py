@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.bench_quality import DEFAULT, add_table_options, dataset, saved_rows, scored, table_split
-from bench.machine import machine
+from bench.machine import run_facts
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads, load_model
 from models.settings import ModelSettings
@@ -100,9 +98,7 @@ def main() -> None:
     result = {
         "what": "log-odds blends of the table's registered models with the GBDT at the same "
         "seed, on the table's test subsample; control: two GBDT seeds blended",
-        "command": " ".join([".venv/bin/python -m bench.bench_quality_blend", *sys.argv[1:]]),
-        "machine": machine(threads=args.threads),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts("bench.bench_quality_blend", threads=args.threads),
         "narrative_version": full.narrative_version,
         "summary": summary,
         "rows": figures,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from bench.bench_quality import (
     scored,
     table_split,
 )
-from bench.machine import machine
+from bench.machine import run_facts
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads, load_model
 from models.settings import ModelSettings
@@ -97,9 +96,7 @@ def main() -> None:
     result = {
         "what": "the CPU default's registered seeds and the GBDT at the same seeds, on the full "
         "test days and on the table's weighted subsample",
-        "command": " ".join([".venv/bin/python -m bench.bench_quality_full", *sys.argv[1:]]),
-        "machine": machine(threads=args.threads),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts("bench.bench_quality_full", threads=args.threads),
         "test_events": len(full.test),
         "subsample_events": len(subsample),
         "test_suspicious": int(full.test.labels.sum()),

@@ -18,7 +18,6 @@ try a sharper numeric path. Writes ``bench/results/side_path.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import orjson
 
 from bench.bench_quality import dataset, scored, table_split
-from bench.machine import machine
+from bench.machine import run_facts
 from models.examples import SplitData
 from models.gbdt import train_gbdt
 from models.inference import configure_cpu_threads
@@ -124,9 +123,7 @@ def main() -> None:
     result = {
         "what": "the CPU default's numeric side path trained alone (no text) and the GBDT, "
         "same features, seeds, split and weighted subsamples as the quality table",
-        "command": " ".join([".venv/bin/python -m bench.bench_side_path", *sys.argv[1:]]),
-        "machine": machine(threads=args.threads),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts("bench.bench_side_path", threads=args.threads),
         "narrative_version": full.narrative_version,
         "epochs": args.epochs,
         "batch_size": args.batch_size,

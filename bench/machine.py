@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,4 +31,14 @@ def machine(**extra: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         **extra,
+    }
+
+
+def run_facts(module: str, **extra: Any) -> dict[str, Any]:
+    """How a result was made: the command that reproduces it (this run's arguments), the
+    machine (``extra`` as for ``machine``) and when, in UTC."""
+    return {
+        "command": " ".join([f".venv/bin/python -m {module}", *sys.argv[1:]]),
+        "machine": machine(**extra),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
