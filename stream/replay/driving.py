@@ -245,10 +245,7 @@ class ReplaySteps:
 
     def finish(self, prepared: PreparedBatch, scores: ModelScores, keep: Keep) -> BatchOutputs:
         self._records.discard()  # what a failed attempt captured is written again
-        everything = all(keep((m.topic, m.partition)) for m in prepared.batch)
-        return self._processor.finish(
-            prepared, scores, None if everything else lambda m: keep((m.topic, m.partition))
-        )
+        return self._processor.finish(prepared, scores, keep=lambda m: keep((m.topic, m.partition)))
 
     def done(self, batch: list[Incoming], prepared: PreparedBatch, outputs: BatchOutputs) -> None:
         """Delivered: the scores into the run's file, and the counts."""

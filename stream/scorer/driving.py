@@ -58,11 +58,7 @@ class ScorerSteps:
         return self._processor.score(prepared)
 
     def finish(self, prepared: PreparedBatch, scores: ModelScores, keep: Keep) -> BatchOutputs:
-        # Nearly always every partition is still owned: the batch is then not copied.
-        everything = all(keep(p) for p in {(m.topic, m.partition) for m in prepared.batch})
-        return self._processor.finish(
-            prepared, scores, None if everything else lambda m: keep((m.topic, m.partition))
-        )
+        return self._processor.finish(prepared, scores, keep=lambda m: keep((m.topic, m.partition)))
 
     def done(self, batch: list[Incoming], prepared: PreparedBatch, outputs: BatchOutputs) -> None:
         """Delivered and committed: the batch is no longer being retried."""

@@ -223,7 +223,8 @@ class BatchProcessor:
         this consumer no longer owns. Raises RecordsUnavailable; calling again with the same
         arguments is safe (nothing of ``prepared`` or ``scores`` is changed)."""
         model = prepared.model
-        if keep is not None:
+        # Nearly always every partition is still owned: the batch is then not copied.
+        if keep is not None and not all(keep(m) for m in prepared.batch):
             prepared, scores = prepared.restricted(keep), scores.restricted(keep)
         dead = list(prepared.dead)
         dead.extend(
